@@ -1,0 +1,1 @@
+//! Keel ingest: readers, validation, quarantine, splits.

@@ -1,0 +1,1 @@
+//! Keel embedding: model sources, tokenizer, BERT encoder, pooling, batching.

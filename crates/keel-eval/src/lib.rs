@@ -1,0 +1,1 @@
+//! Keel evaluation: metrics on a held-out split.

@@ -1,0 +1,1 @@
+//! Keel HTTP server: the only crate that knows HTTP.

@@ -1,0 +1,1 @@
+//! Keel store: the only crate that speaks SQL; content-addressed artifacts.

@@ -1,0 +1,1 @@
+//! Keel training: classification heads on frozen embeddings.
