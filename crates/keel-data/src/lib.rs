@@ -1,1 +1,55 @@
-//! Keel ingest: readers, validation, quarantine, splits.
+//! Keel ingest: from a raw labelled file to accepted records and quarantined rows.
+//!
+//! Bad rows are data, not errors: [`read_table`] returns every row either as a [`Record`] or as a
+//! [`Quarantined`] row with its reason, so that `rows_read == accepted + quarantined` always holds.
+//! Errors ([`DataError`]) are reserved for problems with the file or the options as a whole.
+//!
+//! This crate knows nothing about SQL, embeddings or HTTP.
+
+mod read;
+mod split;
+
+pub use read::{Format, Ingested, ReadOptions, read_table};
+pub use split::{SplitConfig, assign_splits};
+
+use keel_core::{Quarantined, Record};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Format { path: String, message: String },
+    #[error("{path}: no column named {column:?}; the header has: {available}")]
+    MissingColumn { path: String, column: String, available: String },
+}
+
+/// The content hash of a set of accepted records: the dataset version.
+///
+/// It covers ids, texts and labels in order, so the same rows give the same version whatever
+/// file they came from, and any change gives a new one.
+pub fn dataset_version(records: &[Record]) -> keel_core::ContentHash {
+    let mut h = keel_core::Hasher::new();
+    h.field(b"keel-dataset-v1");
+    for r in records {
+        h.field(r.id.as_bytes()).field(r.text.as_bytes());
+        h.field(r.label.as_deref().unwrap_or("").as_bytes());
+    }
+    h.finish()
+}
+
+/// Counts of quarantined rows by reason, sorted by count (largest first) then reason.
+pub fn quarantine_summary(quarantined: &[Quarantined]) -> Vec<(String, usize)> {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for q in quarantined {
+        *counts.entry(reason_kind(&q.reason).to_owned()).or_default() += 1;
+    }
+    let mut v: Vec<_> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
+}
+
+/// The part of a reason before its first colon: "missing label: ..." → "missing label".
+fn reason_kind(reason: &str) -> &str {
+    reason.split(':').next().unwrap_or(reason).trim()
+}

@@ -1,0 +1,70 @@
+-- Keel store schema, version 1. Timestamps are RFC 3339 text in UTC; JSON columns are text.
+
+CREATE TABLE artifacts (
+    sha256      TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE datasets (
+    id                   TEXT PRIMARY KEY,  -- content hash of the accepted records
+    name                 TEXT NOT NULL,
+    source               TEXT NOT NULL,     -- the path as the user gave it
+    source_sha256        TEXT NOT NULL,     -- hash of the raw file's bytes
+    rows_read            INTEGER NOT NULL,
+    n_records            INTEGER NOT NULL,
+    n_quarantined        INTEGER NOT NULL,
+    records_artifact     TEXT NOT NULL REFERENCES artifacts (sha256),
+    quarantine_artifact  TEXT NOT NULL REFERENCES artifacts (sha256),
+    created_at           TEXT NOT NULL
+);
+
+CREATE TABLE runs (
+    id            TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    status        TEXT NOT NULL,             -- running | succeeded | failed
+    params        TEXT NOT NULL,
+    metrics       TEXT,
+    dataset_id    TEXT REFERENCES datasets (id),
+    error         TEXT,
+    code_version  TEXT NOT NULL,
+    host          TEXT NOT NULL,
+    started_at    TEXT NOT NULL,
+    ended_at      TEXT
+);
+
+CREATE TABLE models (
+    name        TEXT PRIMARY KEY,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE model_versions (
+    name           TEXT NOT NULL REFERENCES models (name),
+    version        INTEGER NOT NULL,
+    input_key      TEXT NOT NULL,            -- hash of dataset, encoder and training config
+    run_id         TEXT NOT NULL REFERENCES runs (id),
+    dataset_id     TEXT NOT NULL REFERENCES datasets (id),
+    encoder_id     TEXT NOT NULL,
+    head_artifact  TEXT NOT NULL REFERENCES artifacts (sha256),
+    metrics        TEXT NOT NULL,
+    created_at     TEXT NOT NULL,
+    PRIMARY KEY (name, version),
+    UNIQUE (name, input_key)
+);
+
+CREATE TABLE aliases (
+    name        TEXT NOT NULL,
+    alias       TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (name, alias),
+    FOREIGN KEY (name, version) REFERENCES model_versions (name, version)
+);
+
+CREATE TABLE embedding_cache (
+    encoder_id   TEXT NOT NULL,
+    text_sha256  TEXT NOT NULL,
+    vector       BLOB NOT NULL,              -- little-endian f32
+    PRIMARY KEY (encoder_id, text_sha256)
+) WITHOUT ROWID;
