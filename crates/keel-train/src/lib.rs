@@ -1,1 +1,259 @@
 //! Keel training: classification heads on frozen embeddings.
+//!
+//! The head is a multinomial (softmax) logistic regression fitted by full-batch L-BFGS. This
+//! crate does no IO and knows nothing about where the feature vectors came from: it sees a
+//! [`Matrix`] of rows and a label index per row, and returns a model whose JSON form is the
+//! artifact.
+//!
+//! # Objective
+//!
+//! ```text
+//! minimise  (1/n) Σ_i −log p(y_i | x_i)  +  (l2/2) ‖W‖²_F        p(·|x) = softmax(W x + b)
+//! ```
+//!
+//! The penalty covers the weights `W` but not the biases `b`. scikit-learn's
+//! `LogisticRegression(C=…)` minimises `C · Σ_i −log p(y_i|x_i) + ½‖W‖²`; dividing by `C·n`
+//! gives the form above with **`l2 = 1 / (C · n)`**. That holds for three or more classes,
+//! where scikit-learn fits this same multinomial model. For two classes scikit-learn fits one
+//! sigmoid weight vector `v` instead; the softmax optimum here has `W = [−v/2, v/2]`, so
+//! `‖W‖² = ‖v‖²/2` and the equivalent is `l2 = 2 / (C · n)`. Because the data term is a mean,
+//! a fixed `l2` is a fixed strength of prior per example whatever the size of the data set.
+
+mod lbfgs;
+mod objective;
+
+use keel_core::Matrix;
+use serde::{Deserialize, Serialize};
+
+pub use lbfgs::StopReason;
+pub use objective::{Objective, Value};
+
+/// Everything that can go wrong when training or loading a head.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("no training examples")]
+    Empty,
+    #[error("feature vectors have no components")]
+    NoFeatures,
+    #[error("{rows} feature rows but {labels} labels")]
+    LengthMismatch { rows: usize, labels: usize },
+    #[error("need examples of at least 2 classes to train a classifier, found {present}")]
+    TooFewClasses { present: usize },
+    #[error("label {label} at row {row} is out of range for {n_classes} classes")]
+    LabelOutOfRange { row: usize, label: usize, n_classes: usize },
+    #[error("duplicate label name {0:?}")]
+    DuplicateLabel(String),
+    #[error("feature at row {row}, column {col} is NaN or infinite")]
+    NonFiniteFeature { row: usize, col: usize },
+    #[error("invalid training configuration: {0}")]
+    InvalidConfig(String),
+    #[error("invalid logistic-regression artifact: {0}")]
+    InvalidArtifact(String),
+}
+
+/// Training settings for [`fit`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LrConfig {
+    /// Strength of the L2 penalty `(l2/2)‖W‖²` added to the mean cross-entropy. `l2 = 1/(C·n)`
+    /// in scikit-learn's terms. Larger values give smaller weights and softer probabilities.
+    pub l2: f64,
+    /// Upper bound on L-BFGS iterations (each costs one or a few passes over the data).
+    pub max_iter: usize,
+    /// Converged when the largest absolute component of the gradient is at most `tol`
+    /// (scikit-learn's `tol` for `lbfgs` means the same on the same scale). Training also
+    /// stops when the objective no longer decreases in floating point.
+    pub tol: f64,
+}
+
+impl Default for LrConfig {
+    /// `l2 = 1e-4`, `tol = 1e-6`, `max_iter = 1000`.
+    ///
+    /// `l2 = 1e-4` is close to scikit-learn's default `C = 1` for the data sizes Keel starts
+    /// with (`1/(C·n)` is 1.4e-4 at 7,000 rows). On L2-normalised 384-d MiniLM embeddings it
+    /// was within noise of the best held-out accuracy and the best log loss on movie-review
+    /// sentiment (2 classes, 7.4k training rows; anything in 1e-5..3e-4 did as well, 1e-3 and
+    /// stronger did worse). `tol = 1e-6` reaches scikit-learn's tightly converged objective
+    /// to six digits in about 50 iterations there; `1e-5` stopped measurably short.
+    fn default() -> Self {
+        Self { l2: 1e-4, max_iter: 1000, tol: 1e-6 }
+    }
+}
+
+/// How training went.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FitReport {
+    /// L-BFGS iterations taken.
+    pub iterations: usize,
+    /// Objective evaluations (passes over the data), including line-search trials.
+    pub evaluations: usize,
+    /// Final value of the minimised objective: mean cross-entropy plus penalty.
+    pub final_loss: f64,
+    /// Final mean cross-entropy on the training data, without the penalty.
+    pub train_log_loss: f64,
+    /// Largest absolute gradient component at the end.
+    pub grad_max: f64,
+    pub stop: StopReason,
+    /// True unless the iteration budget ran out before the optimum was reached.
+    pub converged: bool,
+}
+
+/// A trained softmax classifier over fixed-length feature vectors.
+///
+/// Its JSON form ([`LogisticRegression::to_json_bytes`]) is the model artifact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogisticRegression {
+    labels: Vec<String>,
+    /// `n_classes × dim`: row `c` holds class `c`'s weights.
+    weights: Matrix,
+    bias: Vec<f32>,
+}
+
+/// Trains a head on rows of `x` with label indices `y` into `labels`.
+///
+/// Classes listed in `labels` but absent from `y` are allowed (their bias is driven towards
+/// −∞ and their probability towards 0); at least two classes must be present. Deterministic:
+/// the same inputs give bit-identical weights, whatever the number of CPU cores.
+pub fn fit(
+    x: &Matrix,
+    y: &[usize],
+    labels: Vec<String>,
+    cfg: &LrConfig,
+) -> Result<(LogisticRegression, FitReport), TrainError> {
+    if !(cfg.tol.is_finite() && cfg.tol >= 0.0) {
+        return Err(TrainError::InvalidConfig(format!("tol must be finite and >= 0, got {}", cfg.tol)));
+    }
+    check_labels(&labels)?;
+    let k = labels.len();
+    let obj = Objective::new(x, y, k, cfg.l2)?;
+    let mut seen = vec![false; k];
+    y.iter().for_each(|&c| seen[c] = true);
+    let present = seen.iter().filter(|s| **s).count();
+    if present < 2 {
+        return Err(TrainError::TooFewClasses { present });
+    }
+
+    let params = lbfgs::Params { memory: 10, max_iter: cfg.max_iter, gtol: cfg.tol, ftol: 64.0 * f64::EPSILON };
+    let out = lbfgs::minimize(|p, g| obj.eval(p, g).total, vec![0.0; obj.n_params()], &params);
+    let mut scratch = vec![0.0; obj.n_params()];
+    let value = obj.eval(&out.x, &mut scratch);
+
+    let d = x.cols();
+    let weights = Matrix::from_vec(k, d, out.x[..k * d].iter().map(|&v| v as f32).collect());
+    let bias = out.x[k * d..].iter().map(|&v| v as f32).collect();
+    let report = FitReport {
+        iterations: out.iterations,
+        evaluations: out.evaluations,
+        final_loss: out.f,
+        train_log_loss: value.data_loss,
+        grad_max: out.grad_max,
+        stop: out.stop,
+        converged: out.stop != StopReason::MaxIterations,
+    };
+    Ok((LogisticRegression { labels, weights, bias }, report))
+}
+
+fn check_labels(labels: &[String]) -> Result<(), TrainError> {
+    if labels.len() < 2 {
+        return Err(TrainError::TooFewClasses { present: labels.len() });
+    }
+    let mut sorted: Vec<&String> = labels.iter().collect();
+    sorted.sort();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(TrainError::DuplicateLabel(w[0].clone()));
+    }
+    Ok(())
+}
+
+impl LogisticRegression {
+    /// Class names, in the order of probability vectors and class indices.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Length of the feature vectors the model expects.
+    pub fn dim(&self) -> usize {
+        self.weights.cols()
+    }
+
+    /// Class probabilities for one feature vector (they sum to 1).
+    ///
+    /// Panics if `x.len() != self.dim()`.
+    pub fn predict_proba(&self, x: &[f32]) -> Vec<f32> {
+        assert_eq!(x.len(), self.dim(), "feature vector has the wrong length");
+        let z: Vec<f64> = (0..self.labels.len())
+            .map(|c| {
+                let w = self.weights.row(c);
+                let s: f64 = w.iter().zip(x).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+                s + f64::from(self.bias[c])
+            })
+            .collect();
+        let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = z.iter().map(|v| (v - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        e.iter().map(|v| (v / sum) as f32).collect()
+    }
+
+    /// Class probabilities for each row of `x`: a `rows × n_classes` matrix.
+    ///
+    /// Panics if `x.cols() != self.dim()`.
+    pub fn predict_proba_batch(&self, x: &Matrix) -> Matrix {
+        assert_eq!(x.cols(), self.dim(), "feature matrix has the wrong number of columns");
+        let mut out = Matrix::zeros(x.rows(), self.labels.len());
+        for i in 0..x.rows() {
+            out.row_mut(i).copy_from_slice(&self.predict_proba(x.row(i)));
+        }
+        out
+    }
+
+    /// Index of the most probable class (the first one on ties).
+    ///
+    /// Panics if `x.len() != self.dim()`.
+    pub fn predict(&self, x: &[f32]) -> usize {
+        argmax(&self.predict_proba(x))
+    }
+
+    /// The parameters as the flat vector [`Objective::eval`] takes: weights row-major, then biases.
+    pub fn params(&self) -> Vec<f64> {
+        self.weights.as_slice().iter().chain(&self.bias).map(|&v| f64::from(v)).collect()
+    }
+
+    /// The artifact: compact JSON. Equal models give equal bytes.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a struct of strings and finite floats always serialises")
+    }
+
+    /// Reads an artifact written by [`LogisticRegression::to_json_bytes`], checking its shapes.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, TrainError> {
+        let bad = |m: String| TrainError::InvalidArtifact(m);
+        let model: Self = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        check_labels(&model.labels).map_err(|e| bad(e.to_string()))?;
+        let k = model.labels.len();
+        if model.weights.rows() != k || model.bias.len() != k {
+            return Err(bad(format!(
+                "{k} labels but {} weight rows and {} biases",
+                model.weights.rows(),
+                model.bias.len()
+            )));
+        }
+        if model.weights.cols() == 0 {
+            return Err(bad("weights have no columns".into()));
+        }
+        if model.weights.as_slice().len() != k * model.weights.cols() {
+            return Err(bad("weight data does not match its shape".into()));
+        }
+        if !model.weights.as_slice().iter().chain(&model.bias).all(|v| v.is_finite()) {
+            return Err(bad("non-finite parameter".into()));
+        }
+        Ok(model)
+    }
+}
+
+fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &p) in v.iter().enumerate() {
+        if p > v[best] {
+            best = i;
+        }
+    }
+    best
+}

@@ -1,0 +1,238 @@
+//! One function per command. Each produces its result on stdout (JSON with --json).
+
+mod quickstart;
+mod serve;
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use crate::cli::{Cli, Command, EmbedArgs, IngestArgs, ModelCommand, PromoteArgs, TrainArgs};
+use crate::context::{load_encoder, open_store};
+use crate::output::{self, note};
+use crate::pipeline;
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cli { home, json, command } = cli;
+    match command {
+        Command::Quickstart(args) => quickstart::run(&home, json, args).await,
+        Command::Model(ModelCommand::Pull { name, model_dir, offline }) => model_pull(&name, model_dir, offline, json),
+        Command::Model(ModelCommand::List) => model_list(json),
+        Command::Embed(args) => embed(&home, json, args).await,
+        Command::Ingest(args) => ingest(&home, json, args).await,
+        Command::Train(args) => train(&home, json, args).await,
+        Command::Models => models(&home, json).await,
+        Command::Runs(args) => runs(&home, json, args.limit).await,
+        Command::Promote(args) => promote(&home, json, args).await,
+        Command::Serve(args) => serve::run(&home, args).await,
+    }
+}
+
+fn model_pull(name: &str, model_dir: Option<std::path::PathBuf>, offline: bool, json: bool) -> anyhow::Result<()> {
+    let mut opts = keel_embed::PullOptions::from_env();
+    opts.model_dir = model_dir;
+    opts.offline = offline;
+    let m = keel_embed::pull(name, &opts)?;
+    if json {
+        output::json(&json!({"name": m.name, "dir": m.dir, "source": format!("{:?}", m.source), "sha256": m.sha256}))
+    } else {
+        println!(
+            "{} ready in {} (from {:?}; model.safetensors sha256 {})",
+            m.name,
+            m.dir.display(),
+            m.source,
+            m.sha256
+        );
+        Ok(())
+    }
+}
+
+fn model_list(json: bool) -> anyhow::Result<()> {
+    let opts = keel_embed::PullOptions::from_env();
+    let mut names: Vec<String> = match std::fs::read_dir(&opts.cache_dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("config.json").exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    if json {
+        return output::json(&json!({"cache_dir": opts.cache_dir, "models": names}));
+    }
+    if names.is_empty() {
+        println!("no models in {}; fetch one with `keel model pull all-MiniLM-L6-v2`", opts.cache_dir.display());
+    }
+    for n in names {
+        println!("{n}\t{}", opts.cache_dir.join(&n).display());
+    }
+    Ok(())
+}
+
+async fn embed(home: &std::path::Path, json: bool, args: EmbedArgs) -> anyhow::Result<()> {
+    let texts = keel_embed::read_texts(&args.file, args.field.as_deref())?;
+    let (_, encoder) = load_encoder(&args.encoder)?;
+    let store = open_store(home).await?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (vectors, stats) = crate::embedding::embed_cached(&store, &encoder, &refs, false).await?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    for (i, text) in texts.iter().enumerate() {
+        serde_json::to_writer(&mut out, &json!({"text": text, "embedding": vectors.row(i)}))?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    drop(out);
+    let summary = json!({"encoder": encoder.id(), "texts": stats.texts, "cached": stats.cached, "computed": stats.computed,
+        "truncated": encoder.truncated_count(), "output": args.output});
+    if args.output.is_some() {
+        if json {
+            output::json(&summary)?;
+        } else {
+            println!(
+                "embedded {} texts with {} ({} from cache) into {}",
+                stats.texts,
+                encoder.id(),
+                stats.cached,
+                args.output.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+            );
+        }
+    } else {
+        note(format!("embedded {} texts with {} ({} from cache)", stats.texts, encoder.id(), stats.cached));
+    }
+    Ok(())
+}
+
+async fn ingest(home: &std::path::Path, json: bool, args: IngestArgs) -> anyhow::Result<()> {
+    let store = open_store(home).await?;
+    let outcome = pipeline::ingest(&store, &args.file, &args.columns).await?;
+    if json {
+        return output::json(&outcome);
+    }
+    let d = &outcome.dataset.fields;
+    println!(
+        "dataset {} ({}): {} rows read, {} accepted, {} quarantined{}",
+        d.id.short(),
+        d.name,
+        d.rows_read,
+        d.n_records,
+        d.n_quarantined,
+        if outcome.created { "" } else { " (already in the store; nothing new)" }
+    );
+    print_quarantine(&outcome);
+    Ok(())
+}
+
+fn print_quarantine(outcome: &pipeline::IngestOutcome) {
+    for (reason, n) in &outcome.quarantine_by_reason {
+        println!("  quarantined {n:>6}  {reason}");
+    }
+    if !outcome.quarantine_by_reason.is_empty() {
+        println!("  quarantined rows, with line numbers and reasons: {}", outcome.quarantine_file);
+    }
+}
+
+pub fn print_trained(outcome: &pipeline::TrainOutcome) {
+    let m = &outcome.model;
+    let d = &outcome.ingest.dataset.fields;
+    println!(
+        "data      {} rows read from {}: {} accepted, {} quarantined",
+        d.rows_read, d.source, d.n_records, d.n_quarantined
+    );
+    print_quarantine(&outcome.ingest);
+    if let Some(e) = &outcome.embedding {
+        println!("embedded  {} texts ({} from cache, {} computed)", e.texts, e.cached, e.computed);
+    }
+    let sizes = &m.metrics["split_sizes"];
+    println!(
+        "model     {} {}",
+        m.tag(),
+        if outcome.reused { "(up to date: nothing changed since it was trained)" } else { "(new)" }
+    );
+    println!("split     {} train / {} validation / {} test", sizes["train"], sizes["validation"], sizes["test"]);
+    let num = |k: &str| m.metrics[k].as_f64().unwrap_or(f64::NAN);
+    println!("accuracy  {:.4}   share of test sentences labelled correctly", num("accuracy"));
+    println!("macro-F1  {:.4}   F1 averaged over labels, so each label counts the same", num("macro_f1"));
+    println!("aliases   {}", if m.aliases.is_empty() { "-".into() } else { m.aliases.join(", ") });
+}
+
+async fn train(home: &std::path::Path, json: bool, args: TrainArgs) -> anyhow::Result<()> {
+    let store = open_store(home).await?;
+    let (_, encoder) = load_encoder(&args.encoder)?;
+    let req = pipeline::TrainRequest {
+        name: &args.name,
+        file: &args.file,
+        columns: &args.columns,
+        seed: args.seed,
+        quiet: json,
+    };
+    let outcome = pipeline::train(&store, &encoder, &req).await?;
+    if json {
+        return output::json(&outcome);
+    }
+    print_trained(&outcome);
+    if outcome.model.aliases.iter().any(|a| a == "candidate") {
+        println!("next      keel promote {} to serve it", outcome.model.tag());
+    }
+    Ok(())
+}
+
+async fn models(home: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let store = open_store(home).await?;
+    let versions = store.model_versions().await?;
+    if json {
+        return output::json(&versions);
+    }
+    if versions.is_empty() {
+        println!("no models yet; train one with `keel quickstart` or `keel train FILE`");
+    }
+    println!("{:<24} {:>9} {:>9} {:<22} {:<20} created", "model", "accuracy", "macro-F1", "aliases", "encoder");
+    for v in versions {
+        println!(
+            "{:<24} {:>9.4} {:>9.4} {:<22} {:<20} {}",
+            v.tag(),
+            v.metrics["accuracy"].as_f64().unwrap_or(f64::NAN),
+            v.metrics["macro_f1"].as_f64().unwrap_or(f64::NAN),
+            v.aliases.join(","),
+            v.encoder_id,
+            v.created_at
+        );
+    }
+    Ok(())
+}
+
+async fn runs(home: &std::path::Path, json: bool, limit: i64) -> anyhow::Result<()> {
+    let store = open_store(home).await?;
+    let runs = store.runs(limit).await?;
+    if json {
+        return output::json(&runs);
+    }
+    println!("{:<32} {:<8} {:<10} {:<26} result", "run", "kind", "status", "started");
+    for r in runs {
+        let result = match (&r.metrics, &r.error) {
+            (_, Some(e)) => e.clone(),
+            (Some(m), _) => format!("accuracy {:.4}", m["accuracy"].as_f64().unwrap_or(f64::NAN)),
+            _ => String::new(),
+        };
+        println!("{:<32} {:<8} {:<10} {:<26} {}", r.id, r.kind, r.status, r.started_at, result);
+    }
+    Ok(())
+}
+
+async fn promote(home: &std::path::Path, json: bool, args: PromoteArgs) -> anyhow::Result<()> {
+    let store = open_store(home).await?;
+    let v = store.resolve(&args.version).await?;
+    store.set_alias(&v.name, &args.alias, v.version).await?;
+    let v = store.model_version(&v.name, v.version).await?;
+    if json {
+        return output::json(&v);
+    }
+    println!("{} is now {}", v.tag(), args.alias);
+    Ok(())
+}
