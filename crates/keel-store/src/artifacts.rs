@@ -26,7 +26,28 @@ impl Artifacts {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io(format!("cannot create {}", p.display())))?;
         }
-        Ok(Self { root: root.to_owned() })
+        let me = Self { root: root.to_owned() };
+        me.sweep_temp_files(std::time::Duration::from_secs(3600));
+        Ok(me)
+    }
+
+    /// Removes temporary files older than `age`: what writers killed mid-write left behind.
+    /// Younger ones may belong to a writer still at work, so they stay.
+    fn sweep_temp_files(&self, age: std::time::Duration) {
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else { return };
+        for e in entries.flatten() {
+            let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a > age));
+            if old {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// How many temporary files are present (from writes in progress or killed writers).
+    pub fn temp_files(&self) -> Result<u64> {
+        let dir = self.root.join("tmp");
+        let entries = fs::read_dir(&dir).map_err(io(format!("cannot list {}", dir.display())))?;
+        Ok(entries.count() as u64)
     }
 
     pub fn path(&self, hash: &ContentHash) -> PathBuf {

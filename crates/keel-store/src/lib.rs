@@ -1,21 +1,33 @@
 //! Keel's store: the only crate that speaks SQL.
 //!
-//! A store is a folder (`.keel/` by default) holding `keel.db` (SQLite in WAL mode) and
-//! `artifacts/`, a content-addressed folder of immutable files. Every dataset version, run and
-//! model version is a row; every model head, record set and quarantine file is an artifact.
+//! A store is a home folder (`.keel/` by default) holding `artifacts/`, a content-addressed
+//! folder of immutable files, and the database: SQLite in WAL mode at `keel.db` by default, or
+//! PostgreSQL when `KEEL_DATABASE_URL=postgres://...` is set. The same SQL, through sqlx's `Any`
+//! driver, runs on both; only the migrations and the integrity check differ per backend.
 //!
 //! Invariants:
 //! - An artifact's bytes are on disk, complete and fsynced, before any row names them: a crash
 //!   leaves at worst an unreferenced file, never a row pointing at a missing or partial one.
-//! - Each logical change (a new model version and its model row, an alias move) is one SQL
-//!   transaction.
+//! - Each logical change (a model version with its number, an alias move with its event) is one
+//!   SQL transaction.
 
 mod artifacts;
 mod schema;
 mod store;
 
 pub use artifacts::Artifacts;
-pub use store::{Dataset, ModelVersion, NewDataset, NewModelVersion, Run, RunStatus, Store, StoreCheck};
+pub use store::{
+    AliasEvent, Dataset, Lineage, ModelVersion, NewDataset, NewModelVersion, PredictionRecord, Run, RunStatus, Store,
+    StoreCheck,
+};
+
+/// Which database a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,6 +41,8 @@ pub enum StoreError {
     CorruptArtifact { hash: String, actual: String },
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error("stored JSON is invalid: {0}")]
     Json(#[from] serde_json::Error),
 }

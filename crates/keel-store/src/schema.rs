@@ -1,24 +1,33 @@
-//! Schema migrations, embedded in the binary and applied in order on open.
+//! Schema migrations, embedded in the binary and applied in order on open. Each backend has its
+//! own SQL files with the same version numbers and the same logical schema.
 
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 
-use crate::Result;
+use crate::{Backend, Result};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const POSTGRES: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
 
-pub(crate) async fn migrate(pool: &SqlitePool) -> Result<()> {
-    let mut tx = pool.begin().await?;
-    // The first statement writes, so concurrent openers queue on SQLite's write lock instead of
-    // failing to upgrade a read transaction.
-    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+pub(crate) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<()> {
+    let migrations = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    // Serialise concurrent openers: SQLite through its write lock (BEGIN IMMEDIATE), PostgreSQL
+    // through a transaction-scoped advisory lock.
+    let mut tx = crate::store::write_tx(pool, backend).await?;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(7313)").execute(&mut *tx).await?;
+    }
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)")
         .execute(&mut *tx)
         .await?;
     let current: Option<i64> =
         sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(&mut *tx).await?;
     let current = current.unwrap_or(0);
-    for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    for &(version, sql) in migrations.iter().filter(|(v, _)| *v > current) {
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
             .bind(version)
             .bind(crate::now())
             .execute(&mut *tx)

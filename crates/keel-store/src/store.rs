@@ -5,18 +5,34 @@ use std::time::Duration;
 
 use keel_core::ContentHash;
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Row, Transaction};
 
-use crate::{Artifacts, Result, StoreError, now};
+use crate::{Artifacts, Backend, Result, StoreError, now};
 
 /// A project store: the database and the artifact folder under one home directory.
 #[derive(Clone, Debug)]
 pub struct Store {
     home: PathBuf,
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     artifacts: Artifacts,
 }
+
+/// Starts a transaction that holds the write lock from its first statement (SQLite's
+/// `BEGIN IMMEDIATE`), so that read-then-write transactions queue instead of failing.
+pub(crate) async fn write_tx(pool: &AnyPool, backend: Backend) -> Result<Transaction<'static, sqlx::Any>> {
+    Ok(match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => pool.begin().await?,
+    })
+}
+
+/// Settings every SQLite connection gets: WAL (readers never block the writer), full fsync at
+/// commit, enforced foreign keys, and a generous wait for the write lock.
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NewDataset {
@@ -106,11 +122,80 @@ impl ModelVersion {
     }
 }
 
+/// One move of an alias.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AliasEvent {
+    pub alias: String,
+    pub version: i64,
+    pub previous_version: Option<i64>,
+    pub reason: String,
+    pub at: String,
+}
+
+/// Where a model version came from.
+#[derive(Clone, Debug, Serialize)]
+pub struct Lineage {
+    pub model: ModelVersion,
+    pub run: Run,
+    pub dataset: Dataset,
+    /// Alias moves that pointed at this version.
+    pub alias_events: Vec<AliasEvent>,
+}
+
+/// One served prediction, as the prediction log keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PredictionRecord {
+    pub id: String,
+    pub at: String,
+    pub model: String,
+    pub input_sha256: String,
+    pub input_text: String,
+    pub label: String,
+    pub scores: serde_json::Value,
+    pub latency_ms: f64,
+    pub degraded: bool,
+}
+
 /// The result of `Store::check`: what is wrong, if anything.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StoreCheck {
     pub artifacts_checked: u64,
     pub problems: Vec<String>,
+    /// Temporary files left by writers that were killed mid-write. Harmless: no row names them,
+    /// and opening the store removes those older than an hour.
+    pub leftover_temp_files: u64,
+}
+
+fn run_from_row(row: &AnyRow) -> Result<Run> {
+    let metrics: Option<String> = row.try_get("metrics")?;
+    Ok(Run {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        status: row.try_get("status")?,
+        params: serde_json::from_str(row.try_get("params")?)?,
+        metrics: metrics.as_deref().map(serde_json::from_str).transpose()?,
+        dataset_id: row.try_get("dataset_id")?,
+        error: row.try_get("error")?,
+        code_version: row.try_get("code_version")?,
+        host: row.try_get("host")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+    })
+}
+
+/// Aliases are short lowercase words: `production`, `staging`, `candidate`, `archived`, ...
+fn validate_alias(alias: &str) -> Result<()> {
+    let ok = !alias.is_empty()
+        && alias.len() <= 32
+        && alias.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && alias.parse::<i64>().is_err();
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "alias {alias:?} is not valid: use a short lowercase word such as production, staging, candidate or archived"
+        )))
+    }
 }
 
 fn parse_hash(s: &str) -> Result<ContentHash> {
@@ -118,23 +203,56 @@ fn parse_hash(s: &str) -> Result<ContentHash> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store under `home`.
+    /// Opens (creating if needed) the store under `home`. The database is `home/keel.db`
+    /// unless `KEEL_DATABASE_URL` names a PostgreSQL database.
     pub async fn open(home: &Path) -> Result<Self> {
+        let url = std::env::var("KEEL_DATABASE_URL").ok().filter(|u| !u.trim().is_empty());
+        Self::open_with(home, url.as_deref()).await
+    }
+
+    /// Opens the store under `home` with an explicit database URL (`postgres://...`), or the
+    /// SQLite file `home/keel.db` when `database_url` is `None`.
+    pub async fn open_with(home: &Path, database_url: Option<&str>) -> Result<Self> {
         std::fs::create_dir_all(home).map_err(|source| StoreError::Io {
             context: format!("cannot create store folder {}", home.display()),
             source,
         })?;
-        let opts = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(home.join("keel.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        crate::schema::migrate(&pool).await?;
+        sqlx::any::install_default_drivers();
+        let (backend, opts) = match database_url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                (Backend::Postgres, AnyConnectOptions::from_str(url)?)
+            }
+            Some(url) => {
+                return Err(StoreError::Invalid(format!(
+                    "KEEL_DATABASE_URL must start with postgres:// (got {:?}); unset it to use SQLite under --home",
+                    url.split(':').next().unwrap_or("")
+                )));
+            }
+            None => {
+                let sqlite = SqliteConnectOptions::new().filename(home.join("keel.db")).create_if_missing(true);
+                (Backend::Sqlite, AnyConnectOptions::from_url(&sqlite.to_url_lossy())?)
+            }
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(60))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::raw_sql(SQLITE_PRAGMAS).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        crate::schema::migrate(&pool, backend).await?;
         let artifacts = Artifacts::open(&home.join("artifacts"))?;
-        Ok(Self { home: home.to_owned(), pool, artifacts })
+        Ok(Self { home: home.to_owned(), pool, backend, artifacts })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     pub fn home(&self) -> &Path {
@@ -148,7 +266,7 @@ impl Store {
     /// Writes bytes as an artifact (file first, then its row) and returns the hash.
     pub async fn put_artifact(&self, kind: &str, bytes: &[u8]) -> Result<ContentHash> {
         let hash = self.artifacts.put(bytes)?;
-        sqlx::query("INSERT INTO artifacts (sha256, kind, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING")
+        sqlx::query("INSERT INTO artifacts (sha256, kind, size, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING")
             .bind(hash.as_str())
             .bind(kind)
             .bind(bytes.len() as i64)
@@ -168,7 +286,7 @@ impl Store {
     pub async fn put_dataset(&self, d: &NewDataset) -> Result<Dataset> {
         sqlx::query(
             "INSERT INTO datasets (id, name, source, source_sha256, rows_read, n_records, n_quarantined, records_artifact, quarantine_artifact, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
         )
         .bind(d.id.as_str())
         .bind(&d.name)
@@ -186,7 +304,7 @@ impl Store {
     }
 
     pub async fn dataset(&self, id: &str) -> Result<Dataset> {
-        let row = sqlx::query("SELECT * FROM datasets WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM datasets WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -217,7 +335,7 @@ impl Store {
         host: &str,
     ) -> Result<String> {
         let id = format!("run-{}", uuid_like());
-        sqlx::query("INSERT INTO runs (id, kind, status, params, code_version, host, started_at) VALUES (?, ?, 'running', ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO runs (id, kind, status, params, code_version, host, started_at) VALUES ($1, $2, 'running', $3, $4, $5, $6)")
             .bind(&id)
             .bind(kind)
             .bind(params.to_string())
@@ -230,7 +348,7 @@ impl Store {
     }
 
     pub async fn set_run_dataset(&self, run_id: &str, dataset_id: &ContentHash) -> Result<()> {
-        sqlx::query("UPDATE runs SET dataset_id = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET dataset_id = $1 WHERE id = $2")
             .bind(dataset_id.as_str())
             .bind(run_id)
             .execute(&self.pool)
@@ -245,7 +363,7 @@ impl Store {
         metrics: Option<&serde_json::Value>,
         error: Option<&str>,
     ) -> Result<()> {
-        sqlx::query("UPDATE runs SET status = ?, metrics = ?, error = ?, ended_at = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET status = $1, metrics = $2, error = $3, ended_at = $4 WHERE id = $5")
             .bind(status.as_str())
             .bind(metrics.map(|m| m.to_string()))
             .bind(error)
@@ -258,82 +376,77 @@ impl Store {
 
     /// The most recent runs first.
     pub async fn runs(&self, limit: i64) -> Result<Vec<Run>> {
-        let rows = sqlx::query("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT $1")
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let metrics: Option<String> = row.try_get("metrics")?;
-                Ok(Run {
-                    id: row.try_get("id")?,
-                    kind: row.try_get("kind")?,
-                    status: row.try_get("status")?,
-                    params: serde_json::from_str(row.try_get("params")?)?,
-                    metrics: metrics.as_deref().map(serde_json::from_str).transpose()?,
-                    dataset_id: row.try_get("dataset_id")?,
-                    error: row.try_get("error")?,
-                    code_version: row.try_get("code_version")?,
-                    host: row.try_get("host")?,
-                    started_at: row.try_get("started_at")?,
-                    ended_at: row.try_get("ended_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(run_from_row).collect()
+    }
+
+    pub async fn run(&self, id: &str) -> Result<Run> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no run {id}")))?;
+        run_from_row(&row)
     }
 
     // ---- models ----
 
-    /// Registers a model version, or returns the existing one with the same input key.
-    /// The model row, the version number and the version row are one transaction.
+    /// Registers a model version, or returns the existing one with the same input key (then
+    /// the flag is false). The model row, the version number and the version row are one
+    /// transaction; concurrent registrations get distinct numbers.
     pub async fn register_model_version(&self, v: &NewModelVersion) -> Result<(ModelVersion, bool)> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO models (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
-            .bind(&v.name)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = write_tx(&self.pool, self.backend).await?;
         let existing: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM model_versions WHERE name = ? AND input_key = ?")
+            sqlx::query_scalar("SELECT version FROM model_versions WHERE name = $1 AND input_key = $2")
                 .bind(&v.name)
                 .bind(v.input_key.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
-        let created = existing.is_none();
-        let version = match existing {
-            Some(version) => version,
-            None => {
-                let next: i64 =
-                    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE name = ?")
-                        .bind(&v.name)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                sqlx::query(
-                    "INSERT INTO model_versions (name, version, input_key, run_id, dataset_id, encoder_id, head_artifact, metrics, created_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&v.name)
-                .bind(next)
-                .bind(v.input_key.as_str())
-                .bind(&v.run_id)
-                .bind(v.dataset_id.as_str())
-                .bind(&v.encoder_id)
-                .bind(v.head_artifact.as_str())
-                .bind(v.metrics.to_string())
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-                next
-            }
-        };
+        if let Some(version) = existing {
+            tx.rollback().await?;
+            return Ok((self.model_version(&v.name, version).await?, false));
+        }
+        sqlx::query(
+            "INSERT INTO models (name, next_version, created_at) VALUES ($1, 1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&v.name)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        // The UPDATE takes the model row's lock (PostgreSQL) or the database write lock
+        // (SQLite) before the number is read, so no two registrations get the same number.
+        let version: i64 = sqlx::query_scalar(
+            "UPDATE models SET next_version = next_version + 1 WHERE name = $1 RETURNING next_version - 1",
+        )
+        .bind(&v.name)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO model_versions (name, version, input_key, run_id, dataset_id, encoder_id, head_artifact, metrics, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&v.name)
+        .bind(version)
+        .bind(v.input_key.as_str())
+        .bind(&v.run_id)
+        .bind(v.dataset_id.as_str())
+        .bind(&v.encoder_id)
+        .bind(v.head_artifact.as_str())
+        .bind(v.metrics.to_string())
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok((self.model_version(&v.name, version).await?, created))
+        Ok((self.model_version(&v.name, version).await?, true))
     }
 
     /// Looks up a version made from exactly these inputs, if one exists.
     pub async fn find_model_version(&self, name: &str, input_key: &ContentHash) -> Result<Option<ModelVersion>> {
         let version: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM model_versions WHERE name = ? AND input_key = ?")
+            sqlx::query_scalar("SELECT version FROM model_versions WHERE name = $1 AND input_key = $2")
                 .bind(name)
                 .bind(input_key.as_str())
                 .fetch_optional(&self.pool)
@@ -345,7 +458,7 @@ impl Store {
     }
 
     pub async fn model_version(&self, name: &str, version: i64) -> Result<ModelVersion> {
-        let row = sqlx::query("SELECT * FROM model_versions WHERE name = ? AND version = ?")
+        let row = sqlx::query("SELECT * FROM model_versions WHERE name = $1 AND version = $2")
             .bind(name)
             .bind(version)
             .fetch_optional(&self.pool)
@@ -354,11 +467,11 @@ impl Store {
         self.version_from_row(&row).await
     }
 
-    async fn version_from_row(&self, row: &sqlx::sqlite::SqliteRow) -> Result<ModelVersion> {
+    async fn version_from_row(&self, row: &AnyRow) -> Result<ModelVersion> {
         let name: String = row.try_get("name")?;
         let version: i64 = row.try_get("version")?;
         let aliases: Vec<String> =
-            sqlx::query_scalar("SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias")
+            sqlx::query_scalar("SELECT alias FROM aliases WHERE name = $1 AND version = $2 ORDER BY alias")
                 .bind(&name)
                 .bind(version)
                 .fetch_all(&self.pool)
@@ -377,6 +490,11 @@ impl Store {
         })
     }
 
+    /// The names of all registered models, sorted.
+    pub async fn model_names(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT name FROM models ORDER BY name").fetch_all(&self.pool).await?)
+    }
+
     /// All versions of all models, newest first.
     pub async fn model_versions(&self) -> Result<Vec<ModelVersion>> {
         let rows =
@@ -388,20 +506,105 @@ impl Store {
         Ok(out)
     }
 
-    /// Points `alias` of model `name` at `version`, in one transaction.
-    pub async fn set_alias(&self, name: &str, alias: &str, version: i64) -> Result<()> {
-        self.model_version(name, version).await?;
+    /// Points `alias` of model `name` at `version` and records the move with its reason, in one
+    /// transaction. Returns the version the alias pointed at before, if any.
+    pub async fn set_alias(&self, name: &str, alias: &str, version: i64, reason: &str) -> Result<Option<i64>> {
+        validate_alias(alias)?;
+        let mut tx = write_tx(&self.pool, self.backend).await?;
+        // Take the model row's lock (PostgreSQL; SQLite already holds its write lock) so that
+        // concurrent moves of an alias are serialised and each records the true previous version.
+        sqlx::query("UPDATE models SET next_version = next_version WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM model_versions WHERE name = $1 AND version = $2")
+                .bind(name)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("no model version {name}@{version}")));
+        }
+        let previous: Option<i64> = sqlx::query_scalar("SELECT version FROM aliases WHERE name = $1 AND alias = $2")
+            .bind(name)
+            .bind(alias)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let at = now();
         sqlx::query(
-            "INSERT INTO aliases (name, alias, version, updated_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO aliases (name, alias, version, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
         )
         .bind(name)
         .bind(alias)
         .bind(version)
-        .bind(now())
-        .execute(&self.pool)
+        .bind(&at)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        sqlx::query(
+            "INSERT INTO alias_events (name, alias, version, previous_version, reason, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(name)
+        .bind(alias)
+        .bind(version)
+        .bind(previous)
+        .bind(reason)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(previous)
+    }
+
+    /// Moves `alias` back to the version it pointed at before its latest move.
+    /// Returns (from, to).
+    pub async fn rollback(&self, name: &str, alias: &str) -> Result<(i64, i64)> {
+        let last: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT version, previous_version FROM alias_events WHERE name = $1 AND alias = $2 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(name)
+        .bind(alias)
+        .fetch_optional(&self.pool)
+        .await?;
+        match last {
+            None => Err(StoreError::NotFound(format!("model {name} has never had a {alias} version"))),
+            Some((_, None)) => {
+                Err(StoreError::Invalid(format!("{name}@{alias} has no earlier version to roll back to")))
+            }
+            Some((from, Some(to))) => {
+                self.set_alias(name, alias, to, &format!("rollback from version {from}")).await?;
+                Ok((from, to))
+            }
+        }
+    }
+
+    /// Every alias move of a model, oldest first.
+    pub async fn alias_events(&self, name: &str) -> Result<Vec<AliasEvent>> {
+        let rows = sqlx::query("SELECT * FROM alias_events WHERE name = $1 ORDER BY seq")
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AliasEvent {
+                    alias: r.try_get("alias")?,
+                    version: r.try_get("version")?,
+                    previous_version: r.try_get("previous_version")?,
+                    reason: r.try_get("reason")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The chain from the raw file to the model version: version → run → dataset → source.
+    pub async fn lineage(&self, spec: &str) -> Result<Lineage> {
+        let model = self.resolve(spec).await?;
+        let run = self.run(&model.run_id).await?;
+        let dataset = self.dataset(&model.dataset_id).await?;
+        let events = self.alias_events(&model.name).await?.into_iter().filter(|e| e.version == model.version).collect();
+        Ok(Lineage { model, run, dataset, alias_events: events })
     }
 
     /// Resolves `NAME`, `NAME@VERSION` or `NAME@ALIAS`. A bare name means its `production`
@@ -412,7 +615,7 @@ impl Store {
             return self.model_version(name, v).await;
         }
         let alias = which.unwrap_or("production");
-        let aliased: Option<i64> = sqlx::query_scalar("SELECT version FROM aliases WHERE name = ? AND alias = ?")
+        let aliased: Option<i64> = sqlx::query_scalar("SELECT version FROM aliases WHERE name = $1 AND alias = $2")
             .bind(name)
             .bind(alias)
             .fetch_optional(&self.pool)
@@ -420,7 +623,7 @@ impl Store {
         let version = match (aliased, which) {
             (Some(v), _) => v,
             (None, Some(_)) => return Err(StoreError::NotFound(format!("model {name} has no alias {alias:?}"))),
-            (None, None) => sqlx::query_scalar("SELECT MAX(version) FROM model_versions WHERE name = ?")
+            (None, None) => sqlx::query_scalar("SELECT MAX(version) FROM model_versions WHERE name = $1")
                 .bind(name)
                 .fetch_one(&self.pool)
                 .await
@@ -445,9 +648,10 @@ impl Store {
     ) -> Result<Vec<Option<Vec<f32>>>> {
         let mut found: HashMap<String, Vec<f32>> = HashMap::new();
         for chunk in text_hashes.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(",");
+            let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            let marks = marks.join(",");
             let sql = format!(
-                "SELECT text_sha256, vector FROM embedding_cache WHERE encoder_id = ? AND text_sha256 IN ({marks})"
+                "SELECT text_sha256, vector FROM embedding_cache WHERE encoder_id = $1 AND text_sha256 IN ({marks})"
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).bind(encoder_id);
             for h in chunk {
@@ -464,11 +668,11 @@ impl Store {
 
     /// Stores vectors in one transaction.
     pub async fn cache_embeddings(&self, encoder_id: &str, items: &[(ContentHash, &[f32])]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = write_tx(&self.pool, self.backend).await?;
         for (h, v) in items {
             let blob: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
             sqlx::query(
-                "INSERT INTO embedding_cache (encoder_id, text_sha256, vector) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO embedding_cache (encoder_id, text_sha256, vector) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             )
             .bind(encoder_id)
             .bind(h.as_str())
@@ -482,28 +686,108 @@ impl Store {
 
     // ---- integrity ----
 
-    /// Checks that the database is sound and that every artifact a row names exists and is
-    /// intact.
+    /// Checks that the database is sound, that no row points at a missing row, and that every
+    /// artifact a row names exists on disk and is intact.
     pub async fn check(&self) -> Result<StoreCheck> {
         let mut report = StoreCheck::default();
-        let integrity: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&self.pool).await?;
-        if integrity != "ok" {
-            report.problems.push(format!("database integrity: {integrity}"));
+        if self.backend == Backend::Sqlite {
+            let integrity: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&self.pool).await?;
+            if integrity != "ok" {
+                report.problems.push(format!("database integrity: {integrity}"));
+            }
+            let tables: Vec<String> =
+                sqlx::query_scalar("SELECT \"table\" FROM pragma_foreign_key_check").fetch_all(&self.pool).await?;
+            for table in tables {
+                report.problems.push(format!("dangling reference in table {table}"));
+            }
         }
-        let fk: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check").fetch_all(&self.pool).await?;
-        for row in fk {
-            let table: String = row.try_get(0)?;
-            report.problems.push(format!("dangling reference in table {table}"));
+        // PostgreSQL enforces foreign keys itself; these hold on both backends.
+        let orphans: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM aliases a LEFT JOIN model_versions v ON a.name = v.name AND a.version = v.version
+             WHERE v.name IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if orphans > 0 {
+            report.problems.push(format!("{orphans} aliases point at missing model versions"));
         }
         let hashes: Vec<String> = sqlx::query_scalar("SELECT sha256 FROM artifacts").fetch_all(&self.pool).await?;
         for h in hashes {
             report.artifacts_checked += 1;
-            match parse_hash(&h).and_then(|h| self.artifacts.get(&h)) {
-                Ok(_) => {}
-                Err(e) => report.problems.push(e.to_string()),
+            if let Err(e) = parse_hash(&h).and_then(|h| self.artifacts.get(&h)) {
+                report.problems.push(e.to_string());
             }
         }
+        report.leftover_temp_files = self.artifacts.temp_files()?;
         Ok(report)
+    }
+
+    // ---- prediction log ----
+
+    /// Appends predictions in one transaction (one round trip per row, one commit per batch).
+    pub async fn log_predictions(&self, batch: &[PredictionRecord]) -> Result<()> {
+        let mut tx = write_tx(&self.pool, self.backend).await?;
+        for p in batch {
+            sqlx::query(
+                "INSERT INTO predictions (id, at, model, input_sha256, input_text, label, scores, latency_ms, degraded)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&p.id)
+            .bind(&p.at)
+            .bind(&p.model)
+            .bind(&p.input_sha256)
+            .bind(&p.input_text)
+            .bind(&p.label)
+            .bind(p.scores.to_string())
+            .bind(p.latency_ms)
+            .bind(i64::from(p.degraded))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Attaches a true label to a logged prediction.
+    pub async fn add_feedback(&self, prediction_id: &str, label: &str) -> Result<()> {
+        let known: Option<String> = sqlx::query_scalar("SELECT id FROM predictions WHERE id = $1")
+            .bind(prediction_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if known.is_none() {
+            return Err(StoreError::NotFound(format!("no logged prediction {prediction_id}")));
+        }
+        sqlx::query("INSERT INTO feedback (prediction_id, label, at) VALUES ($1, $2, $3)")
+            .bind(prediction_id)
+            .bind(label)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Logged predictions in a time window `[since, until)`, oldest first.
+    pub async fn predictions(&self, since: &str, until: &str) -> Result<Vec<PredictionRecord>> {
+        let rows = sqlx::query("SELECT * FROM predictions WHERE at >= $1 AND at < $2 ORDER BY at, id")
+            .bind(since)
+            .bind(until)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PredictionRecord {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    model: r.try_get("model")?,
+                    input_sha256: r.try_get("input_sha256")?,
+                    input_text: r.try_get("input_text")?,
+                    label: r.try_get("label")?,
+                    scores: serde_json::from_str(r.try_get("scores")?)?,
+                    latency_ms: r.try_get("latency_ms")?,
+                    degraded: r.try_get::<i64, _>("degraded")? != 0,
+                })
+            })
+            .collect()
     }
 }
 

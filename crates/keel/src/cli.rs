@@ -41,6 +41,13 @@ pub enum Command {
     Runs(RunsArgs),
     /// Point the `production` alias of a model at a version: `keel promote sentiment@2`.
     Promote(PromoteArgs),
+    /// Move an alias back to the version it pointed at before its latest move.
+    Rollback(RollbackArgs),
+    /// Show where a model version came from: run, dataset, raw file, alias moves.
+    Lineage(LineageArgs),
+    /// Inspect the project store.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Serve models over HTTP: /v1/classify, /v1/embeddings, /healthz, /metrics.
     Serve(ServeArgs),
 }
@@ -49,7 +56,7 @@ pub enum Command {
 pub struct EncoderArgs {
     /// Encoder model to use.
     #[arg(long = "encoder", default_value = "all-MiniLM-L6-v2")]
-    pub name: String,
+    pub encoder_name: String,
     /// Load the encoder from this folder instead of the cache (it must hold config.json,
     /// tokenizer.json, model.safetensors).
     #[arg(long, env = "KEEL_MODEL_DIR")]
@@ -169,6 +176,28 @@ pub struct PromoteArgs {
     /// Alias to move.
     #[arg(long = "to", default_value = "production")]
     pub alias: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Model name (default: the only model in the store).
+    pub name: Option<String>,
+    /// Alias to move back.
+    #[arg(long = "alias", default_value = "production")]
+    pub alias: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LineageArgs {
+    /// NAME, NAME@VERSION or NAME@ALIAS.
+    pub version: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Check the store's integrity: the database, references between rows, and every
+    /// artifact's bytes against its hash. Exits non-zero when something is wrong.
+    Check,
 }
 
 #[derive(Debug, Args)]

@@ -17,8 +17,8 @@ pub async fn open_store(home: &Path) -> anyhow::Result<Store> {
 pub fn load_encoder(args: &EncoderArgs) -> anyhow::Result<(InstalledModel, Arc<Encoder>)> {
     let mut opts = PullOptions::from_env();
     opts.model_dir = args.model_dir.clone();
-    let installed =
-        keel_embed::pull(&args.name, &opts).with_context(|| format!("cannot get encoder model {}", args.name))?;
+    let installed = keel_embed::pull(&args.encoder_name, &opts)
+        .with_context(|| format!("cannot get encoder model {}", args.encoder_name))?;
     let cfg = EncoderConfig { batch_size: args.batch_size.max(1), ..EncoderConfig::default() };
     let encoder = Encoder::load(&installed, cfg)
         .with_context(|| format!("cannot load encoder from {}", installed.dir.display()))?;

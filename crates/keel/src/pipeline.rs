@@ -212,9 +212,12 @@ async fn fit_and_register(
         .await?;
     // The first version of a model goes to production; later ones wait as `candidate` for a
     // promotion (`keel promote NAME@VERSION`).
-    let alias =
-        if store.resolve(&format!("{}@production", req.name)).await.is_err() { "production" } else { "candidate" };
-    store.set_alias(req.name, alias, model.version).await?;
+    let (alias, reason) = if store.resolve(&format!("{}@production", req.name)).await.is_err() {
+        ("production", "first version of this model")
+    } else {
+        ("candidate", "newly trained; promote with keel promote")
+    };
+    store.set_alias(req.name, alias, model.version, reason).await?;
     let model = store.model_version(req.name, model.version).await?;
     Ok((model, stats))
 }

@@ -8,7 +8,9 @@ use std::io::Write;
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::cli::{Cli, Command, EmbedArgs, IngestArgs, ModelCommand, PromoteArgs, TrainArgs};
+use crate::cli::{
+    Cli, Command, EmbedArgs, IngestArgs, LineageArgs, ModelCommand, PromoteArgs, RollbackArgs, StoreCommand, TrainArgs,
+};
 use crate::context::{load_encoder, open_store};
 use crate::output::{self, note};
 use crate::pipeline;
@@ -25,6 +27,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models => models(&home, json).await,
         Command::Runs(args) => runs(&home, json, args.limit).await,
         Command::Promote(args) => promote(&home, json, args).await,
+        Command::Rollback(args) => rollback(&home, json, args).await,
+        Command::Lineage(args) => lineage(&home, json, args).await,
+        Command::Store(StoreCommand::Check) => store_check(&home, json).await,
         Command::Serve(args) => serve::run(&home, args).await,
     }
 }
@@ -228,11 +233,81 @@ async fn runs(home: &std::path::Path, json: bool, limit: i64) -> anyhow::Result<
 async fn promote(home: &std::path::Path, json: bool, args: PromoteArgs) -> anyhow::Result<()> {
     let store = open_store(home).await?;
     let v = store.resolve(&args.version).await?;
-    store.set_alias(&v.name, &args.alias, v.version).await?;
+    let previous = store.set_alias(&v.name, &args.alias, v.version, "promoted by hand (keel promote)").await?;
     let v = store.model_version(&v.name, v.version).await?;
     if json {
-        return output::json(&v);
+        return output::json(&json!({"model": v, "alias": args.alias, "previous_version": previous}));
     }
-    println!("{} is now {}", v.tag(), args.alias);
+    match previous {
+        Some(p) if p != v.version => println!("{} is now {} (was version {p})", v.tag(), args.alias),
+        _ => println!("{} is now {}", v.tag(), args.alias),
+    }
+    Ok(())
+}
+
+/// The model a command means when the user names none: the only one in the store.
+async fn only_model(store: &keel_store::Store) -> anyhow::Result<String> {
+    match store.model_names().await?.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => anyhow::bail!("no models yet; train one with `keel quickstart` or `keel train FILE`"),
+        many => anyhow::bail!("several models are registered ({}); name one", many.join(", ")),
+    }
+}
+
+async fn rollback(home: &std::path::Path, json: bool, args: RollbackArgs) -> anyhow::Result<()> {
+    let store = open_store(home).await?;
+    let name = match args.name {
+        Some(n) => n,
+        None => only_model(&store).await?,
+    };
+    let (from, to) = store.rollback(&name, &args.alias).await?;
+    if json {
+        return output::json(&json!({"model": name, "alias": args.alias, "from": from, "to": to}));
+    }
+    println!("{name}@{}: version {from} → version {to}", args.alias);
+    Ok(())
+}
+
+async fn lineage(home: &std::path::Path, json: bool, args: LineageArgs) -> anyhow::Result<()> {
+    let store = open_store(home).await?;
+    let l = store.lineage(&args.version).await?;
+    if json {
+        return output::json(&l);
+    }
+    let d = &l.dataset.fields;
+    println!("model    {} (created {})", l.model.tag(), l.model.created_at);
+    println!("  head     artifact {}", l.model.head_artifact);
+    println!("  encoder  {}", l.model.encoder_id);
+    println!("run      {} ({}, {}, {} on {})", l.run.id, l.run.kind, l.run.status, l.run.code_version, l.run.host);
+    println!("  params   {}", l.run.params);
+    println!(
+        "dataset  {} ({} accepted, {} quarantined of {} rows read)",
+        d.id, d.n_records, d.n_quarantined, d.rows_read
+    );
+    println!("  records  artifact {}", d.records_artifact);
+    println!("raw file {} (sha256 {})", d.source, d.source_sha256);
+    for e in &l.alias_events {
+        println!("alias    {} at {}: {}", e.alias, e.at, e.reason);
+    }
+    Ok(())
+}
+
+async fn store_check(home: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let store = open_store(home).await?;
+    let report = store.check().await?;
+    if json {
+        output::json(&report)?;
+    } else {
+        println!(
+            "{} artifacts checked, {} problems, {} leftover temporary files",
+            report.artifacts_checked,
+            report.problems.len(),
+            report.leftover_temp_files
+        );
+        for p in &report.problems {
+            println!("  {p}");
+        }
+    }
+    anyhow::ensure!(report.problems.is_empty(), "the store has {} problems", report.problems.len());
     Ok(())
 }

@@ -24,15 +24,11 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
     };
     let spec = match &args.model {
         Some(s) => Some(s.clone()),
-        None => {
-            let mut names: Vec<String> = store.model_versions().await?.into_iter().map(|v| v.name).collect();
-            names.dedup();
-            match names.as_slice() {
-                [] => None,
-                [one] => Some(one.clone()),
-                many => bail!("several models are registered ({}); choose one with --model NAME", many.join(", ")),
-            }
-        }
+        None => match store.model_names().await?.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            many => bail!("several models are registered ({}); choose one with --model NAME", many.join(", ")),
+        },
     };
     let model = match spec {
         Some(spec) => {

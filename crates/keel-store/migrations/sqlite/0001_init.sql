@@ -1,4 +1,6 @@
--- Keel store schema, version 1. Timestamps are RFC 3339 text in UTC; JSON columns are text.
+-- Keel store schema, version 1 (SQLite). migrations/postgres/0001_init.sql is the same schema
+-- in PostgreSQL's types; keep the two in step. Timestamps are fixed-width RFC 3339 text in UTC
+-- (text order is time order); JSON columns are text.
 
 CREATE TABLE artifacts (
     sha256      TEXT PRIMARY KEY,
@@ -35,8 +37,9 @@ CREATE TABLE runs (
 );
 
 CREATE TABLE models (
-    name        TEXT PRIMARY KEY,
-    created_at  TEXT NOT NULL
+    name          TEXT PRIMARY KEY,
+    next_version  INTEGER NOT NULL,          -- taken and bumped in the registering transaction
+    created_at    TEXT NOT NULL
 );
 
 CREATE TABLE model_versions (
@@ -62,9 +65,40 @@ CREATE TABLE aliases (
     FOREIGN KEY (name, version) REFERENCES model_versions (name, version)
 );
 
+-- Every alias move, for `keel rollback` and for the record.
+CREATE TABLE alias_events (
+    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    name              TEXT NOT NULL,
+    alias             TEXT NOT NULL,
+    version           INTEGER NOT NULL,
+    previous_version  INTEGER,
+    reason            TEXT NOT NULL,
+    at                TEXT NOT NULL
+);
+
 CREATE TABLE embedding_cache (
     encoder_id   TEXT NOT NULL,
     text_sha256  TEXT NOT NULL,
     vector       BLOB NOT NULL,              -- little-endian f32
     PRIMARY KEY (encoder_id, text_sha256)
 ) WITHOUT ROWID;
+
+CREATE TABLE predictions (
+    id            TEXT PRIMARY KEY,
+    at            TEXT NOT NULL,
+    model         TEXT NOT NULL,             -- NAME@VERSION that answered
+    input_sha256  TEXT NOT NULL,
+    input_text    TEXT NOT NULL,
+    label         TEXT NOT NULL,
+    scores        TEXT NOT NULL,
+    latency_ms    DOUBLE PRECISION NOT NULL,
+    degraded      INTEGER NOT NULL           -- 0 or 1
+);
+CREATE INDEX predictions_at ON predictions (at);
+
+CREATE TABLE feedback (
+    prediction_id  TEXT NOT NULL REFERENCES predictions (id),
+    label          TEXT NOT NULL,
+    at             TEXT NOT NULL
+);
+CREATE INDEX feedback_prediction ON feedback (prediction_id);
