@@ -9,6 +9,36 @@
 //! - F1 of a class is 0 when precision + recall is 0, which includes a class that is neither
 //!   present nor predicted;
 //! - macro-F1 averages over **all** classes in the label list, present or not.
+//!
+//! Beyond these: probability quality ([`brier_score`], [`expected_calibration_error`] with 15
+//! equal-width bins, [`roc_auc`]), percentile-bootstrap intervals ([`bootstrap_intervals`]),
+//! the promotion [`Gate`] (paired bootstrap of the macro-F1 difference), temperature scaling
+//! ([`fit_temperature`]), slices and confidently wrong examples, and the [`Report`] with its
+//! HTML page ([`render_html`]) and terminal summary.
+
+mod bootstrap;
+mod calibration;
+mod gate;
+mod html;
+mod metrics;
+mod report;
+mod rng;
+mod slices;
+
+pub use bootstrap::{
+    BootstrapConfig, Interval, MetricIntervals, bootstrap_interval, bootstrap_intervals, paired_macro_f1_diff, quantile,
+};
+pub use calibration::{
+    CalibrationStats, TemperatureFit, fit_temperature, nll_at_temperature, softmax_with_temperature,
+};
+pub use gate::{Gate, GateDecision, signed_pt};
+pub use html::{escape, format_diff, render_html};
+pub use metrics::{
+    ECE_BINS, ReliabilityBin, RocAuc, binary_roc_auc, brier_score, expected_calibration_error, reliability_bins,
+    roc_auc,
+};
+pub use report::{BaselineResult, Report, ReportInput, ReportedWrong, build_report};
+pub use slices::{LENGTH_BUCKETS, Slice, WrongExample, confidently_wrong, label_keys, length_keys, slice_metrics};
 
 use std::fmt::Write as _;
 
@@ -135,7 +165,7 @@ pub fn evaluate(y_true: &[usize], proba: &Matrix, labels: &[String]) -> Evaluati
     }
 }
 
-const LOG_LOSS_EPS: f64 = f32::EPSILON as f64;
+pub(crate) const LOG_LOSS_EPS: f64 = f32::EPSILON as f64;
 
 fn argmax(row: &[f32]) -> usize {
     let mut best = 0;

@@ -3,7 +3,7 @@
 use keel_core::Matrix;
 use keel_eval::{Evaluation, accuracy, evaluate, macro_f1};
 
-fn labels(names: &[&str]) -> Vec<String> {
+pub(crate) fn labels(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| (*s).to_owned()).collect()
 }
 
@@ -12,7 +12,7 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 /// Eight examples, three classes. Argmax predictions: [0, 0, 1, 1, 2, 2, 2, 0].
-fn case_a() -> (Vec<usize>, Matrix) {
+pub(crate) fn case_a() -> (Vec<usize>, Matrix) {
     let y_true = vec![0, 0, 0, 1, 1, 2, 2, 2];
     let proba = Matrix::from_vec(
         8,
@@ -156,4 +156,54 @@ fn summary_shows_headline_metrics_and_every_class() {
     let cells: Vec<&str> = neutral.split_whitespace().collect();
     assert_eq!(cells, ["neutral", "0.5000", "0.5000", "0.5000", "2"]);
     assert_eq!(s.lines().filter(|l| l.starts_with("neg") || l.starts_with("pos")).count(), 2);
+}
+
+mod gate;
+mod html;
+mod intervals;
+mod probability;
+
+/// A small deterministic generator (SplitMix64) so the tests need no extra crates.
+pub(crate) struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.uniform() * n as f64) as usize % n
+    }
+
+    pub fn normal(&mut self) -> f64 {
+        let u = self.uniform().max(1e-300);
+        let v = self.uniform();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+/// `n` rows over `k` classes whose argmax is right with probability `p_correct`, the top
+/// probability drawn in 0.4..1.0: a classifier with known true accuracy `p_correct`.
+pub(crate) fn synthetic(n: usize, k: usize, p_correct: f64, rng: &mut Rng) -> (Vec<usize>, Matrix) {
+    let mut y = Vec::with_capacity(n);
+    let mut proba = Matrix::zeros(n, k);
+    for i in 0..n {
+        let t = rng.below(k);
+        let pred = if rng.uniform() < p_correct { t } else { (t + 1 + rng.below(k - 1)) % k };
+        let top = 0.4 + 0.6 * rng.uniform();
+        let rest = (1.0 - top) / (k - 1) as f64;
+        for (c, v) in proba.row_mut(i).iter_mut().enumerate() {
+            *v = if c == pred { top as f32 } else { rest as f32 };
+        }
+        y.push(t);
+    }
+    (y, proba)
 }

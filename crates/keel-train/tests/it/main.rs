@@ -4,10 +4,10 @@ use keel_core::Matrix;
 use keel_train::{LogisticRegression, LrConfig, Objective, StopReason, TrainError, fit};
 
 /// A small deterministic generator (xorshift64*) so the tests need no extra crates.
-struct Rng(u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    fn uniform(&mut self) -> f64 {
+    pub fn uniform(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -15,19 +15,19 @@ impl Rng {
     }
 
     /// Standard normal by Box-Muller.
-    fn normal(&mut self) -> f64 {
+    pub fn normal(&mut self) -> f64 {
         let u = self.uniform().max(1e-300);
         let v = self.uniform();
         (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
     }
 }
 
-fn names(k: usize) -> Vec<String> {
+pub(crate) fn names(k: usize) -> Vec<String> {
     (0..k).map(|c| format!("class-{c}")).collect()
 }
 
 /// `n` points per class around `k` well-separated centres in `d` dimensions.
-fn gaussian_blobs(n: usize, k: usize, d: usize, spread: f64, seed: u64) -> (Matrix, Vec<usize>) {
+pub(crate) fn gaussian_blobs(n: usize, k: usize, d: usize, spread: f64, seed: u64) -> (Matrix, Vec<usize>) {
     let mut rng = Rng(seed);
     let centres: Vec<Vec<f64>> = (0..k).map(|_| (0..d).map(|_| 3.0 * rng.normal()).collect()).collect();
     let mut data = Vec::with_capacity(n * k * d);
@@ -300,3 +300,6 @@ fn bad_inputs_are_errors() {
         assert!(matches!(fit(&x, &y, names(2), &bad), Err(TrainError::InvalidConfig(_))), "{bad:?}");
     }
 }
+
+mod heads;
+mod mlp;

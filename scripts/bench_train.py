@@ -1,0 +1,70 @@
+"""Helpers for scripts/bench-train: Orange .tab -> JSONL, and scikit-learn's LogisticRegression
+on the embeddings Keel computed.
+
+    python bench_train.py prep FILE.tab OUT.jsonl        # {"text", "label"} per line
+    python bench_train.py sklearn TRAIN.jsonl TEST.jsonl # embeddings + labels -> accuracy, fit time
+
+TRAIN/TEST for `sklearn` are the files `lr_bench` reads too: one JSON object per line with
+"text", "label" and "embedding".
+"""
+import json
+import sys
+import time
+
+
+def prep(tab, out):
+    n = 0
+    with open(tab, encoding="utf-8") as f, open(out + ".partial", "w", encoding="utf-8") as o:
+        header = f.readline().rstrip("\n").split("\t")
+        f.readline()  # type row
+        f.readline()  # flags row
+        ci, ti = header.index("Category"), header.index("Text")
+        for line in f:
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) <= max(ci, ti):
+                continue
+            o.write(json.dumps({"text": cols[ti], "label": cols[ci]}) + "\n")
+            n += 1
+    import os
+
+    os.replace(out + ".partial", out)
+    print(f"{tab}: {n} rows -> {out}", file=sys.stderr)
+
+
+def load(path):
+    import numpy as np
+
+    xs, ys = [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            xs.append(r["embedding"])
+            ys.append(r["label"])
+    return np.asarray(xs, dtype=np.float32), np.asarray(ys)
+
+
+def sklearn_lr(train, test):
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    xtr, ytr = load(train)
+    xte, yte = load(test)
+    # Keel's default l2 = 1e-4 is 1/(C n) for the multinomial model, i.e. C = 1/(1e-4 n).
+    c = 1.0 / (1e-4 * len(ytr))
+    clf = LogisticRegression(C=c, tol=1e-6, max_iter=1000)
+    t0 = time.perf_counter()
+    clf.fit(xtr, ytr)
+    fit_s = time.perf_counter() - t0
+    acc = float(np.mean(clf.predict(xte) == yte))
+    print(json.dumps({"impl": "scikit-learn", "train_rows": len(ytr), "test_rows": len(yte), "C": c,
+                      "test_accuracy": acc, "fit_seconds": fit_s, "iterations": int(np.max(clf.n_iter_))}))
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "prep":
+        prep(sys.argv[2], sys.argv[3])
+    elif cmd == "sklearn":
+        sklearn_lr(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit(f"unknown command {cmd}")
