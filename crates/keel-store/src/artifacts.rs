@@ -1,17 +1,74 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use keel_core::ContentHash;
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, ObjectStore, PutOptions, PutPayload};
 
 use crate::{Result, StoreError};
+
+/// Where a store keeps its artifacts: immutable blobs named by the sha256 of their bytes, under
+/// `sha256/<first two hex>/<remaining hex>` in a local folder or in an S3-compatible bucket.
+/// Both backends check an artifact's bytes against its name on every read.
+#[derive(Clone, Debug)]
+pub enum Artifacts {
+    /// A folder on this machine (`<home>/artifacts`), the default.
+    Local(LocalArtifacts),
+    /// An S3-compatible bucket and prefix (`KEEL_ARTIFACTS_URL=s3://bucket/prefix`).
+    ObjectStore(ObjectStoreArtifacts),
+}
+
+impl Artifacts {
+    /// Stores bytes and returns their hash. Storing the same bytes twice is a no-op.
+    pub async fn put(&self, bytes: &[u8]) -> Result<ContentHash> {
+        match self {
+            Artifacts::Local(a) => a.put(bytes),
+            Artifacts::ObjectStore(a) => a.put(bytes).await,
+        }
+    }
+
+    /// Reads an artifact and checks its bytes against its name.
+    pub async fn get(&self, hash: &ContentHash) -> Result<Vec<u8>> {
+        match self {
+            Artifacts::Local(a) => a.get(hash),
+            Artifacts::ObjectStore(a) => a.get(hash).await,
+        }
+    }
+
+    /// The hashes of every artifact present, from the backend's own listing (not the database).
+    pub async fn list(&self) -> Result<Vec<ContentHash>> {
+        match self {
+            Artifacts::Local(a) => a.list(),
+            Artifacts::ObjectStore(a) => a.list().await,
+        }
+    }
+
+    /// How many temporary files are present (from writes in progress or killed writers).
+    /// Always 0 on an object store, which has none.
+    pub fn temp_files(&self) -> Result<u64> {
+        match self {
+            Artifacts::Local(a) => a.temp_files(),
+            Artifacts::ObjectStore(_) => Ok(0),
+        }
+    }
+
+    /// Where an artifact lives, for people: a file path, or an `s3://` URL.
+    pub fn location(&self, hash: &ContentHash) -> String {
+        match self {
+            Artifacts::Local(a) => a.path(hash).display().to_string(),
+            Artifacts::ObjectStore(a) => a.url(hash),
+        }
+    }
+}
 
 /// A content-addressed folder: `<root>/sha256/<first two hex>/<remaining hex>`.
 ///
 /// Writes go to a temporary file in `<root>/tmp`, are fsynced, then renamed into place, and the
 /// folder is fsynced: a reader sees either no file or the whole file.
 #[derive(Clone, Debug)]
-pub struct Artifacts {
+pub struct LocalArtifacts {
     root: PathBuf,
 }
 
@@ -20,7 +77,7 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
     move |source| StoreError::Io { context, source }
 }
 
-impl Artifacts {
+impl LocalArtifacts {
     pub fn open(root: &Path) -> Result<Self> {
         for sub in ["sha256", "tmp"] {
             let p = root.join(sub);
@@ -87,16 +144,157 @@ impl Artifacts {
             }
             Err(e) => return Err(io(format!("cannot read {}", path.display()))(e)),
         };
-        let actual = ContentHash::of(&bytes);
-        if &actual != hash {
-            return Err(StoreError::CorruptArtifact { hash: hash.to_string(), actual: actual.to_string() });
-        }
-        Ok(bytes)
+        verify(hash, bytes)
     }
+
+    /// The hashes of the files under `sha256/`; names that are not a hash are ignored.
+    pub fn list(&self) -> Result<Vec<ContentHash>> {
+        let top = self.root.join("sha256");
+        let mut out = Vec::new();
+        for dir in fs::read_dir(&top).map_err(io(format!("cannot list {}", top.display())))? {
+            let dir = dir.map_err(io(format!("cannot list {}", top.display())))?;
+            let Some(head) = dir.file_name().to_str().map(str::to_owned) else { continue };
+            if !dir.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = dir.path();
+            for file in fs::read_dir(&path).map_err(io(format!("cannot list {}", path.display())))? {
+                let file = file.map_err(io(format!("cannot list {}", path.display())))?;
+                if let Some(hash) =
+                    file.file_name().to_str().and_then(|tail| ContentHash::parse(&format!("{head}{tail}")))
+                {
+                    out.push(hash);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn verify(hash: &ContentHash, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let actual = ContentHash::of(&bytes);
+    if &actual != hash {
+        return Err(StoreError::CorruptArtifact { hash: hash.to_string(), actual: actual.to_string() });
+    }
+    Ok(bytes)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(format!("cannot fsync {}", dir.display())))?;
     Ok(())
+}
+
+/// Artifacts in an S3-compatible bucket, through the `object_store` crate, under
+/// `<prefix>/sha256/<first two hex>/<remaining hex>`: the local folder's layout.
+///
+/// Endpoint, region and credentials come from the standard `AWS_*` variables (`AWS_ENDPOINT_URL`
+/// and `AWS_ALLOW_HTTP=true` for a local S3 such as MinIO or moto), or from explicit
+/// `object_store` configuration keys (`aws_endpoint`, `aws_allow_http`, ...), which win.
+#[derive(Clone, Debug)]
+pub struct ObjectStoreArtifacts {
+    store: Arc<dyn ObjectStore>,
+    /// `s3://bucket` or `s3://bucket/prefix`, without a trailing slash.
+    url: String,
+    /// `<prefix>/sha256`.
+    root: ObjectPath,
+}
+
+impl ObjectStoreArtifacts {
+    /// Opens `s3://bucket[/prefix]`. Nothing is sent until the first read or write.
+    pub fn open(url: &str, options: &[(String, String)]) -> Result<Self> {
+        let invalid = || {
+            StoreError::Invalid(format!(
+                "artifact store URL {url:?} is not valid: use s3://BUCKET or s3://BUCKET/PREFIX (KEEL_ARTIFACTS_URL)"
+            ))
+        };
+        let rest = url.strip_prefix("s3://").ok_or_else(invalid)?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_matches('/');
+        if bucket.is_empty() {
+            return Err(invalid());
+        }
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for (key, value) in options {
+            let key = key.parse().map_err(remote(format!("artifact store option {key:?}")))?;
+            builder = builder.with_config(key, value);
+        }
+        let store = builder.build().map_err(remote(format!("cannot configure the artifact store {url}")))?;
+        let root = ObjectPath::parse(prefix).map_err(|_| invalid())?.join("sha256");
+        let url = if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") };
+        Ok(Self { store: Arc::new(store), url, root })
+    }
+
+    /// The object store itself, for tools and tests that need to reach past this interface.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// An artifact's key in the bucket.
+    pub fn key(&self, hash: &ContentHash) -> ObjectPath {
+        let h = hash.as_str();
+        self.root.clone().join(&h[..2]).join(&h[2..])
+    }
+
+    /// An artifact's `s3://` URL.
+    pub fn url(&self, hash: &ContentHash) -> String {
+        let h = hash.as_str();
+        format!("{}/sha256/{}/{}", self.url, &h[..2], &h[2..])
+    }
+
+    /// Stores bytes and returns their hash. Storing the same bytes twice is a no-op.
+    pub async fn put(&self, bytes: &[u8]) -> Result<ContentHash> {
+        let hash = ContentHash::of(bytes);
+        let key = self.key(&hash);
+        match self.store.get_opts(&key, GetOptions::new().with_head(true)).await {
+            Ok(_) => return Ok(hash),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(remote(format!("cannot look up {}", self.url(&hash)))(e)),
+        }
+        // One PUT, no temporary object and no rename: an object store makes an object visible
+        // only once its whole body has arrived and been stored durably, so a writer killed
+        // mid-upload leaves nothing, and readers see no object or the whole object. (Multipart
+        // uploads, which can leave parts behind, are not used; one PUT takes up to 5 GiB.)
+        self.store
+            .put_opts(&key, PutPayload::from(bytes.to_vec()), PutOptions::default())
+            .await
+            .map_err(remote(format!("cannot write {}", self.url(&hash))))?;
+        Ok(hash)
+    }
+
+    /// Reads an artifact and checks its bytes against its name.
+    pub async fn get(&self, hash: &ContentHash) -> Result<Vec<u8>> {
+        let context = || format!("cannot read {}", self.url(hash));
+        let bytes = match self.store.get_opts(&self.key(hash), GetOptions::default()).await {
+            Ok(r) => r.bytes().await.map_err(remote(context()))?,
+            Err(object_store::Error::NotFound { .. }) => return Err(StoreError::MissingArtifact(hash.to_string())),
+            Err(e) => return Err(remote(context())(e)),
+        };
+        verify(hash, bytes.to_vec())
+    }
+
+    /// The hashes of the objects under `<prefix>/sha256/`; names that are not a hash are ignored.
+    pub async fn list(&self) -> Result<Vec<ContentHash>> {
+        let context = || format!("cannot list {}/sha256", self.url);
+        // One listing per two-hex-digit folder (at most 256 + 1 requests, each paginated by
+        // object_store), which needs no stream combinators.
+        let top = self.store.list_with_delimiter(Some(&self.root)).await.map_err(remote(context()))?;
+        let mut out = Vec::new();
+        for dir in &top.common_prefixes {
+            let Some(head) = dir.filename().map(str::to_owned) else { continue };
+            let inner = self.store.list_with_delimiter(Some(dir)).await.map_err(remote(context()))?;
+            out.extend(
+                inner
+                    .objects
+                    .iter()
+                    .filter_map(|o| o.location.filename().and_then(|t| ContentHash::parse(&format!("{head}{t}")))),
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn remote(context: impl Into<String>) -> impl FnOnce(object_store::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::ObjectStore { context, source: Box::new(source) }
 }

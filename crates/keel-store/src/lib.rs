@@ -4,10 +4,12 @@
 //! folder of immutable files, and the database: SQLite in WAL mode at `keel.db` by default, or
 //! PostgreSQL when `KEEL_DATABASE_URL=postgres://...` is set. The same SQL, through sqlx's `Any`
 //! driver, runs on both; only the migrations and the integrity check differ per backend.
+//! Artifacts can live in an S3-compatible bucket instead (`KEEL_ARTIFACTS_URL=s3://bucket/prefix`),
+//! with the same layout and the same hash check on every read.
 //!
 //! Invariants:
-//! - An artifact's bytes are on disk, complete and fsynced, before any row names them: a crash
-//!   leaves at worst an unreferenced file, never a row pointing at a missing or partial one.
+//! - An artifact's bytes are stored, complete and durable, before any row names them: a crash
+//!   leaves at worst an unreferenced artifact, never a row pointing at a missing or partial one.
 //! - Each logical change (a model version with its number, an alias move with its event) is one
 //!   SQL transaction.
 
@@ -15,10 +17,10 @@ mod artifacts;
 mod schema;
 mod store;
 
-pub use artifacts::Artifacts;
+pub use artifacts::{Artifacts, LocalArtifacts, ObjectStoreArtifacts};
 pub use store::{
     AliasEvent, Dataset, Lineage, ModelVersion, NewDataset, NewModelVersion, PredictionRecord, Run, RunStatus, Store,
-    StoreCheck,
+    StoreCheck, StoreOptions,
 };
 
 /// Which database a store runs on.
@@ -35,6 +37,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+    #[error("{context}: {source}")]
+    ObjectStore { context: String, source: Box<object_store::Error> },
     #[error("artifact {0} is missing from the store")]
     MissingArtifact(String),
     #[error("artifact {hash} is corrupt: its bytes hash to {actual}")]

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Row, Transaction};
 
+use crate::artifacts::{LocalArtifacts, ObjectStoreArtifacts};
 use crate::{Artifacts, Backend, Result, StoreError, now};
 
 /// A project store: the database and the artifact folder under one home directory.
@@ -18,6 +19,30 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     artifacts: Artifacts,
+}
+
+/// How to open a store: which database, and where the artifacts live.
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    /// `postgres://...`; `None` for the SQLite file `<home>/keel.db`.
+    pub database_url: Option<String>,
+    /// `s3://bucket[/prefix]` for an S3-compatible bucket; `None` for the folder `<home>/artifacts`.
+    pub artifacts_url: Option<String>,
+    /// `object_store` S3 settings (`aws_endpoint`, `aws_allow_http`, `aws_region`,
+    /// `aws_access_key_id`, ...), applied over the standard `AWS_*` environment variables.
+    pub artifacts_options: Vec<(String, String)>,
+}
+
+impl StoreOptions {
+    /// `KEEL_DATABASE_URL` and `KEEL_ARTIFACTS_URL`; an empty variable counts as unset.
+    pub fn from_env() -> Self {
+        let var = |name| std::env::var(name).ok().filter(|u| !u.trim().is_empty());
+        Self {
+            database_url: var("KEEL_DATABASE_URL"),
+            artifacts_url: var("KEEL_ARTIFACTS_URL"),
+            artifacts_options: Vec::new(),
+        }
+    }
 }
 
 /// Starts a transaction that holds the write lock from its first statement (SQLite's
@@ -204,15 +229,23 @@ fn parse_hash(s: &str) -> Result<ContentHash> {
 
 impl Store {
     /// Opens (creating if needed) the store under `home`. The database is `home/keel.db`
-    /// unless `KEEL_DATABASE_URL` names a PostgreSQL database.
+    /// unless `KEEL_DATABASE_URL` names a PostgreSQL database; artifacts are in `home/artifacts`
+    /// unless `KEEL_ARTIFACTS_URL` names an S3 bucket (see [`StoreOptions`]).
     pub async fn open(home: &Path) -> Result<Self> {
-        let url = std::env::var("KEEL_DATABASE_URL").ok().filter(|u| !u.trim().is_empty());
-        Self::open_with(home, url.as_deref()).await
+        Self::open_with_options(home, &StoreOptions::from_env()).await
     }
 
     /// Opens the store under `home` with an explicit database URL (`postgres://...`), or the
-    /// SQLite file `home/keel.db` when `database_url` is `None`.
+    /// SQLite file `home/keel.db` when `database_url` is `None`; artifacts in `home/artifacts`.
     pub async fn open_with(home: &Path, database_url: Option<&str>) -> Result<Self> {
+        let options = StoreOptions { database_url: database_url.map(str::to_owned), ..StoreOptions::default() };
+        Self::open_with_options(home, &options).await
+    }
+
+    /// Opens the store under `home` as `options` say; the environment plays no part, except
+    /// the `AWS_*` variables when artifacts are in S3.
+    pub async fn open_with_options(home: &Path, options: &StoreOptions) -> Result<Self> {
+        let database_url = options.database_url.as_deref();
         std::fs::create_dir_all(home).map_err(|source| StoreError::Io {
             context: format!("cannot create store folder {}", home.display()),
             source,
@@ -247,7 +280,10 @@ impl Store {
             .connect_with(opts)
             .await?;
         crate::schema::migrate(&pool, backend).await?;
-        let artifacts = Artifacts::open(&home.join("artifacts"))?;
+        let artifacts = match &options.artifacts_url {
+            None => Artifacts::Local(LocalArtifacts::open(&home.join("artifacts"))?),
+            Some(url) => Artifacts::ObjectStore(ObjectStoreArtifacts::open(url, &options.artifacts_options)?),
+        };
         Ok(Self { home: home.to_owned(), pool, backend, artifacts })
     }
 
@@ -263,9 +299,9 @@ impl Store {
         &self.artifacts
     }
 
-    /// Writes bytes as an artifact (file first, then its row) and returns the hash.
+    /// Writes bytes as an artifact (the artifact first, then its row) and returns the hash.
     pub async fn put_artifact(&self, kind: &str, bytes: &[u8]) -> Result<ContentHash> {
-        let hash = self.artifacts.put(bytes)?;
+        let hash = self.artifacts.put(bytes).await?;
         sqlx::query("INSERT INTO artifacts (sha256, kind, size, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING")
             .bind(hash.as_str())
             .bind(kind)
@@ -276,8 +312,9 @@ impl Store {
         Ok(hash)
     }
 
-    pub fn read_artifact(&self, hash: &ContentHash) -> Result<Vec<u8>> {
-        self.artifacts.get(hash)
+    /// Reads an artifact, checked against its hash.
+    pub async fn read_artifact(&self, hash: &ContentHash) -> Result<Vec<u8>> {
+        self.artifacts.get(hash).await
     }
 
     // ---- datasets ----
@@ -510,49 +547,8 @@ impl Store {
     /// transaction. Returns the version the alias pointed at before, if any.
     pub async fn set_alias(&self, name: &str, alias: &str, version: i64, reason: &str) -> Result<Option<i64>> {
         validate_alias(alias)?;
-        let mut tx = write_tx(&self.pool, self.backend).await?;
-        // Take the model row's lock (PostgreSQL; SQLite already holds its write lock) so that
-        // concurrent moves of an alias are serialised and each records the true previous version.
-        sqlx::query("UPDATE models SET next_version = next_version WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM model_versions WHERE name = $1 AND version = $2")
-                .bind(name)
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound(format!("no model version {name}@{version}")));
-        }
-        let previous: Option<i64> = sqlx::query_scalar("SELECT version FROM aliases WHERE name = $1 AND alias = $2")
-            .bind(name)
-            .bind(alias)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let at = now();
-        sqlx::query(
-            "INSERT INTO aliases (name, alias, version, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(alias)
-        .bind(version)
-        .bind(&at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO alias_events (name, alias, version, previous_version, reason, at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(name)
-        .bind(alias)
-        .bind(version)
-        .bind(previous)
-        .bind(reason)
-        .bind(&at)
-        .execute(&mut *tx)
-        .await?;
+        let mut tx = self.alias_tx(name).await?;
+        let previous = move_alias(&mut tx, name, alias, version, reason).await?;
         tx.commit().await?;
         Ok(previous)
     }
@@ -560,12 +556,15 @@ impl Store {
     /// Moves `alias` back to the version it pointed at before its latest move.
     /// Returns (from, to).
     pub async fn rollback(&self, name: &str, alias: &str) -> Result<(i64, i64)> {
+        // The latest move is read under the same lock as the move back, so that a promotion or
+        // another rollback in between cannot make this one undo a move it never saw.
+        let mut tx = self.alias_tx(name).await?;
         let last: Option<(i64, Option<i64>)> = sqlx::query_as(
             "SELECT version, previous_version FROM alias_events WHERE name = $1 AND alias = $2 ORDER BY seq DESC LIMIT 1",
         )
         .bind(name)
         .bind(alias)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
         match last {
             None => Err(StoreError::NotFound(format!("model {name} has never had a {alias} version"))),
@@ -573,10 +572,23 @@ impl Store {
                 Err(StoreError::Invalid(format!("{name}@{alias} has no earlier version to roll back to")))
             }
             Some((from, Some(to))) => {
-                self.set_alias(name, alias, to, &format!("rollback from version {from}")).await?;
+                move_alias(&mut tx, name, alias, to, &format!("rollback from version {from}")).await?;
+                tx.commit().await?;
                 Ok((from, to))
             }
         }
+    }
+
+    /// A write transaction holding the lock that serialises alias moves of model `name`: the
+    /// model row's lock on PostgreSQL (SQLite's `BEGIN IMMEDIATE` already holds the write lock),
+    /// so each move reads the true current state and records the true previous version.
+    async fn alias_tx(&self, name: &str) -> Result<Transaction<'static, sqlx::Any>> {
+        let mut tx = write_tx(&self.pool, self.backend).await?;
+        sqlx::query("UPDATE models SET next_version = next_version WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 
     /// Every alias move of a model, oldest first.
@@ -687,7 +699,7 @@ impl Store {
     // ---- integrity ----
 
     /// Checks that the database is sound, that no row points at a missing row, and that every
-    /// artifact a row names exists on disk and is intact.
+    /// artifact a row names is in the artifact store (local folder or bucket) and is intact.
     pub async fn check(&self) -> Result<StoreCheck> {
         let mut report = StoreCheck::default();
         if self.backend == Backend::Sqlite {
@@ -711,10 +723,23 @@ impl Store {
         if orphans > 0 {
             report.problems.push(format!("{orphans} aliases point at missing model versions"));
         }
+        // Rows first, then the listing: an artifact is stored before its row is written, so
+        // every row read here names an artifact that the listing already includes.
         let hashes: Vec<String> = sqlx::query_scalar("SELECT sha256 FROM artifacts").fetch_all(&self.pool).await?;
+        let present: HashSet<ContentHash> = self.artifacts.list().await?.into_iter().collect();
         for h in hashes {
             report.artifacts_checked += 1;
-            if let Err(e) = parse_hash(&h).and_then(|h| self.artifacts.get(&h)) {
+            let hash = match parse_hash(&h) {
+                Ok(hash) => hash,
+                Err(e) => {
+                    report.problems.push(e.to_string());
+                    continue;
+                }
+            };
+            if !present.contains(&hash) {
+                report.problems.push(StoreError::MissingArtifact(h).to_string());
+            } else if let Err(e) = self.artifacts.get(&hash).await {
+                // Re-hashes the bytes.
                 report.problems.push(e.to_string());
             }
         }
@@ -789,6 +814,53 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Points an alias at a version and records the move, inside `tx`, which must come from
+/// `Store::alias_tx`. Returns the version the alias pointed at before, if any.
+async fn move_alias(
+    tx: &mut Transaction<'static, sqlx::Any>,
+    name: &str,
+    alias: &str,
+    version: i64,
+    reason: &str,
+) -> Result<Option<i64>> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM model_versions WHERE name = $1 AND version = $2")
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if exists.is_none() {
+        return Err(StoreError::NotFound(format!("no model version {name}@{version}")));
+    }
+    let previous: Option<i64> = sqlx::query_scalar("SELECT version FROM aliases WHERE name = $1 AND alias = $2")
+        .bind(name)
+        .bind(alias)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let at = now();
+    sqlx::query(
+        "INSERT INTO aliases (name, alias, version, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
+    )
+    .bind(name)
+    .bind(alias)
+    .bind(version)
+    .bind(&at)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO alias_events (name, alias, version, previous_version, reason, at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(name)
+    .bind(alias)
+    .bind(version)
+    .bind(previous)
+    .bind(reason)
+    .bind(&at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(previous)
 }
 
 /// A time-ordered unique id: milliseconds since the epoch and random bits.

@@ -1,22 +1,88 @@
-//! keel-store integration tests. Every test runs on both backends: SQLite in a temporary
-//! folder, and PostgreSQL in a fresh database on the server named by KEEL_TEST_POSTGRES_URL
-//! (scripts/test starts one). Without that variable the PostgreSQL half fails, on purpose:
-//! a store test suite that silently covers one backend is not the suite the project promises.
+//! keel-store integration tests. Every test runs on three configurations: SQLite with its
+//! artifacts in a temporary folder; PostgreSQL in a fresh database on the server named by
+//! KEEL_TEST_POSTGRES_URL; and SQLite with its artifacts under a fresh prefix of an S3 bucket
+//! on the server named by KEEL_TEST_S3_ENDPOINT (bucket KEEL_TEST_S3_BUCKET, default
+//! `keel-test`). scripts/test starts PostgreSQL and moto's S3 server and sets both. Without
+//! either variable its part fails, on purpose: a store test suite that silently covers one
+//! backend is not the suite the project promises.
 
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use keel_core::ContentHash;
-use keel_store::{Backend, NewDataset, NewModelVersion, PredictionRecord, RunStatus, Store};
+use keel_store::{Artifacts, Backend, NewDataset, NewModelVersion, PredictionRecord, RunStatus, Store, StoreOptions};
 use sqlx::Connection;
 
-/// A fresh store of each backend, each with its own temporary home.
-async fn stores() -> Vec<(tempfile::TempDir, Store)> {
-    let sqlite_home = tempfile::tempdir().unwrap();
-    let sqlite = Store::open_with(sqlite_home.path(), None).await.unwrap();
-    let pg_home = tempfile::tempdir().unwrap();
-    let pg = Store::open_with(pg_home.path(), Some(&fresh_postgres_database().await)).await.unwrap();
-    assert_eq!((sqlite.backend(), pg.backend()), (Backend::Sqlite, Backend::Postgres));
-    vec![(sqlite_home, sqlite), (pg_home, pg)]
+/// How to open one test store, so that a test can open more handles on it (each with its own
+/// connection pool, like another process).
+#[derive(Clone, Debug)]
+struct Config {
+    home: PathBuf,
+    options: StoreOptions,
+}
+
+impl Config {
+    async fn open(&self) -> Store {
+        Store::open_with_options(&self.home, &self.options).await.unwrap()
+    }
+}
+
+/// A fresh store of each configuration, each with its own temporary home.
+async fn stores() -> Vec<(tempfile::TempDir, Config, Store)> {
+    let pg_url = fresh_postgres_database().await;
+    let s3 = s3_options();
+    let mut out = Vec::new();
+    for options in [StoreOptions::default(), StoreOptions { database_url: Some(pg_url), ..StoreOptions::default() }, s3]
+    {
+        let home = tempfile::tempdir().unwrap();
+        let config = Config { home: home.path().to_owned(), options };
+        let store = config.open().await;
+        out.push((home, config, store));
+    }
+    let kinds: Vec<_> = out.iter().map(|(_, _, s)| (s.backend(), is_s3(s))).collect();
+    assert_eq!(kinds, [(Backend::Sqlite, false), (Backend::Postgres, false), (Backend::Sqlite, true)]);
+    out
+}
+
+fn is_s3(store: &Store) -> bool {
+    matches!(store.artifacts(), Artifacts::ObjectStore(_))
+}
+
+/// A name no other test (or earlier run) uses.
+fn unique_name() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let seed = format!(
+        "{:?}{:?}{}",
+        std::time::SystemTime::now(),
+        std::thread::current().id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    ContentHash::of(seed.as_bytes()).short().to_owned()
+}
+
+/// SQLite metadata with artifacts under a fresh prefix of the test bucket on the S3-compatible
+/// server at KEEL_TEST_S3_ENDPOINT. Credentials and region come from the AWS_* variables when
+/// set; moto accepts any.
+fn s3_options() -> StoreOptions {
+    let endpoint = std::env::var("KEEL_TEST_S3_ENDPOINT").expect(
+        "KEEL_TEST_S3_ENDPOINT is not set: the store tests run with artifacts in S3 too. Run scripts/test, which \
+         starts moto's S3 server and sets it, or point it at an S3-compatible server (http://127.0.0.1:PORT) \
+         that has a bucket named keel-test (or KEEL_TEST_S3_BUCKET)",
+    );
+    let bucket = std::env::var("KEEL_TEST_S3_BUCKET").unwrap_or_else(|_| "keel-test".into());
+    let mut options = vec![("aws_endpoint".to_owned(), endpoint), ("aws_allow_http".to_owned(), "true".to_owned())];
+    for (var, key) in [("AWS_ACCESS_KEY_ID", "aws_access_key_id"), ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")] {
+        if std::env::var_os(var).is_none() {
+            options.push((key.to_owned(), "keel-test".to_owned()));
+        }
+    }
+    StoreOptions {
+        database_url: None,
+        artifacts_url: Some(format!("s3://{bucket}/keel-test-{}", unique_name())),
+        artifacts_options: options,
+    }
 }
 
 /// Creates an empty database on the test server and returns its URL.
@@ -25,27 +91,36 @@ pub async fn fresh_postgres_database() -> String {
         "KEEL_TEST_POSTGRES_URL is not set: the store tests run on PostgreSQL too. Run scripts/test, which starts \
          PostgreSQL and sets it, or point it at a server: postgres://USER:PASSWORD@127.0.0.1:5432/postgres",
     );
-    let name = format!(
-        "keel_test_{}",
-        ContentHash::of(format!("{:?}{:?}", std::time::SystemTime::now(), std::thread::current().id()).as_bytes())
-            .short()
-    );
+    let name = format!("keel_test_{}", unique_name());
     let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL server");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
     format!("{base}/{name}")
 }
 
-/// Runs `test` on each backend. The home folder lives until the test's future completes.
-async fn on_both<F, Fut>(test: F)
+/// Runs `test` on each configuration. The home folder lives until the test's future completes.
+async fn on_each<F, Fut>(test: F)
 where
-    F: Fn(std::path::PathBuf, Store) -> Fut,
+    F: Fn(Config, Store) -> Fut,
     Fut: Future<Output = ()>,
 {
-    for (home, store) in stores().await {
-        eprintln!("-- {:?}", store.backend());
-        test(home.path().to_owned(), store).await;
+    for (home, config, store) in stores().await {
+        eprintln!("-- {:?}, artifacts in {}", store.backend(), if is_s3(&store) { "S3" } else { "a folder" });
+        test(config, store).await;
         drop(home);
+    }
+}
+
+/// Overwrites (`Some`) or deletes (`None`) an artifact's stored bytes behind the store's back.
+async fn tamper(store: &Store, hash: &ContentHash, bytes: Option<&[u8]>) {
+    use object_store::ObjectStoreExt;
+    match (store.artifacts(), bytes) {
+        (Artifacts::Local(a), Some(b)) => std::fs::write(a.path(hash), b).unwrap(),
+        (Artifacts::Local(a), None) => std::fs::remove_file(a.path(hash)).unwrap(),
+        (Artifacts::ObjectStore(a), Some(b)) => {
+            a.object_store().as_ref().put(&a.key(hash), b.to_vec().into()).await.unwrap();
+        }
+        (Artifacts::ObjectStore(a), None) => a.object_store().as_ref().delete(&a.key(hash)).await.unwrap(),
     }
 }
 
@@ -103,11 +178,22 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
     drop(store);
     let store = Store::open_with(home.path(), Some(&url)).await.unwrap();
     assert_eq!(store.model_versions().await.unwrap().len(), 1);
+
+    let home = tempfile::tempdir().unwrap();
+    let options = s3_options();
+    let store = Store::open_with_options(home.path(), &options).await.unwrap();
+    let (v, _) = version(&store, b"a").await;
+    drop(store);
+    let store = Store::open_with_options(home.path(), &options).await.unwrap();
+    assert_eq!(store.model_versions().await.unwrap().len(), 1);
+    let head = ContentHash::parse(&v.head_artifact).unwrap();
+    assert_eq!(store.read_artifact(&head).await.unwrap(), b"a");
+    assert!(!home.path().join("artifacts").exists(), "S3 artifacts leave no local folder");
 }
 
 #[tokio::test]
 async fn versions_are_numbered_and_deduplicated_by_input_key() {
-    on_both(|_home, store| async move {
+    on_each(|_config, store| async move {
         let (v1, created1) = version(&store, b"a").await;
         let (again, created_again) = version(&store, b"a").await;
         let (v2, created2) = version(&store, b"b").await;
@@ -130,7 +216,7 @@ async fn versions_are_numbered_and_deduplicated_by_input_key() {
 
 #[tokio::test]
 async fn promotion_history_supports_rollback_and_lineage() {
-    on_both(|_home, store| async move {
+    on_each(|_config, store| async move {
         version(&store, b"a").await;
         version(&store, b"b").await;
         version(&store, b"c").await;
@@ -154,13 +240,9 @@ async fn promotion_history_supports_rollback_and_lineage() {
 
 #[tokio::test]
 async fn concurrent_registrations_and_promotions_stay_consistent() {
-    on_both(|home, store| async move {
+    on_each(|config, store| async move {
         // A second handle, like a second process: its own connection pool.
-        let other = match store.backend() {
-            Backend::Sqlite => Store::open_with(&home, None).await.unwrap(),
-            // A PostgreSQL pool already spreads the tasks over several server connections.
-            Backend::Postgres => store.clone(),
-        };
+        let other = config.open().await;
         let mut tasks = Vec::new();
         for i in 0..16u8 {
             let s = if i % 2 == 0 { store.clone() } else { other.clone() };
@@ -202,7 +284,7 @@ async fn concurrent_registrations_and_promotions_stay_consistent() {
 
 #[tokio::test]
 async fn runs_record_status_and_metrics() {
-    on_both(|_home, store| async move {
+    on_each(|_config, store| async move {
         let id = store.start_run("train", &serde_json::json!({"k": 1}), "0.0.0", "h").await.unwrap();
         store.finish_run(&id, RunStatus::Failed, None, Some("boom")).await.unwrap();
         let runs = store.runs(10).await.unwrap();
@@ -215,7 +297,7 @@ async fn runs_record_status_and_metrics() {
 
 #[tokio::test]
 async fn embedding_cache_round_trips() {
-    on_both(|_home, store| async move {
+    on_each(|_config, store| async move {
         let a = ContentHash::of(b"a");
         let b = ContentHash::of(b"b");
         store.cache_embeddings("enc", &[(a.clone(), &[1.0, -2.5][..])]).await.unwrap();
@@ -233,7 +315,7 @@ async fn embedding_cache_round_trips() {
 
 #[tokio::test]
 async fn prediction_log_and_feedback() {
-    on_both(|_home, store| async move {
+    on_each(|_config, store| async move {
         let p = |id: &str, at: &str| PredictionRecord {
             id: id.into(),
             at: at.into(),
@@ -261,16 +343,21 @@ async fn prediction_log_and_feedback() {
 
 #[tokio::test]
 async fn check_finds_corrupt_and_missing_artifacts() {
-    on_both(|_home, store| async move {
+    on_each(|_config, store| async move {
         version(&store, b"a").await;
         assert!(store.check().await.unwrap().problems.is_empty());
         let h = store.put_artifact("x", b"precious").await.unwrap();
-        std::fs::write(store.artifacts().path(&h), b"tampered").unwrap();
+        tamper(&store, &h, Some(b"tampered")).await;
         let report = store.check().await.unwrap();
         assert_eq!(report.problems.len(), 1, "{report:?}");
         assert!(report.problems[0].contains("corrupt"));
-        std::fs::remove_file(store.artifacts().path(&h)).unwrap();
-        assert!(store.check().await.unwrap().problems[0].contains("missing"));
+        assert!(store.read_artifact(&h).await.unwrap_err().to_string().contains("corrupt"));
+        tamper(&store, &h, None).await;
+        let report = store.check().await.unwrap();
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        assert!(report.problems[0].contains("missing"));
+        assert_eq!(report.artifacts_checked, 4);
+        assert_eq!(report.leftover_temp_files, 0);
     })
     .await;
 }
@@ -280,4 +367,115 @@ async fn a_database_url_that_is_not_postgres_is_refused() {
     let home = tempfile::tempdir().unwrap();
     let err = Store::open_with(home.path(), Some("mysql://x")).await.unwrap_err().to_string();
     assert!(err.contains("postgres://"), "{err}");
+}
+
+#[tokio::test]
+async fn artifacts_round_trip_are_listed_and_shared_between_handles() {
+    on_each(|config, store| async move {
+        let h = store.put_artifact("x", b"some bytes").await.unwrap();
+        assert_eq!(h, ContentHash::of(b"some bytes"));
+        assert_eq!(store.put_artifact("x", b"some bytes").await.unwrap(), h, "storing again is a no-op");
+        let other = config.open().await;
+        assert_eq!(other.read_artifact(&h).await.unwrap(), b"some bytes");
+        let missing = ContentHash::of(b"never stored");
+        assert!(other.read_artifact(&missing).await.unwrap_err().to_string().contains("missing"));
+        assert_eq!(store.artifacts().list().await.unwrap(), std::slice::from_ref(&h));
+        assert_eq!(store.artifacts().temp_files().unwrap(), 0);
+        let location = store.artifacts().location(&h);
+        let tail = format!("sha256/{}/{}", &h.as_str()[..2], &h.as_str()[2..]);
+        assert!(location.ends_with(&tail), "{location}");
+        assert_eq!(location.starts_with("s3://"), is_s3(&store), "{location}");
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let big_hash = store.put_artifact("big", &big).await.unwrap();
+        // Spawned, as a server would: the artifact futures are Send on every backend.
+        let read = tokio::spawn(async move { other.read_artifact(&big_hash).await.unwrap() });
+        assert_eq!(read.await.unwrap(), big);
+        let check = tokio::spawn(async move { store.check().await.unwrap() });
+        assert!(check.await.unwrap().problems.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_artifacts_url_that_is_not_s3_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    for url in ["http://bucket/x", "s3://", "/tmp/artifacts"] {
+        let options = StoreOptions { artifacts_url: Some(url.into()), ..StoreOptions::default() };
+        let err = Store::open_with_options(home.path(), &options).await.unwrap_err().to_string();
+        assert!(err.contains("s3://BUCKET"), "{url}: {err}");
+    }
+}
+
+/// The versions the `production` alias points at (there must be exactly one).
+async fn production_versions(store: &Store) -> Vec<i64> {
+    let all = store.model_versions().await.unwrap();
+    all.into_iter().filter(|v| v.aliases.iter().any(|a| a == "production")).map(|v| v.version).collect()
+}
+
+/// Several handles (separate connection pools, like separate processes) promote different
+/// versions to production at the same instant, round after round, some rounds mixed with
+/// rollbacks. After each round exactly one version is in production, and the alias history is
+/// one unbroken chain in which every move names the version it really replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_promotions_leave_exactly_one_production_version() {
+    const HANDLES: usize = 4;
+    const ROUNDS: usize = 30;
+    const VERSIONS: usize = 8;
+    on_each(|config, store| async move {
+        for k in 0..VERSIONS as u8 {
+            version(&store, &[b'p', k]).await;
+        }
+        let mut handles = vec![store.clone()];
+        for _ in 1..HANDLES {
+            handles.push(config.open().await);
+        }
+        let mut n_events = 0;
+        for round in 0..ROUNDS {
+            let start = Arc::new(tokio::sync::Barrier::new(HANDLES));
+            let mut tasks = Vec::new();
+            for (i, s) in handles.iter().enumerate() {
+                let (s, start) = (s.clone(), start.clone());
+                // Every third round after the first, half the tasks roll back instead.
+                let roll_back = round > 0 && round % 3 == 0 && i % 2 == 1;
+                let v = ((round + i) % VERSIONS + 1) as i64; // distinct within a round
+                tasks.push(tokio::spawn(async move {
+                    start.wait().await;
+                    if roll_back {
+                        s.rollback("sentiment", "production").await.unwrap();
+                    } else {
+                        s.set_alias("sentiment", "production", v, &format!("round {round} task {i}")).await.unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            n_events += HANDLES;
+
+            let production = production_versions(&store).await;
+            assert_eq!(production.len(), 1, "round {round}: exactly one production version, got {production:?}");
+            let events = store.alias_events("sentiment").await.unwrap();
+            assert_eq!(events.len(), n_events, "round {round}: one event per move");
+            assert_eq!(events[0].previous_version, None);
+            for pair in events.windows(2) {
+                assert_eq!(pair[1].previous_version, Some(pair[0].version), "round {round}: the history is a chain");
+                if let Some(from) = pair[1].reason.strip_prefix("rollback from version ") {
+                    assert_eq!(from.parse::<i64>().ok(), Some(pair[0].version), "round {round}: {pair:?}");
+                    assert_eq!(pair[0].previous_version, Some(pair[1].version), "round {round}: {pair:?}");
+                }
+            }
+            assert_eq!(events.last().unwrap().version, production[0]);
+            // Every promotion of this round is recorded once.
+            for i in 0..HANDLES {
+                let promoted = events.iter().filter(|e| e.reason == format!("round {round} task {i}")).count();
+                let rolled_back = round > 0 && round % 3 == 0 && i % 2 == 1;
+                assert_eq!(promoted, usize::from(!rolled_back), "round {round} task {i}");
+            }
+            for s in &handles {
+                assert_eq!(s.resolve("sentiment").await.unwrap().version, production[0], "every handle agrees");
+            }
+        }
+        assert!(store.check().await.unwrap().problems.is_empty());
+    })
+    .await;
 }
