@@ -9,6 +9,9 @@ pub struct Record {
     pub label: Option<String>,
     /// 1-based line in the source file where the row starts.
     pub line: u64,
+    /// The text as read, when normalisation changed it (`text` is the normalised one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_text: Option<String>,
 }
 
 /// One rejected input row: kept with its reason, never silently dropped.
@@ -19,6 +22,10 @@ pub struct Quarantined {
     pub reason: String,
     /// The original bytes of the row, lossily shown as UTF-8.
     pub raw: String,
+    /// The original bytes exactly, in standard base64, when they are not valid UTF-8 (otherwise
+    /// `raw` is exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_base64: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,15 +1,29 @@
 //! Keel ingest: from a raw labelled file to accepted records and quarantined rows.
 //!
-//! Bad rows are data, not errors: [`read_table`] returns every row either as a [`Record`] or as a
-//! [`Quarantined`] row with its reason, so that `rows_read == accepted + quarantined` always holds.
-//! Errors ([`DataError`]) are reserved for problems with the file or the options as a whole.
+//! Bad rows are data, not errors: [`ingest`] streams every row either as a [`Record`] or as a
+//! [`Quarantined`] row with its reason, so that `rows_read == accepted + quarantined` always holds
+//! ([`read_table`] collects them). Errors ([`DataError`]) are reserved for problems with the file
+//! or the options as a whole.
+//!
+//! Readers: CSV/TSV (delimiter and header sniffing, quoting, BOM, any mix of line ends, ragged
+//! rows, Orange `.tab` type rows) and JSON lines, read through `.gz`/`.bz2` transparently, in
+//! bounded memory. Accepted texts are normalised ([`normalize`]); the raw text is kept beside.
 //!
 //! This crate knows nothing about SQL, embeddings or HTTP.
 
+mod delimited;
+mod input;
+mod normalize;
 mod read;
+mod sniff;
 mod split;
 
-pub use read::{Format, Ingested, ReadOptions, read_table};
+pub use input::Compression;
+pub use normalize::{html_to_text, normalize};
+pub use read::{
+    DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_TEXT_CHARS, Format, IngestStats, Ingested, ReadOptions, Row, ingest,
+    ingest_reader, read_bytes, read_table,
+};
 pub use split::{SplitConfig, assign_splits};
 
 use keel_core::{Quarantined, Record};

@@ -1,14 +1,22 @@
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hasher as _};
+use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::Path;
 
-use keel_core::{Quarantined, Record};
+use base64::Engine as _;
+use keel_core::{ContentHash, Quarantined, Record};
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
+use crate::delimited::{self, Parser};
+use crate::input::{self, Compression, HashingReader};
+use crate::normalize::normalize;
+use crate::sniff;
 
 /// How a file is laid out. `None` in [`ReadOptions::format`] means: decide from the extension
-/// (`.csv` comma, `.tsv`/`.tab`/`.txt` tab, `.jsonl`/`.ndjson` JSON lines).
+/// (`.csv` comma, `.tsv`/`.tab`/`.txt` tab, `.jsonl`/`.ndjson` JSON lines, after removing a
+/// `.gz`/`.bz2` one) and the content (a delimiter that splits the first rows consistently).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Format {
     Delimited { delimiter: u8 },
@@ -17,7 +25,7 @@ pub enum Format {
 
 impl Format {
     pub fn from_path(path: &Path) -> Option<Format> {
-        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        let ext = input::inner_path(path).extension()?.to_str()?.to_ascii_lowercase();
         match ext.as_str() {
             "csv" => Some(Format::Delimited { delimiter: b',' }),
             "tsv" | "tab" | "txt" => Some(Format::Delimited { delimiter: b'\t' }),
@@ -27,20 +35,41 @@ impl Format {
     }
 }
 
-/// Which columns hold what. A column is named by its header, or by its 0-based position.
+/// Which columns hold what, and how rows are validated and normalised. A column is named by
+/// its header, or by its 0-based position.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReadOptions {
     pub text_col: String,
     pub label_col: Option<String>,
     pub id_col: Option<String>,
     pub format: Option<Format>,
-    /// Whether the first row of a delimited file names the columns.
-    pub has_header: bool,
-    /// Rows to skip after the header (Orange `.tab` files carry two type rows there).
-    pub skip_after_header: usize,
+    /// Whether the first row of a delimited file names the columns. `None`: yes when a column is
+    /// named by a header name, otherwise decided from the first rows.
+    pub has_header: Option<bool>,
+    /// Rows to skip after the header. `None`: 2 when they are Orange's type and flag rows
+    /// (`.tab` files), otherwise 0.
+    pub skip_after_header: Option<usize>,
     /// Read at most this many data rows.
     pub limit: Option<usize>,
+    /// Replace invalid UTF-8 with U+FFFD instead of quarantining the row.
+    pub lossy_utf8: bool,
+    /// Quarantine texts longer than this many characters (after normalisation).
+    pub max_text_chars: Option<usize>,
+    /// A row longer than this many bytes is quarantined without being held in memory.
+    pub max_record_bytes: usize,
+    /// NFC, whitespace collapsed, control characters removed.
+    pub normalize: bool,
+    /// Remove HTML tags (`<br />`) and decode character references (`&amp;`).
+    pub strip_html: bool,
+    /// When set, a label outside this list is quarantined.
+    pub labels: Option<Vec<String>>,
+    /// Quarantine a row whose normalised text equals an earlier accepted row's (they are always
+    /// counted; by default they are kept, and splits keep them together).
+    pub drop_duplicates: bool,
 }
+
+pub const DEFAULT_MAX_TEXT_CHARS: usize = 1_000_000;
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 32 << 20;
 
 impl Default for ReadOptions {
     fn default() -> Self {
@@ -49,91 +78,369 @@ impl Default for ReadOptions {
             label_col: Some("label".into()),
             id_col: None,
             format: None,
-            has_header: true,
-            skip_after_header: 0,
+            has_header: None,
+            skip_after_header: None,
             limit: None,
+            lossy_utf8: false,
+            max_text_chars: Some(DEFAULT_MAX_TEXT_CHARS),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            normalize: true,
+            strip_html: false,
+            labels: None,
+            drop_duplicates: false,
         }
     }
 }
 
-/// Everything read from one file. Invariant: `rows_read == records.len() + quarantined.len()`.
-#[derive(Debug, Default)]
-pub struct Ingested {
+/// What one file gave. Invariant: `rows_read == accepted + quarantined`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IngestStats {
     pub source: String,
+    /// sha256 of the file as stored (before decompression).
+    pub source_sha256: ContentHash,
+    pub compression: Option<Compression>,
+    /// The format used, given or sniffed.
+    pub format: Format,
+    pub has_header: bool,
+    /// The header's column names (empty without a header).
+    pub columns: Vec<String>,
+    /// Rows skipped after the header (Orange type and flag rows).
+    pub skipped_after_header: usize,
     pub rows_read: u64,
+    pub accepted: u64,
+    pub quarantined: u64,
+    /// Empty lines: not rows, not counted in `rows_read`.
+    pub blank_lines: u64,
+    /// Bytes parsed (after decompression).
+    pub bytes: u64,
+    /// Accepted rows whose normalised text equals an earlier accepted row's.
+    pub exact_duplicates: u64,
+    /// Of those, the ones whose label differs from the earlier row's.
+    pub conflicting_duplicates: u64,
+    /// Rows whose invalid UTF-8 was replaced (only with `lossy_utf8`).
+    pub repaired_utf8: u64,
+    /// Accepted rows whose text normalisation changed (their raw text is kept beside it).
+    pub normalised: u64,
+}
+
+/// Everything read from one file. Invariant: `stats.rows_read == records.len() + quarantined.len()`.
+#[derive(Debug)]
+pub struct Ingested {
+    pub stats: IngestStats,
     pub records: Vec<Record>,
     pub quarantined: Vec<Quarantined>,
 }
 
-/// Reads a labelled table. Every data row becomes a record or a quarantined row.
-pub fn read_table(path: &Path, opts: &ReadOptions) -> Result<Ingested, DataError> {
-    let shown = path.display().to_string();
-    let format = opts.format.or_else(|| Format::from_path(path)).ok_or_else(|| DataError::Format {
-        path: shown.clone(),
-        message: "unknown file type; use a .csv, .tsv, .tab or .jsonl file, or pass --format".into(),
-    })?;
-    let file = File::open(path).map_err(|source| DataError::Io { path: shown.clone(), source })?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("row").to_owned();
-    let mut out = Ingested { source: shown.clone(), ..Default::default() };
-    let mut sink = Sink { stem, source: shown, opts, out: &mut out };
-    match format {
-        Format::Delimited { delimiter } => read_delimited(BufReader::new(file), delimiter, &mut sink)?,
-        Format::JsonLines => read_jsonl(BufReader::new(file), &mut sink)?,
-    }
-    Ok(out)
+/// One data row's fate.
+#[derive(Debug)]
+pub enum Row {
+    Accepted(Record),
+    Quarantined(Quarantined),
 }
 
-/// Where rows go once their fields are known: validation happens here, once for every format.
-struct Sink<'a> {
+/// Reads a labelled table into memory. Every data row becomes a record or a quarantined row.
+pub fn read_table(path: &Path, opts: &ReadOptions) -> Result<Ingested, DataError> {
+    let (mut records, mut quarantined) = (Vec::new(), Vec::new());
+    let stats = ingest(path, opts, &mut |row| {
+        match row {
+            Row::Accepted(r) => records.push(r),
+            Row::Quarantined(q) => quarantined.push(q),
+        }
+        Ok(())
+    })?;
+    Ok(Ingested { stats, records, quarantined })
+}
+
+/// Like [`read_table`], from bytes in memory; `name` stands for the file name (its extension
+/// picks the format when `opts.format` is `None`). No decompression.
+pub fn read_bytes(bytes: &[u8], name: &str, opts: &ReadOptions) -> Result<Ingested, DataError> {
+    let (mut records, mut quarantined) = (Vec::new(), Vec::new());
+    let mut stats = ingest_reader(bytes, name, opts, &mut |row| {
+        match row {
+            Row::Accepted(r) => records.push(r),
+            Row::Quarantined(q) => quarantined.push(q),
+        }
+        Ok(())
+    })?;
+    stats.source_sha256 = ContentHash::of(bytes);
+    Ok(Ingested { stats, records, quarantined })
+}
+
+/// Streams a file: every data row is passed to `on_row`, accepted or quarantined, in order.
+/// Memory stays bounded by `max_record_bytes` plus the id and duplicate indexes (a few dozen
+/// bytes per row). `.gz` and `.bz2` files are decompressed on the fly.
+pub fn ingest(
+    path: &Path,
+    opts: &ReadOptions,
+    on_row: &mut dyn FnMut(Row) -> io::Result<()>,
+) -> Result<IngestStats, DataError> {
+    let shown = path.display().to_string();
+    let io_err = |source| DataError::Io { path: shown.clone(), source };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let mut raw = HashingReader::new(file);
+    let (stream, compression) = input::open(path, &mut raw).map_err(io_err)?;
+    let name = input::inner_path(path).display().to_string();
+    let mut stats = run(stream, &name, &shown, opts, on_row)?;
+    stats.compression = compression;
+    stats.source_sha256 = raw.finish().map_err(io_err)?;
+    Ok(stats)
+}
+
+/// Streams from any reader (no decompression); `name` stands for the file name.
+/// `source_sha256` is left as the hash of nothing: the reader's bytes are not hashed.
+pub fn ingest_reader(
+    input: impl Read,
+    name: &str,
+    opts: &ReadOptions,
+    on_row: &mut dyn FnMut(Row) -> io::Result<()>,
+) -> Result<IngestStats, DataError> {
+    run(input, name, name, opts, on_row)
+}
+
+const SNIFF_BYTES: usize = 64 * 1024;
+
+fn run(
+    mut input: impl Read,
+    name: &str,
+    shown: &str,
+    opts: &ReadOptions,
+    on_row: &mut dyn FnMut(Row) -> io::Result<()>,
+) -> Result<IngestStats, DataError> {
+    let io_err = |source| DataError::Io { path: shown.to_owned(), source };
+    let fmt_err = |message: String| DataError::Format { path: shown.to_owned(), message };
+    let mut head = input::read_head(&mut input, SNIFF_BYTES).map_err(io_err)?;
+    if head.starts_with(&[0xff, 0xfe]) || head.starts_with(&[0xfe, 0xff]) {
+        return Err(fmt_err(
+            "the file is UTF-16 (it starts with a UTF-16 byte order mark); convert it to UTF-8".into(),
+        ));
+    }
+    let bom = if head.starts_with(b"\xef\xbb\xbf") { 3 } else { 0 };
+    let complete = head.len() < SNIFF_BYTES;
+    let path = Path::new(name);
+    let format = match opts.format {
+        Some(f) => f,
+        None => sniff::format(&head[bom..], complete, Format::from_path(path)).ok_or_else(|| {
+            fmt_err(
+                "cannot tell the format: the extension is not .csv, .tsv, .tab, .txt or .jsonl, and no delimiter \
+                 splits the first rows consistently; pass --delimiter"
+                    .into(),
+            )
+        })?,
+    };
+    let stem = input::inner_path(path).file_stem().and_then(|s| s.to_str()).unwrap_or("row").to_owned();
+    let mut v = Validator {
+        opts,
+        stem,
+        source: shown.to_owned(),
+        stats: IngestStats {
+            source: shown.to_owned(),
+            source_sha256: ContentHash::of(b""),
+            compression: None,
+            format,
+            has_header: false,
+            columns: Vec::new(),
+            skipped_after_header: 0,
+            rows_read: 0,
+            accepted: 0,
+            quarantined: 0,
+            blank_lines: 0,
+            bytes: bom as u64,
+            exact_duplicates: 0,
+            conflicting_duplicates: 0,
+            repaired_utf8: 0,
+            normalised: 0,
+        },
+        ids: HashMap::new(),
+        texts: HashMap::new(),
+        label_ids: HashMap::new(),
+        label_names: Vec::new(),
+        on_row,
+    };
+    let sample = head.split_off(bom);
+    let stream = Cursor::new(&sample[..]).chain(input);
+    match format {
+        Format::Delimited { delimiter } => read_delimited(stream, &sample, complete, delimiter, &mut v)?,
+        Format::JsonLines => read_jsonl(stream, &mut v)?,
+    }
+    debug_assert_eq!(v.stats.rows_read, v.stats.accepted + v.stats.quarantined);
+    Ok(v.stats)
+}
+
+/// Validation and normalisation, the same for every format.
+struct Validator<'a> {
+    opts: &'a ReadOptions,
     stem: String,
     source: String,
-    opts: &'a ReadOptions,
-    out: &'a mut Ingested,
+    stats: IngestStats,
+    /// id → (label, line) of accepted rows, when there is an id column.
+    ids: HashMap<String, (Option<u32>, u64)>,
+    /// (hash, length) of the normalised text → (label, line) of the first accepted row with it.
+    texts: HashMap<(u64, usize), (Option<u32>, u64)>,
+    label_ids: HashMap<String, u32>,
+    label_names: Vec<String>,
+    on_row: &'a mut dyn FnMut(Row) -> io::Result<()>,
 }
 
-struct Fields<'a> {
-    line: u64,
-    raw: String,
-    text: Result<Option<&'a str>, String>,
-    label: Result<Option<&'a str>, String>,
-    id: Result<Option<&'a str>, String>,
+/// A row's fields, as found; `None` when the row has no such column.
+struct RowFields<'a> {
+    text: Option<&'a [u8]>,
+    label: Option<&'a [u8]>,
+    id: Option<&'a [u8]>,
 }
 
-impl Sink<'_> {
+/// The key of the duplicate index: a 64-bit SipHash and the length. Two different texts of the
+/// same length collide with probability 2^-64 per pair (about 3 in 10,000 for 10^8 rows).
+fn text_key(text: &str) -> (u64, usize) {
+    let mut h = DefaultHasher::new();
+    h.write(text.as_bytes());
+    (h.finish(), text.len())
+}
+
+impl Validator<'_> {
     fn full(&self) -> bool {
-        self.opts.limit.is_some_and(|l| self.out.rows_read >= l as u64)
+        self.opts.limit.is_some_and(|l| self.stats.rows_read >= l as u64)
     }
 
-    fn quarantine(&mut self, line: u64, reason: String, raw: String) {
-        self.out.quarantined.push(Quarantined { source: self.source.clone(), line, reason, raw });
-    }
-
-    fn accept(&mut self, f: Fields<'_>) {
-        self.out.rows_read += 1;
-        let reason = match (&f.text, &f.label, &f.id) {
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Some(e.clone()),
-            (Ok(None), _, _) => Some("missing text: the row has no text column".into()),
-            (Ok(Some(t)), _, _) if t.trim().is_empty() => {
-                Some("empty text: the text is empty or only whitespace".into())
+    fn quarantine(&mut self, line: u64, reason: String, raw: &[u8]) -> io::Result<()> {
+        self.stats.quarantined += 1;
+        let (raw, raw_base64) = match std::str::from_utf8(raw) {
+            Ok(s) => (s.to_owned(), None),
+            Err(_) => {
+                (String::from_utf8_lossy(raw).into_owned(), Some(base64::engine::general_purpose::STANDARD.encode(raw)))
             }
-            (_, Ok(label), _) if self.opts.label_col.is_some() && label.is_none_or(|l| l.trim().is_empty()) => {
-                Some("missing label: the label column is empty".into())
-            }
-            _ => None,
         };
-        if let Some(reason) = reason {
-            return self.quarantine(f.line, reason, f.raw);
+        let q = Quarantined { source: self.source.clone(), line, reason, raw, raw_base64 };
+        (self.on_row)(Row::Quarantined(q))
+    }
+
+    /// A row that cannot be read at all (wrong column count, invalid JSON, ...).
+    fn reject(&mut self, line: u64, reason: String, raw: &[u8]) -> io::Result<()> {
+        self.stats.rows_read += 1;
+        self.quarantine(line, reason, raw)
+    }
+
+    fn label_id(&mut self, label: Option<&str>) -> Option<u32> {
+        let label = label?;
+        if let Some(&i) = self.label_ids.get(label) {
+            return Some(i);
         }
-        let id = match f.id {
-            Ok(Some(id)) if !id.trim().is_empty() => id.trim().to_owned(),
-            _ => format!("{}:{}", self.stem, f.line),
+        let i = self.label_names.len() as u32;
+        self.label_names.push(label.to_owned());
+        self.label_ids.insert(label.to_owned(), i);
+        Some(i)
+    }
+
+    fn label_name(&self, id: Option<u32>) -> &str {
+        id.and_then(|i| self.label_names.get(i as usize)).map_or("(none)", String::as_str)
+    }
+
+    fn row<'a>(&mut self, line: u64, raw: &[u8], f: RowFields<'a>) -> io::Result<()> {
+        self.stats.rows_read += 1;
+        let mut repaired = false;
+        let mut decode = |b: Option<&'a [u8]>, what: &str| -> Result<Option<Cow<'a, str>>, String> {
+            let Some(b) = b else { return Ok(None) };
+            match std::str::from_utf8(b) {
+                Ok(s) => Ok(Some(Cow::Borrowed(s))),
+                Err(_) if self.opts.lossy_utf8 => {
+                    repaired = true;
+                    Ok(Some(String::from_utf8_lossy(b)))
+                }
+                Err(e) => Err(format!("invalid UTF-8 in {what}: {e}")),
+            }
         };
-        self.out.records.push(Record {
-            id,
-            text: f.text.unwrap_or_default().unwrap_or_default().to_owned(),
-            label: f.label.ok().flatten().map(|l| l.trim().to_owned()),
-            line: f.line,
-        });
+        let decoded = (|| Ok::<_, String>((decode(f.text, "text")?, decode(f.label, "label")?, decode(f.id, "id")?)))();
+        let (text, label, id) = match decoded {
+            Ok(t) => t,
+            Err(reason) => return self.quarantine(line, reason, raw),
+        };
+        if repaired {
+            self.stats.repaired_utf8 += 1;
+        }
+        let Some(raw_text) = text else {
+            return self.quarantine(line, "missing text: the row has no text column".into(), raw);
+        };
+        let text = if self.opts.normalize {
+            normalize(&raw_text, self.opts.strip_html)
+        } else if self.opts.strip_html {
+            Cow::Owned(crate::normalize::html_to_text(&raw_text))
+        } else {
+            Cow::Borrowed(&*raw_text)
+        };
+        if text.trim().is_empty() {
+            let why = if raw_text.trim().is_empty() {
+                "the text is empty or only whitespace"
+            } else {
+                "nothing is left after normalisation (only markup, control characters or whitespace)"
+            };
+            return self.quarantine(line, format!("empty text: {why}"), raw);
+        }
+        if let Some(max) = self.opts.max_text_chars {
+            // A text of at most `max` bytes has at most `max` characters: most need no count.
+            if text.len() > max && text.chars().take(max + 1).count() > max {
+                let reason = format!(
+                    "text too long: {} characters, over the limit of {max} (--max-text-chars)",
+                    text.chars().count()
+                );
+                return self.quarantine(line, reason, raw);
+            }
+        }
+        let label = label.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty());
+        if self.opts.label_col.is_some() && label.is_none() {
+            return self.quarantine(line, "missing label: the label column is empty".into(), raw);
+        }
+        if let (Some(allowed), Some(l)) = (&self.opts.labels, &label)
+            && !allowed.iter().any(|a| a == l)
+        {
+            let reason = format!("unknown label: {l:?} is not one of {}", allowed.join(", "));
+            return self.quarantine(line, reason, raw);
+        }
+        let label_id = self.label_id(label.as_deref());
+        let given_id = id.map(|i| i.trim().to_owned()).filter(|i| !i.is_empty());
+        if let Some(id) = &given_id
+            && let Some(&(first_label, first_line)) = self.ids.get(id)
+            && first_label != label_id
+        {
+            let reason = format!(
+                "duplicate id with a different label: id {id:?} is labelled {:?} on line {first_line}",
+                self.label_name(first_label)
+            );
+            return self.quarantine(line, reason, raw);
+        }
+        let key = text_key(&text);
+        if let Some(&(first_label, first_line)) = self.texts.get(&key) {
+            let conflict = first_label != label_id;
+            if self.opts.drop_duplicates {
+                let reason = if conflict {
+                    format!(
+                        "conflicting duplicate: same normalised text as line {first_line}, labelled {:?} there",
+                        self.label_name(first_label)
+                    )
+                } else {
+                    format!("duplicate text: same normalised text and label as line {first_line}")
+                };
+                return self.quarantine(line, reason, raw);
+            }
+            self.stats.exact_duplicates += 1;
+            self.stats.conflicting_duplicates += u64::from(conflict);
+        } else {
+            self.texts.insert(key, (label_id, line));
+        }
+        let id = match given_id {
+            Some(id) => {
+                self.ids.entry(id.clone()).or_insert((label_id, line));
+                id
+            }
+            None => format!("{}:{line}", self.stem),
+        };
+        let changed = match &text {
+            Cow::Borrowed(_) => false,
+            Cow::Owned(t) => *t != *raw_text,
+        };
+        let text = text.into_owned();
+        self.stats.normalised += u64::from(changed);
+        self.stats.accepted += 1;
+        let record = Record { id, text, label, line, raw_text: changed.then(|| raw_text.into_owned()) };
+        (self.on_row)(Row::Accepted(record))
     }
 }
 
@@ -155,125 +462,227 @@ fn column_index(header: Option<&[String]>, col: &str, path: &str) -> Result<usiz
     })
 }
 
-fn read_delimited(input: impl Read, delimiter: u8, sink: &mut Sink<'_>) -> Result<(), DataError> {
-    let mut rdr = csv::ReaderBuilder::new().delimiter(delimiter).has_headers(false).flexible(true).from_reader(input);
-    let mut rows = rdr.byte_records();
-    let fmt_err = |path: &str, e: csv::Error| DataError::Format { path: path.to_owned(), message: e.to_string() };
-    let header: Option<Vec<String>> = if sink.opts.has_header {
-        match rows.next() {
-            None => return Ok(()),
-            Some(h) => {
-                let h = h.map_err(|e| fmt_err(&sink.source, e))?;
-                let mut names: Vec<String> = h.iter().map(|f| String::from_utf8_lossy(f).trim().to_owned()).collect();
-                if let Some(first) = names.first_mut() {
-                    *first = first.trim_start_matches('\u{feff}').to_owned();
-                }
-                Some(names)
+fn wrap_io(path: &str) -> impl Fn(io::Error) -> DataError + '_ {
+    |source| DataError::Io { path: path.to_owned(), source }
+}
+
+fn read_delimited(
+    input: impl Read,
+    sample: &[u8],
+    complete: bool,
+    delimiter: u8,
+    v: &mut Validator<'_>,
+) -> Result<(), DataError> {
+    let opts = v.opts;
+    let source = v.source.clone();
+    let fmt_err = |message: String| DataError::Format { path: source.clone(), message };
+    let io_err = |e: io::Error| DataError::Io { path: source.clone(), source: e };
+    let rows = sniff::sample_rows(sample, complete, delimiter, 20);
+    let named = |c: &str| c.parse::<usize>().is_err();
+    let wants_names = named(&opts.text_col)
+        || opts.label_col.as_deref().is_some_and(named)
+        || opts.id_col.as_deref().is_some_and(named);
+    let has_header = opts.has_header.unwrap_or_else(|| wants_names || sniff::looks_like_header(&rows));
+    let skip = opts
+        .skip_after_header
+        .unwrap_or_else(|| if has_header && delimiter == b'\t' && sniff::orange_type_rows(&rows) { 2 } else { 0 });
+    let mut p = Parser::new(input, delimiter, opts.max_record_bytes);
+    let header: Option<Vec<String>> = if has_header {
+        match p.next_row().map_err(io_err)? {
+            None => {
+                v.stats.blank_lines = p.blank_lines();
+                v.stats.bytes += p.consumed();
+                return Ok(());
+            }
+            Some(delimited::Row::Record { fields, .. }) => {
+                Some(fields.iter().map(|f| String::from_utf8_lossy(f).trim().to_owned()).collect())
+            }
+            Some(delimited::Row::Unbalanced { line, .. }) => {
+                return Err(fmt_err(format!("the header (line {line}) has a quote that never closes")));
+            }
+            Some(delimited::Row::TooLarge { len, .. }) => {
+                return Err(fmt_err(format!("the header is {len} bytes long, over --max-record-bytes")));
             }
         }
     } else {
         None
     };
-    let text_i = column_index(header.as_deref(), &sink.opts.text_col, &sink.source)?;
-    let label_i =
-        sink.opts.label_col.as_deref().map(|c| column_index(header.as_deref(), c, &sink.source)).transpose()?;
-    let id_i = sink.opts.id_col.as_deref().map(|c| column_index(header.as_deref(), c, &sink.source)).transpose()?;
-    let width = header.as_ref().map(Vec::len);
-    for _ in 0..sink.opts.skip_after_header {
-        if rows.next().is_none() {
-            return Ok(());
+    let text_i = column_index(header.as_deref(), &opts.text_col, &source)?;
+    let label_i = opts.label_col.as_deref().map(|c| column_index(header.as_deref(), c, &source)).transpose()?;
+    let id_i = opts.id_col.as_deref().map(|c| column_index(header.as_deref(), c, &source)).transpose()?;
+    v.stats.has_header = has_header;
+    v.stats.columns = header.clone().unwrap_or_default();
+    let mut width = header.as_ref().map(Vec::len);
+    for _ in 0..skip {
+        if p.next_row().map_err(io_err)?.is_none() {
+            break;
+        }
+        v.stats.skipped_after_header += 1;
+    }
+    while !v.full() {
+        let Some(row) = p.next_row().map_err(io_err)? else { break };
+        match row {
+            delimited::Row::Record { line, raw, fields } => {
+                let w = *width.get_or_insert(fields.len());
+                if fields.len() != w {
+                    let reason = format!("wrong column count: expected {w}, found {}", fields.len());
+                    v.reject(line, reason, raw).map_err(wrap_io(&v.source))?;
+                    continue;
+                }
+                let f = RowFields {
+                    text: fields.get(text_i),
+                    label: label_i.and_then(|i| fields.get(i)),
+                    id: id_i.and_then(|i| fields.get(i)),
+                };
+                v.row(line, raw, f).map_err(wrap_io(&v.source))?;
+            }
+            delimited::Row::Unbalanced { line, raw } => {
+                let reason = "unbalanced quote: a quoted field opened on this line never closes (parsing resumed on \
+                              the next line)"
+                    .to_owned();
+                v.reject(line, reason, raw).map_err(wrap_io(&v.source))?;
+            }
+            delimited::Row::TooLarge { line, prefix, len } => {
+                let reason = format!(
+                    "record too large: {len} bytes, over the limit of {} (--max-record-bytes); raw holds its first \
+                     {} bytes",
+                    opts.max_record_bytes,
+                    prefix.len()
+                );
+                v.reject(line, reason, prefix).map_err(wrap_io(&v.source))?;
+            }
         }
     }
-    let sep = [delimiter];
-    while !sink.full() {
-        let Some(row) = rows.next() else { break };
-        let row = match row {
-            Ok(r) => r,
-            Err(e) => {
-                // A row the CSV parser cannot take (for example invalid UTF-8 is fine for byte
-                // records, but an IO error is not) ends the file: report it as an error.
-                return Err(fmt_err(&sink.source, e));
-            }
-        };
-        let line = row.position().map_or(0, |p| p.line());
-        let raw = String::from_utf8_lossy(&row.iter().collect::<Vec<_>>().join(&sep[..])).into_owned();
-        if let Some(w) = width.filter(|&w| row.len() != w) {
-            sink.out.rows_read += 1;
-            sink.quarantine(line, format!("wrong column count: expected {w}, found {}", row.len()), raw);
-            continue;
-        }
-        let field = |i: Option<usize>, what: &str| -> Result<Option<&str>, String> {
-            match i.and_then(|i| row.get(i)) {
-                None => Ok(None),
-                Some(b) => std::str::from_utf8(b).map(Some).map_err(|e| format!("invalid UTF-8 in {what}: {e}")),
-            }
-        };
-        let f = Fields {
-            line,
-            raw,
-            text: field(Some(text_i), "text"),
-            label: field(label_i, "label"),
-            id: field(id_i, "id"),
-        };
-        sink.accept(f);
-    }
+    v.stats.blank_lines = p.blank_lines();
+    v.stats.bytes += p.consumed();
     Ok(())
 }
 
-fn read_jsonl(mut input: impl BufRead, sink: &mut Sink<'_>) -> Result<(), DataError> {
+/// Reads lines of at most `max` bytes; a longer line is skipped and reported with its length.
+struct Lines<R> {
+    input: BufReader<R>,
+    max: usize,
+}
+
+enum Line {
+    Fits,
+    TooLarge(u64),
+}
+
+impl<R: Read> Lines<R> {
+    /// The next line (without its `\n`) into `out`, or `None` at the end. Returns the bytes consumed too.
+    fn next(&mut self, out: &mut Vec<u8>) -> io::Result<Option<(Line, u64)>> {
+        out.clear();
+        let mut total = 0u64;
+        let mut seen = false;
+        loop {
+            let avail = self.input.fill_buf()?;
+            if avail.is_empty() {
+                if !seen {
+                    return Ok(None);
+                }
+                break;
+            }
+            seen = true;
+            let (take, done) = match memchr::memchr(b'\n', avail) {
+                Some(i) => (i, true),
+                None => (avail.len(), false),
+            };
+            total += take as u64;
+            let room = (self.max + 1).saturating_sub(out.len());
+            out.extend_from_slice(&avail[..take.min(room)]);
+            self.input.consume(take + usize::from(done));
+            if done {
+                total += 1;
+                break;
+            }
+        }
+        let len = out.len() as u64;
+        if out.len() > self.max {
+            out.truncate(delimited::OVERSIZE_PREFIX.min(self.max));
+            return Ok(Some((Line::TooLarge(len.max(total)), total)));
+        }
+        Ok(Some((Line::Fits, total)))
+    }
+}
+
+fn read_jsonl(input: impl Read, v: &mut Validator<'_>) -> Result<(), DataError> {
+    let opts = v.opts;
+    let mut lines = Lines { input: BufReader::with_capacity(256 * 1024, input), max: opts.max_record_bytes };
     let mut buf = Vec::new();
     let mut line = 0u64;
-    let text_col = sink.opts.text_col.clone();
-    let label_col = sink.opts.label_col.clone();
-    let id_col = sink.opts.id_col.clone();
-    while !sink.full() {
-        buf.clear();
-        let n =
-            input.read_until(b'\n', &mut buf).map_err(|source| DataError::Io { path: sink.source.clone(), source })?;
-        if n == 0 {
-            break;
-        }
+    while !v.full() {
+        let Some((kind, n)) = lines.next(&mut buf).map_err(wrap_io(&v.source))? else { break };
         line += 1;
-        let bytes = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        v.stats.bytes += n;
+        if let Line::TooLarge(len) = kind {
+            let reason = format!(
+                "record too large: {len} bytes, over the limit of {} (--max-record-bytes); raw holds its first {} \
+                 bytes",
+                opts.max_record_bytes,
+                buf.len()
+            );
+            v.reject(line, reason, &buf).map_err(wrap_io(&v.source))?;
+            continue;
+        }
+        let bytes = buf.strip_suffix(b"\r").unwrap_or(&buf);
         if bytes.iter().all(u8::is_ascii_whitespace) {
+            v.stats.blank_lines += 1;
             continue; // blank lines between JSON objects are not rows
         }
-        let raw = String::from_utf8_lossy(bytes).into_owned();
-        let value: serde_json::Value = match serde_json::from_slice(bytes) {
+        let repaired;
+        let json: &[u8] = match std::str::from_utf8(bytes) {
+            Ok(_) => bytes,
+            Err(_) if opts.lossy_utf8 => {
+                repaired = String::from_utf8_lossy(bytes).into_owned();
+                repaired.as_bytes()
+            }
+            Err(e) => {
+                v.reject(line, format!("invalid UTF-8: {e}"), bytes).map_err(wrap_io(&v.source))?;
+                continue;
+            }
+        };
+        let value: serde_json::Value = match serde_json::from_slice(json) {
             Ok(v @ serde_json::Value::Object(_)) => v,
             Ok(_) => {
-                sink.out.rows_read += 1;
-                sink.quarantine(line, "not an object: each line must be a JSON object".into(), raw);
+                v.reject(line, "not an object: each line must be a JSON object".into(), bytes)
+                    .map_err(wrap_io(&v.source))?;
                 continue;
             }
             Err(e) => {
-                sink.out.rows_read += 1;
-                sink.quarantine(line, format!("invalid JSON: {e}"), raw);
+                v.reject(line, format!("invalid JSON: {e}"), bytes).map_err(wrap_io(&v.source))?;
                 continue;
             }
         };
-        let owned = |col: &Option<String>| -> Result<Option<String>, String> {
-            match col.as_deref().and_then(|c| value.get(c)) {
+        let field = |col: Option<&str>| -> Result<Option<Cow<'_, str>>, String> {
+            match col.and_then(|c| value.get(c)) {
                 None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => Ok(Some(v.to_string())),
-                Some(_) => {
-                    Err(format!("wrong type: field {:?} must be a string or number", col.as_deref().unwrap_or("")))
+                Some(serde_json::Value::String(s)) => Ok(Some(Cow::Borrowed(s))),
+                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                    Ok(Some(Cow::Owned(v.to_string())))
                 }
+                Some(_) => Err(format!("wrong type: field {:?} must be a string or number", col.unwrap_or(""))),
             }
         };
-        let text = owned(&Some(text_col.clone()));
-        let label = owned(&label_col);
-        let id = owned(&id_col);
-        let f = Fields {
-            line,
-            raw,
-            text: text.as_ref().map(Option::as_deref).map_err(Clone::clone),
-            label: label.as_ref().map(Option::as_deref).map_err(Clone::clone),
-            id: id.as_ref().map(Option::as_deref).map_err(Clone::clone),
-        };
-        sink.accept(f);
+        let fields = (|| {
+            Ok::<_, String>((
+                field(Some(&opts.text_col))?,
+                field(opts.label_col.as_deref())?,
+                field(opts.id_col.as_deref())?,
+            ))
+        })();
+        match fields {
+            Err(reason) => v.reject(line, reason, bytes),
+            Ok((text, label, id)) => {
+                let f = RowFields {
+                    text: text.as_deref().map(str::as_bytes),
+                    label: label.as_deref().map(str::as_bytes),
+                    id: id.as_deref().map(str::as_bytes),
+                };
+                v.row(line, bytes, f)
+            }
+        }
+        .map_err(wrap_io(&v.source))?;
     }
     Ok(())
 }

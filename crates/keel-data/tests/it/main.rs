@@ -1,19 +1,25 @@
 //! keel-data integration tests: every row read is accepted or quarantined with a reason.
 
+mod hostile;
+mod options;
+
 use std::io::Write;
 
 use keel_core::{Record, Split};
 use keel_data::{Format, ReadOptions, SplitConfig, assign_splits, dataset_version, read_table};
 
-fn file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+pub fn file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(name);
     std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
     (dir, path)
 }
 
-fn accounted(ing: &keel_data::Ingested) {
-    assert_eq!(ing.rows_read as usize, ing.records.len() + ing.quarantined.len(), "{ing:#?}");
+/// The invariant: every row read is accepted or quarantined, and the counters agree.
+pub fn accounted(ing: &keel_data::Ingested) {
+    let s = &ing.stats;
+    assert_eq!(s.rows_read as usize, ing.records.len() + ing.quarantined.len(), "{s:#?}");
+    assert_eq!((s.accepted as usize, s.quarantined as usize), (ing.records.len(), ing.quarantined.len()), "{s:#?}");
 }
 
 #[test]
@@ -23,15 +29,17 @@ fn csv_with_quotes_crlf_bom_and_bad_rows() {
     let opts = ReadOptions { id_col: Some("id".into()), ..Default::default() };
     let ing = read_table(&path, &opts).unwrap();
     accounted(&ing);
-    assert_eq!(ing.rows_read, 7);
+    assert_eq!(ing.stats.rows_read, 7);
     let texts: Vec<_> = ing.records.iter().map(|r| r.text.as_str()).collect();
-    assert_eq!(texts, ["hello, world", "multi\nline", "quoted \"inner\""]);
+    assert_eq!(texts, ["hello, world", "multi line", "quoted \"inner\""]);
+    assert_eq!(ing.records[1].raw_text.as_deref(), Some("multi\nline"), "the raw text is kept");
     assert_eq!(ing.records[0].id, "1");
     assert_eq!(ing.records[0].label.as_deref(), Some("pos"));
     let reasons: Vec<_> = ing.quarantined.iter().map(|q| (q.line, q.reason.split(':').next().unwrap())).collect();
     assert_eq!(
         reasons,
-        [(4, "empty text"), (5, "missing label"), (6, "wrong column count"), (7, "invalid UTF-8 in text")]
+        // Line numbers count the line break inside the quoted field of row 2.
+        [(5, "empty text"), (6, "missing label"), (7, "wrong column count"), (8, "invalid UTF-8 in text")]
     );
     let summary = keel_data::quarantine_summary(&ing.quarantined);
     assert_eq!(summary.len(), 4);
@@ -44,7 +52,7 @@ fn tsv_without_header_by_position_and_limit() {
         text_col: "2".into(),
         label_col: Some("1".into()),
         id_col: Some("0".into()),
-        has_header: false,
+        has_header: Some(false),
         limit: Some(2),
         ..Default::default()
     };
@@ -61,7 +69,7 @@ fn orange_tab_skips_type_rows() {
     let opts = ReadOptions {
         text_col: "Text".into(),
         label_col: Some("Category".into()),
-        skip_after_header: 2,
+        skip_after_header: Some(2),
         ..Default::default()
     };
     let ing = read_table(&path, &opts).unwrap();
@@ -77,7 +85,7 @@ fn jsonl_rows_and_errors() {
     let (_d, path) = file("t.jsonl", data);
     let ing = read_table(&path, &ReadOptions::default()).unwrap();
     accounted(&ing);
-    assert_eq!(ing.rows_read, 6);
+    assert_eq!(ing.stats.rows_read, 6);
     assert_eq!(ing.records.len(), 2);
     assert_eq!(ing.records[1].text, "5");
     assert_eq!(ing.records[1].label.as_deref(), Some("1"));
@@ -98,7 +106,7 @@ fn empty_and_header_only_files() {
         let (_d, path) = file("t.csv", bytes);
         let ing = read_table(&path, &ReadOptions::default()).unwrap();
         accounted(&ing);
-        assert_eq!(ing.rows_read, 0);
+        assert_eq!(ing.stats.rows_read, 0);
     }
     let (_d, path) = file("t.weird", b"x");
     assert!(read_table(&path, &ReadOptions::default()).is_err());
@@ -107,7 +115,7 @@ fn empty_and_header_only_files() {
 }
 
 fn rec(i: usize, text: &str, label: &str) -> Record {
-    Record { id: i.to_string(), text: text.into(), label: Some(label.into()), line: i as u64 }
+    Record { id: i.to_string(), text: text.into(), label: Some(label.into()), line: i as u64, raw_text: None }
 }
 
 #[test]
