@@ -1,4 +1,4 @@
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -9,37 +9,49 @@ pub struct ApiError {
     pub status: StatusCode,
     pub kind: &'static str,
     pub message: String,
+    /// Seconds the client should wait before retrying; sent as `Retry-After` (429 and 503).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self { status, kind, message: message.into(), retry_after: None }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, kind: "invalid_request", message: message.into() }
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
     pub fn unprocessable(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::UNPROCESSABLE_ENTITY, kind: "invalid_input", message: message.into() }
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", message)
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::PAYLOAD_TOO_LARGE, kind: "too_large", message: message.into() }
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }
 
     pub fn not_ready(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::SERVICE_UNAVAILABLE, kind: "not_ready", message: message.into() }
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, kind: "not_found", message: message.into() }
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// The encoder queue is full: come back in `retry_after` seconds (429 with `Retry-After`).
+    pub fn overloaded(message: impl Into<String>, retry_after: u32) -> Self {
+        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message) }
+    }
+
+    /// A dependency (the encoder, the prediction log) cannot answer right now (503).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
     /// A failure that is Keel's fault. Logged; the client sees a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            kind: "internal",
-            message: format!("internal error: {cause}"),
-        }
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("internal error: {cause}"))
     }
 }
 
@@ -52,13 +64,17 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
             _ => "invalid_request",
         };
-        Self { status, kind, message: r.body_text() }
+        Self::new(status, kind, r.body_text())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"type": self.kind, "message": self.message}});
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }

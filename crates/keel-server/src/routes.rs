@@ -10,9 +10,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
+use keel_store::{PredictionRecord, StoreError};
+use keel_train::Head;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::batch::{EncodeError, Encoded};
 use crate::metrics::{Route, RouteStatus};
 use crate::{ApiError, AppState};
 
@@ -24,12 +27,15 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/classify", post(classify))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/feedback", post(feedback))
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async {
-            ApiError::not_found("no such route; see GET /v1/models, POST /v1/classify, POST /v1/embeddings")
+            ApiError::not_found(
+                "no such route; see GET /v1/models, POST /v1/classify, POST /v1/embeddings, POST /v1/feedback",
+            )
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -48,9 +54,21 @@ async fn observe(State(state): Shared, req: Request, next: Next) -> Response {
 }
 
 async fn readyz(State(state): Shared) -> Result<Json<serde_json::Value>, ApiError> {
-    match state.model() {
-        Some(m) => Ok(Json(json!({"status": "ready", "model": m.version.tag(), "encoder": state.encoder.id()}))),
-        None => Err(ApiError::not_ready("no model is loaded; /v1/embeddings works, /v1/classify does not")),
+    let model = state
+        .model()
+        .ok_or_else(|| ApiError::not_ready("no model is loaded; /v1/embeddings works, /v1/classify does not"))?;
+    let encoder = state.encoder();
+    match state.degraded() {
+        None => Ok(Json(
+            json!({"status": "ready", "degraded": false, "model": model.version.tag(), "encoder": encoder.id()}),
+        )),
+        Some(cause) if model.fallback.is_some() => Ok(Json(json!({
+            "status": "degraded", "degraded": true, "cause": cause, "model": model.version.tag(), "encoder": encoder.id(),
+        }))),
+        Some(cause) => Err(ApiError::not_ready(format!(
+            "the encoder is failing and {} has no fallback head: {cause}",
+            model.version.tag()
+        ))),
     }
 }
 
@@ -59,32 +77,33 @@ async fn metrics(State(state): Shared) -> impl IntoResponse {
 }
 
 async fn models(State(state): Shared) -> Json<serde_json::Value> {
+    let encoder = state.encoder();
     let mut data = vec![
-        json!({"id": state.encoder.id(), "object": "model", "owned_by": "keel", "kind": "encoder", "dim": state.encoder.dim()}),
+        json!({"id": encoder.id(), "object": "model", "owned_by": "keel", "kind": "encoder", "dim": encoder.dim()}),
     ];
     if let Some(m) = state.model() {
         data.push(json!({
             "id": m.version.tag(), "object": "model", "owned_by": "keel", "kind": "classifier",
             "labels": m.head.labels(), "metrics": m.version.metrics, "aliases": m.version.aliases,
+            "fallback": m.fallback.as_ref().map(Head::kind),
         }));
     }
     Json(json!({"object": "list", "data": data}))
 }
 
-/// Runs the encoder on the blocking pool, never on the async runtime. Returns the vectors and
-/// the number of tokens the texts made (before truncation).
-async fn encode(state: &Arc<AppState>, route: &str, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
+/// Embeds `texts` through the encoder queue. Returns the vectors and the number of tokens the
+/// texts made (truncated at the encoder's limit).
+async fn encode(state: &AppState, route: &str, texts: Vec<String>) -> Result<Encoded, EncodeError> {
     state.metrics.texts.get_or_create(&Route { route: route.to_owned() }).inc_by(texts.len() as u64);
-    state.metrics.batch_size.observe(texts.len() as f64);
-    let encoder = state.encoder.clone();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let tokens = refs.iter().map(|t| encoder.count_tokens(t)).sum::<Result<usize, _>>()?;
-        Ok::<_, keel_embed::EmbedError>((encoder.embed(&refs)?, tokens))
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)
+    state.batcher.encode(texts).await
+}
+
+/// 429 with `Retry-After` for a full queue; 503 for a failing encoder.
+fn encode_error(state: &AppState, e: EncodeError) -> ApiError {
+    match e {
+        EncodeError::Full(_) => ApiError::overloaded(e.to_string(), state.batcher.config().retry_after_secs),
+        e => ApiError::unavailable(e.to_string()),
+    }
 }
 
 fn check_count(state: &AppState, n: usize) -> Result<(), ApiError> {
@@ -117,17 +136,46 @@ async fn classify(
     State(state): Shared,
     body: Result<Json<ClassifyRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let start = Instant::now();
     let Json(req) = body?;
     check_count(&state, req.inputs.len())?;
     let model = state
         .model()
         .ok_or_else(|| ApiError::not_ready("no model is loaded; train one with `keel quickstart` or `keel train`"))?;
-    let (vectors, _) = encode(&state, "/v1/classify", req.inputs).await?;
-    let labels = model.head.labels();
-    let predictions: Vec<Prediction> = vectors
+    let texts = req.inputs;
+    let (probas, degraded) = match encode(&state, "/v1/classify", texts.clone()).await {
+        Ok(encoded) => {
+            let probas = encoded
+                .vectors
+                .iter()
+                .map(|v| model.head.predict_proba_embedding(v))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ApiError::internal)?;
+            (probas, false)
+        }
+        Err(e @ EncodeError::Full(_)) => return Err(encode_error(&state, e)),
+        Err(e) if model.fallback.is_none() => {
+            return Err(ApiError::unavailable(format!("{e}; {} has no fallback head", model.version.tag())));
+        }
+        Err(_) => {
+            let (m, t) = (model.clone(), texts.clone());
+            let probas = tokio::task::spawn_blocking(move || {
+                let fallback = m.fallback.as_ref().expect("checked above");
+                t.iter().map(|t| fallback.predict_proba_text(t)).collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+            state.metrics.degraded.inc();
+            (probas, true)
+        }
+    };
+    let head = if degraded { model.fallback.as_ref().unwrap_or(&model.head) } else { &model.head };
+    let labels = head.labels();
+    let tag = model.version.tag();
+    let predictions: Vec<Prediction> = probas
         .iter()
-        .map(|v| {
-            let p = model.head.predict_proba(v);
+        .map(|p| {
             let best = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
             Prediction {
                 id: uuid::Uuid::now_v7().to_string(),
@@ -136,7 +184,65 @@ async fn classify(
             }
         })
         .collect();
-    Ok(Json(json!({"model": model.version.tag(), "degraded": false, "predictions": predictions})))
+    if let Some(log) = &state.log {
+        let (at, latency_ms) = (now(), start.elapsed().as_secs_f64() * 1000.0);
+        for (p, text) in predictions.iter().zip(texts) {
+            log.record(PredictionRecord {
+                id: p.id.clone(),
+                at: at.clone(),
+                model: tag.clone(),
+                input_sha256: keel_core::sha256_hex(text.as_bytes()),
+                input_text: text,
+                label: p.label.clone(),
+                scores: json!(p.scores),
+                latency_ms,
+                degraded,
+            });
+        }
+    }
+    Ok(Json(json!({"model": tag, "degraded": degraded, "predictions": predictions})))
+}
+
+/// The store's timestamp format (UTC, milliseconds), so time windows compare as strings.
+fn now() -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    time::OffsetDateTime::now_utc().format(FORMAT).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackRequest {
+    #[serde(alias = "id")]
+    prediction_id: String,
+    label: String,
+}
+
+/// Attaches a true label to a logged prediction.
+async fn feedback(
+    State(state): Shared,
+    body: Result<Json<FeedbackRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body?;
+    let log = state
+        .log
+        .as_ref()
+        .ok_or_else(|| ApiError::not_ready("this server keeps no prediction log, so it takes no feedback"))?;
+    if req.label.trim().is_empty() {
+        return Err(ApiError::unprocessable("label is empty"));
+    }
+    let store = log.store();
+    let mut result = store.add_feedback(&req.prediction_id, &req.label).await;
+    if matches!(result, Err(StoreError::NotFound(_))) {
+        // The prediction may still be waiting in the log buffer: write it, then try again.
+        log.flush().await;
+        result = store.add_feedback(&req.prediction_id, &req.label).await;
+    }
+    match result {
+        Ok(()) => Ok(Json(json!({"prediction_id": req.prediction_id, "label": req.label}))),
+        Err(StoreError::NotFound(m)) => Err(ApiError::not_found(m)),
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }
 
 #[derive(Deserialize)]
@@ -169,10 +275,11 @@ async fn embeddings(
         }
     };
     check_count(&state, texts.len())?;
-    if let Some(d) = req.dimensions.filter(|&d| d != state.encoder.dim()) {
+    let encoder = state.encoder();
+    if let Some(d) = req.dimensions.filter(|&d| d != encoder.dim()) {
         return Err(ApiError::unprocessable(format!(
             "dimensions {d} is not available; this encoder gives {}",
-            state.encoder.dim()
+            encoder.dim()
         )));
     }
     let base64 = match req.encoding_format.as_deref() {
@@ -184,7 +291,8 @@ async fn embeddings(
             )));
         }
     };
-    let (vectors, prompt_tokens) = encode(&state, "/v1/embeddings", texts).await?;
+    let Encoded { vectors, tokens: prompt_tokens } =
+        encode(&state, "/v1/embeddings", texts).await.map_err(|e| encode_error(&state, e))?;
     let data: Vec<serde_json::Value> = vectors
         .into_iter()
         .enumerate()
@@ -201,7 +309,7 @@ async fn embeddings(
     Ok(Json(json!({
         "object": "list",
         "data": data,
-        "model": req.model.unwrap_or_else(|| state.encoder.id().to_owned()),
+        "model": req.model.unwrap_or_else(|| encoder.id().to_owned()),
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     })))
 }

@@ -1,0 +1,264 @@
+//! The encoder queue: every text to embed, from any route, goes through one bounded queue to one
+//! worker task. The worker takes the oldest request, waits at most `max_wait` for more to fill a
+//! batch of up to `max_batch` texts, runs the encoder once on a blocking thread, and answers each
+//! request through its own oneshot. A full queue is refused at once (the caller answers 429);
+//! requests whose caller has gone (deadline passed, client disconnected) are skipped unrun.
+//!
+//! The worker also keeps the encoder's health: a failed call (error, panic) or a missed deadline
+//! marks the server degraded; the next successful call clears it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use keel_embed::Encoder;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+
+/// How the encoder queue batches and how long a request may wait for it.
+#[derive(Clone, Debug)]
+pub struct Batching {
+    /// Requests that may wait for the encoder; one more gets 429.
+    pub queue_capacity: usize,
+    /// Most texts in one encoder call (the encoder's batch size). A larger request runs alone.
+    pub max_batch: usize,
+    /// Longest the worker waits for more requests to fill a batch.
+    pub max_wait: Duration,
+    /// Deadline for one request's embeddings, queueing included; past it the encoder counts as
+    /// failing and classify answers from the fallback head.
+    pub deadline: Duration,
+    /// `Retry-After` seconds sent with a 429.
+    pub retry_after_secs: u32,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 64,
+            max_batch: 32,
+            max_wait: Duration::from_millis(2),
+            deadline: Duration::from_secs(30),
+            retry_after_secs: 1,
+        }
+    }
+}
+
+/// Embeddings for one request, in input order, and the tokens its texts made.
+pub(crate) struct Encoded {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EncodeError {
+    #[error("the encoder queue is full ({0} requests waiting); retry shortly")]
+    Full(usize),
+    #[error("the encoder failed: {0}")]
+    Failed(String),
+    #[error("the encoder did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the encoder worker has stopped")]
+    Stopped,
+}
+
+struct Job {
+    texts: Vec<String>,
+    reply: oneshot::Sender<Result<Encoded, String>>,
+}
+
+/// The encoder in use and whether it is failing; shared by the handlers and the worker.
+#[derive(Debug)]
+pub(crate) struct EncoderHealth {
+    encoder: RwLock<Arc<Encoder>>,
+    degraded: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    metrics: Arc<Metrics>,
+}
+
+impl EncoderHealth {
+    pub fn encoder(&self) -> Arc<Encoder> {
+        self.encoder.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_encoder(&self, encoder: Arc<Encoder>) {
+        *self.encoder.write().unwrap_or_else(|e| e.into_inner()) = encoder;
+    }
+
+    pub fn degraded(&self) -> Option<String> {
+        if self.degraded.load(Ordering::Acquire) {
+            Some(self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default())
+        } else {
+            None
+        }
+    }
+
+    fn failed(&self, cause: &str) {
+        self.metrics.encoder_failures.inc();
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(cause.to_owned());
+        if !self.degraded.swap(true, Ordering::AcqRel) {
+            self.metrics.degraded_state.set(1);
+            tracing::warn!(%cause, "encoder failing: classify answers from the fallback head");
+        }
+    }
+
+    fn succeeded(&self) {
+        if self.degraded.swap(false, Ordering::AcqRel) {
+            self.metrics.degraded_state.set(0);
+            tracing::info!("encoder recovered");
+        }
+    }
+}
+
+/// The sending side of the queue; dropping it stops the worker once the queue is empty.
+#[derive(Debug)]
+pub(crate) struct Batcher {
+    tx: mpsc::Sender<Job>,
+    health: Arc<EncoderHealth>,
+    cfg: Batching,
+}
+
+impl Batcher {
+    /// Starts the worker on the current Tokio runtime.
+    pub fn start(encoder: Arc<Encoder>, cfg: Batching, metrics: Arc<Metrics>) -> Self {
+        let cfg = Batching { queue_capacity: cfg.queue_capacity.max(1), max_batch: cfg.max_batch.max(1), ..cfg };
+        let health = Arc::new(EncoderHealth {
+            encoder: RwLock::new(encoder),
+            degraded: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            metrics,
+        });
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        tokio::spawn(worker(rx, health.clone(), cfg.clone()));
+        Self { tx, health, cfg }
+    }
+
+    pub fn health(&self) -> &EncoderHealth {
+        &self.health
+    }
+
+    pub fn config(&self) -> &Batching {
+        &self.cfg
+    }
+
+    /// Embeds `texts` in whatever batch the worker puts them, within the deadline.
+    pub async fn encode(&self, texts: Vec<String>) -> Result<Encoded, EncodeError> {
+        let metrics = &self.health.metrics;
+        let (reply, rx) = oneshot::channel();
+        metrics.queue_depth.inc();
+        if let Err(e) = self.tx.try_send(Job { texts, reply }) {
+            metrics.queue_depth.dec();
+            return Err(match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    metrics.queue_rejected.inc();
+                    EncodeError::Full(self.cfg.queue_capacity)
+                }
+                mpsc::error::TrySendError::Closed(_) => EncodeError::Stopped,
+            });
+        }
+        match tokio::time::timeout(self.cfg.deadline, rx).await {
+            Err(_) => {
+                let e = EncodeError::Timeout(self.cfg.deadline);
+                self.health.failed(&e.to_string());
+                Err(e)
+            }
+            Ok(Err(_)) => Err(EncodeError::Stopped),
+            Ok(Ok(Err(cause))) => Err(EncodeError::Failed(cause)),
+            Ok(Ok(Ok(encoded))) => Ok(encoded),
+        }
+    }
+}
+
+async fn worker(mut rx: mpsc::Receiver<Job>, health: Arc<EncoderHealth>, cfg: Batching) {
+    let mut carry: Option<Job> = None;
+    loop {
+        let first = match carry.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => {
+                    health.metrics.queue_depth.dec();
+                    job
+                }
+                None => return,
+            },
+        };
+        let mut texts = first.texts.len();
+        let mut jobs = vec![first];
+        let fill_by = Instant::now() + cfg.max_wait;
+        while texts < cfg.max_batch {
+            let job = match rx.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(fill_by, rx.recv()).await {
+                    Ok(Some(job)) => job,
+                    _ => break,
+                },
+            };
+            health.metrics.queue_depth.dec();
+            if job.reply.is_closed() {
+                continue;
+            }
+            if texts + job.texts.len() > cfg.max_batch {
+                carry = Some(job);
+                break;
+            }
+            texts += job.texts.len();
+            jobs.push(job);
+        }
+        jobs.retain(|j| !j.reply.is_closed());
+        if !jobs.is_empty() {
+            run_batch(&health, jobs).await;
+        }
+    }
+}
+
+/// One encoder call for every text of `jobs`, then each job's share of the result.
+async fn run_batch(health: &EncoderHealth, jobs: Vec<Job>) {
+    let mut texts = Vec::with_capacity(jobs.iter().map(|j| j.texts.len()).sum());
+    let mut replies = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        replies.push((job.texts.len(), job.reply));
+        texts.extend(job.texts);
+    }
+    health.metrics.batch_size.observe(texts.len() as f64);
+    health.metrics.batch_requests.observe(replies.len() as f64);
+    let encoder = health.encoder();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let tokens = refs.iter().map(|t| encoder.count_tokens(t)).collect::<Result<Vec<usize>, _>>()?;
+        Ok::<_, keel_embed::EmbedError>((encoder.embed(&refs)?, tokens))
+    })
+    .await;
+    let result = match outcome {
+        Ok(Ok((vectors, tokens))) if vectors.len() == tokens.len() => Ok((vectors, tokens)),
+        Ok(Ok((vectors, tokens))) => Err(format!("{} vectors for {} texts", vectors.len(), tokens.len())),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) if e.is_panic() => Err(format!("the encoder panicked: {}", panic_message(e.into_panic()))),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok((vectors, tokens)) => {
+            health.succeeded();
+            let (mut vectors, mut tokens) = (vectors.into_iter(), tokens.into_iter());
+            for (n, reply) in replies {
+                let encoded =
+                    Encoded { vectors: vectors.by_ref().take(n).collect(), tokens: tokens.by_ref().take(n).sum() };
+                let _ = reply.send(Ok(encoded));
+            }
+        }
+        Err(cause) => {
+            health.failed(&cause);
+            for (_, reply) in replies {
+                let _ = reply.send(Err(cause.clone()));
+            }
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => payload.downcast_ref::<&str>().map_or_else(|| "(no message)".to_owned(), |s| (*s).to_owned()),
+    }
+}
