@@ -6,6 +6,7 @@ mod context;
 mod embedding;
 mod output;
 mod pipeline;
+mod training;
 
 use clap::Parser;
 

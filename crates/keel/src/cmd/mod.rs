@@ -9,7 +9,8 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use crate::cli::{
-    Cli, Command, EmbedArgs, IngestArgs, LineageArgs, ModelCommand, PromoteArgs, RollbackArgs, StoreCommand, TrainArgs,
+    Cli, Command, EmbedArgs, EvalArgs, IngestArgs, LineageArgs, ModelCommand, PromoteArgs, RollbackArgs, StoreCommand,
+    TrainArgs,
 };
 use crate::context::{load_encoder, open_store};
 use crate::output::{self, note};
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(args) => embed(&home, json, args).await,
         Command::Ingest(args) => ingest(&home, json, args).await,
         Command::Train(args) => train(&home, json, args).await,
+        Command::Eval(args) => eval(&home, json, args).await,
         Command::Models => models(&home, json).await,
         Command::Runs(args) => runs(&home, json, args.limit).await,
         Command::Promote(args) => promote(&home, json, args).await,
@@ -130,6 +132,22 @@ async fn ingest(home: &std::path::Path, json: bool, args: IngestArgs) -> anyhow:
         d.n_quarantined,
         if outcome.created { "" } else { " (already in the store; nothing new)" }
     );
+    let s = &outcome.stats;
+    let format = match s.format {
+        keel_data::Format::Delimited { delimiter: b'\t' } => "tab-separated".to_owned(),
+        keel_data::Format::Delimited { delimiter } => format!("{:?}-separated", char::from(delimiter)),
+        keel_data::Format::JsonLines => "JSON lines".to_owned(),
+    };
+    let compression = s.compression.map(|c| format!(", {c:?} compressed").to_lowercase()).unwrap_or_default();
+    let header = if s.has_header { format!("header of {} columns", s.columns.len()) } else { "no header".into() };
+    println!(
+        "  read      {} bytes, {format}{compression}, {header}, {} rows skipped after it, {} blank lines",
+        s.bytes, s.skipped_after_header, s.blank_lines
+    );
+    println!(
+        "  text      {} normalised (raw kept beside), {} exact duplicates ({} with another label), {} UTF-8 repairs",
+        s.normalised, s.exact_duplicates, s.conflicting_duplicates, s.repaired_utf8
+    );
     print_quarantine(&outcome);
     Ok(())
 }
@@ -162,9 +180,55 @@ pub fn print_trained(outcome: &pipeline::TrainOutcome) {
     );
     println!("split     {} train / {} validation / {} test", sizes["train"], sizes["validation"], sizes["test"]);
     let num = |k: &str| m.metrics[k].as_f64().unwrap_or(f64::NAN);
-    println!("accuracy  {:.4}   share of test sentences labelled correctly", num("accuracy"));
-    println!("macro-F1  {:.4}   F1 averaged over labels, so each label counts the same", num("macro_f1"));
+    let iv = |k: &str| {
+        let i = &m.metrics["intervals"][k];
+        match (i["lo"].as_f64(), i["hi"].as_f64()) {
+            (Some(lo), Some(hi)) => format!(" [{lo:.4}, {hi:.4}]"),
+            _ => String::new(),
+        }
+    };
+    if let Some(head) = m.metrics["head"].as_str() {
+        println!("head      {head}, temperature {:.3} fitted on validation", num("temperature"));
+    }
+    println!(
+        "accuracy  {:.4}{}   share of test rows labelled correctly (95% interval)",
+        num("accuracy"),
+        iv("accuracy")
+    );
+    println!(
+        "macro-F1  {:.4}{}   F1 averaged over labels, so each label counts the same",
+        num("macro_f1"),
+        iv("macro_f1")
+    );
+    if let Some(bs) = m.metrics["baselines"].as_array() {
+        for b in bs {
+            println!(
+                "baseline  {:.4} macro-F1: {}",
+                b["macro_f1"].as_f64().unwrap_or(f64::NAN),
+                b["name"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    println!("gate      {}", outcome.gate.reason);
     println!("aliases   {}", if m.aliases.is_empty() { "-".into() } else { m.aliases.join(", ") });
+    if let Some(r) = &outcome.report_html {
+        println!("report    {r}");
+    }
+}
+
+async fn eval(home: &std::path::Path, json: bool, args: EvalArgs) -> anyhow::Result<()> {
+    let store = open_store(home).await?;
+    let (_, encoder) = load_encoder(&args.encoder)?;
+    let out = pipeline::eval(&store, &encoder, &args.spec, args.against.as_deref(), args.html.as_deref(), json).await?;
+    if json {
+        return output::json(&out);
+    }
+    println!("{}", out.report.summary());
+    if let Some(n) = &out.gate_note {
+        println!("gate: {n}");
+    }
+    println!("report: {}", out.report_html);
+    Ok(())
 }
 
 async fn train(home: &std::path::Path, json: bool, args: TrainArgs) -> anyhow::Result<()> {
@@ -175,6 +239,8 @@ async fn train(home: &std::path::Path, json: bool, args: TrainArgs) -> anyhow::R
         file: &args.file,
         columns: &args.columns,
         seed: args.seed,
+        head: &args.head,
+        promote: !args.no_promote,
         quiet: json,
     };
     let outcome = pipeline::train(&store, &encoder, &req).await?;
@@ -183,7 +249,7 @@ async fn train(home: &std::path::Path, json: bool, args: TrainArgs) -> anyhow::R
     }
     print_trained(&outcome);
     if outcome.model.aliases.iter().any(|a| a == "candidate") {
-        println!("next      keel promote {} to serve it", outcome.model.tag());
+        println!("next      keel promote {} to serve it anyway", outcome.model.tag());
     }
     Ok(())
 }
@@ -232,7 +298,7 @@ async fn runs(home: &std::path::Path, json: bool, limit: i64) -> anyhow::Result<
 
 async fn promote(home: &std::path::Path, json: bool, args: PromoteArgs) -> anyhow::Result<()> {
     let store = open_store(home).await?;
-    let v = store.resolve(&args.version).await?;
+    let v = store.resolve(&args.spec).await?;
     let previous = store.set_alias(&v.name, &args.alias, v.version, "promoted by hand (keel promote)").await?;
     let v = store.model_version(&v.name, v.version).await?;
     if json {
@@ -270,7 +336,7 @@ async fn rollback(home: &std::path::Path, json: bool, args: RollbackArgs) -> any
 
 async fn lineage(home: &std::path::Path, json: bool, args: LineageArgs) -> anyhow::Result<()> {
     let store = open_store(home).await?;
-    let l = store.lineage(&args.version).await?;
+    let l = store.lineage(&args.spec).await?;
     if json {
         return output::json(&l);
     }

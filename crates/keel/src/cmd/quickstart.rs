@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::cli::{ColumnArgs, QuickstartArgs, ServeArgs};
+use crate::cli::{ColumnArgs, HeadArgs, QuickstartArgs, ServeArgs};
 use crate::context::{load_encoder, open_store};
 use crate::output::{self, note};
 use crate::pipeline;
@@ -39,12 +39,19 @@ pub async fn run(home: &Path, json: bool, args: QuickstartArgs) -> anyhow::Resul
         text_col: "text".into(),
         label_col: "label".into(),
         id_col: Some("id".into()),
-        no_header: false,
-        skip_rows: 0,
         limit: args.limit,
-        delimiter: None,
+        ..ColumnArgs::default()
     };
-    let req = pipeline::TrainRequest { name: MODEL_NAME, file: &file, columns: &columns, seed: 42, quiet: json };
+    let head = HeadArgs::default();
+    let req = pipeline::TrainRequest {
+        name: MODEL_NAME,
+        file: &file,
+        columns: &columns,
+        seed: 42,
+        head: &head,
+        promote: true,
+        quiet: json,
+    };
     let outcome = pipeline::train(&store, &encoder, &req).await?;
     if json {
         output::json(&outcome)?;

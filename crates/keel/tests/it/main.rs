@@ -1,7 +1,9 @@
 //! End-to-end tests of the `keel` binary: real model, real data, real HTTP on loopback.
 
 mod http;
+mod ingest_shared;
 mod store_kill;
+mod train_eval;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
