@@ -333,8 +333,7 @@ pub async fn eval(
     let test_texts: Vec<&str> = rows.test.iter().map(|&i| records[i].text.as_str()).collect();
     let test_y: Vec<usize> = rows.test.iter().map(|&i| y[i]).collect();
     let (x, _) = embed_cached(store, encoder, &test_texts, quiet).await?;
-    let all: Vec<usize> = (0..test_texts.len()).collect();
-    let test = Part::new(&x, &test_y, &test_texts, &all);
+    let test = Part { x, y: test_y, texts: test_texts.iter().map(|t| (*t).to_owned()).collect() };
 
     let head = load_head(store, &model).await?;
     let proba = training::predict(&head, &test)?;

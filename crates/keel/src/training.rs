@@ -196,13 +196,7 @@ impl FileCheckpoint {
 
 impl Checkpoint for FileCheckpoint {
     fn save(&mut self, _epoch: usize, bytes: &[u8]) -> std::io::Result<()> {
-        let dir = self.path.parent().expect("checkpoint path has a folder");
-        std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&self.path).map_err(|e| e.error)?;
-        Ok(())
+        write_atomically(&self.path, bytes)
     }
 
     fn load(&mut self) -> Option<Vec<u8>> {
@@ -212,10 +206,17 @@ impl Checkpoint for FileCheckpoint {
 
 /// Writes the HTML report to `path`, atomically.
 pub fn write_html(path: &Path, html: &str) -> anyhow::Result<()> {
+    write_atomically(path, html.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Replaces `path` with `bytes` through a temporary file in the same folder, fsynced, then
+/// renamed: a reader (or a process killed midway) sees the old file or the new one, never half.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
-    tmp.write_all(html.as_bytes())?;
-    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

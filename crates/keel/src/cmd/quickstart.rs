@@ -17,16 +17,11 @@ pub const MODEL_NAME: &str = "sentiment";
 /// Writes the bundled example into the store folder (once), so that its lineage points at a
 /// real file.
 fn materialise_example(home: &Path) -> anyhow::Result<PathBuf> {
-    let dir = home.join("examples");
-    let path = dir.join("movie_sentences.csv");
+    let path = home.join("examples").join("movie_sentences.csv");
     if std::fs::read(&path).is_ok_and(|b| b == EXAMPLE) {
         return Ok(path);
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(".movie_sentences.csv.tmp");
-    std::fs::write(&tmp, EXAMPLE).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all())?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    crate::training::write_atomically(&path, EXAMPLE).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 
