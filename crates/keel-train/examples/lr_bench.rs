@@ -51,7 +51,9 @@ fn main() {
         serde_json::json!({
             "impl": "keel", "train_rows": y.len(), "test_rows": test_labels.len(), "l2": cfg.l2,
             "test_accuracy": hits as f64 / test_labels.len() as f64, "fit_seconds": secs,
-            "iterations": report.iterations, "converged": report.converged,
+            "iterations": report.iterations, "evaluations": report.evaluations,
+            "ms_per_evaluation": secs * 1e3 / report.evaluations as f64, "converged": report.converged,
+            "final_loss": report.final_loss, "grad_max": report.grad_max,
         })
     );
 }

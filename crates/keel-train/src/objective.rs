@@ -9,22 +9,22 @@
 //! ∂L/∂b_c = (1/n) Σ_i (p_ic − [y_i = c])
 //! ```
 //!
-//! The sum over examples is the expensive part. Rows are cut into 16 contiguous blocks whatever
-//! the number of threads; each block's partial sums are computed in a fixed order and the
-//! partials are added in block order. The result is therefore bit-identical whether one thread
-//! or several did the work, and in whatever order the threads finished.
+//! The sum over examples is the expensive part: two matrix products per evaluation, done by
+//! the register-blocked kernels in `kernel.rs` tile by tile. Rows are cut into 16 contiguous
+//! blocks whatever the number of threads; each block's partial sums are computed in a fixed
+//! order and the partials are added in block order. The result is therefore bit-identical
+//! whether one thread or several did the work, in whatever order the threads finished, and
+//! whether the CPU ran the AVX or the baseline compilation of the kernel.
 
 use std::sync::{Mutex, PoisonError};
 
 use keel_core::Matrix;
 
 use crate::TrainError;
+use crate::kernel::{self, Isa, Packed, Sums};
 
 /// Number of row blocks the data sum is cut into. Fixed, so results do not depend on threads.
 const BLOCKS: usize = 16;
-/// Rows handled together by the kernel, so each weight is loaded once per `TILE` rows.
-/// [`axpy_tile`] is written out for exactly eight.
-const TILE: usize = 8;
 /// Below this many multiply-adds per evaluation, threads cost more than they save.
 const PARALLEL_MIN_WORK: usize = 1 << 20;
 
@@ -36,6 +36,7 @@ pub struct Objective<'a> {
     n_classes: usize,
     l2: f64,
     threads: usize,
+    isa: Isa,
 }
 
 /// The value of the objective at one point, split into its two terms.
@@ -74,13 +75,20 @@ impl<'a> Objective<'a> {
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get()).min(BLOCKS)
         };
-        Ok(Self { x, y, n_classes, l2, threads })
+        Ok(Self { x, y, n_classes, l2, threads, isa: Isa::detect() })
     }
 
     /// Uses `threads` worker threads (clamped to `1..=16`) instead of one per core. The result
     /// is bit-identical whatever the number.
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.clamp(1, BLOCKS);
+        self
+    }
+
+    /// Runs the kernel compiled for the x86-64 baseline even where a faster one is available.
+    /// The result is bit-identical (this exists so tests can show that).
+    pub fn portable(mut self) -> Self {
+        self.isa = Isa::Portable;
         self
     }
 
@@ -105,12 +113,13 @@ impl<'a> Objective<'a> {
         assert_eq!(params.len(), self.n_params(), "parameter vector has the wrong length");
         assert_eq!(grad.len(), self.n_params(), "gradient vector has the wrong length");
 
+        let packed = Packed::new(params, k, d);
         let block_len = n.div_ceil(BLOCKS);
-        let mut partials: Vec<Partial> = (0..BLOCKS).map(|_| Partial::new(k, d)).collect();
-        let run_block = |b: usize, part: &mut Partial| {
+        let mut partials: Vec<Sums> = (0..BLOCKS).map(|_| Sums::new(&packed)).collect();
+        let run_block = |b: usize, part: &mut Sums| {
             let lo = (b * block_len).min(n);
             let hi = ((b + 1) * block_len).min(n);
-            self.accumulate(params, lo..hi, part);
+            kernel::accumulate(self.isa, self.x, self.y, lo..hi, &packed, part);
         };
         if self.threads <= 1 {
             for (b, part) in partials.iter_mut().enumerate() {
@@ -137,12 +146,18 @@ impl<'a> Objective<'a> {
             });
         }
 
-        // Reduce in block order: deterministic whatever the threads did.
+        // Reduce in block order, dropping the padding: deterministic whatever the threads did.
         grad.fill(0.0);
         let mut loss_sum = 0.0;
+        let (gw, gb) = grad.split_at_mut(k * d);
         for part in &partials {
             loss_sum += part.loss;
-            for (g, p) in grad.iter_mut().zip(&part.grad) {
+            for (g_row, p_row) in gw.chunks_exact_mut(d).zip(part.gw.chunks_exact(packed.dp)) {
+                for (g, p) in g_row.iter_mut().zip(p_row) {
+                    *g += p;
+                }
+            }
+            for (g, p) in gb.iter_mut().zip(&part.gb) {
                 *g += p;
             }
         }
@@ -159,79 +174,6 @@ impl<'a> Objective<'a> {
         }
         Value { data_loss, total: data_loss + 0.5 * self.l2 * penalty }
     }
-
-    /// Adds the unscaled loss and gradient sums of rows `rows` into `part`.
-    fn accumulate(&self, params: &[f64], rows: std::ops::Range<usize>, part: &mut Partial) {
-        let (k, d) = (self.n_classes, self.x.cols());
-        let (w, bias) = params.split_at(k * d);
-        let (gw, gb) = part.grad.split_at_mut(k * d);
-        // The tile's rows twice: row-major for the gradient, interleaved (`xt[j·TILE + r]`) for
-        // the logits. A short last tile is padded with zero rows, whose residuals are set to
-        // zero, so they add exact zeros.
-        let mut xs = vec![0.0f64; TILE * d];
-        let mut xt = vec![0.0f64; TILE * d];
-        let mut z = vec![0.0f64; TILE * k];
-        let mut start = rows.start;
-        while start < rows.end {
-            let t = TILE.min(rows.end - start);
-            if t < TILE {
-                xs.fill(0.0);
-                xt.fill(0.0);
-            }
-            for (r, dst) in xs.chunks_exact_mut(d).take(t).enumerate() {
-                for (a, &b) in dst.iter_mut().zip(self.x.row(start + r)) {
-                    *a = f64::from(b);
-                }
-            }
-            for (r, row) in xs.chunks_exact(d).enumerate() {
-                for (dst, &v) in xt.chunks_exact_mut(TILE).zip(row) {
-                    dst[r] = v;
-                }
-            }
-            // Logits: z[r, c] = w_c · x_r + b_c.
-            for c in 0..k {
-                for (r, v) in dot_tile(&w[c * d..(c + 1) * d], &xt).into_iter().enumerate() {
-                    z[r * k + c] = v + bias[c];
-                }
-            }
-            // Loss and residuals p − onehot(y), in place of the logits.
-            for r in 0..TILE {
-                let zr = &mut z[r * k..(r + 1) * k];
-                if r >= t {
-                    zr.fill(0.0);
-                    continue;
-                }
-                let yr = self.y[start + r];
-                let max = zr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let sum: f64 = zr.iter().map(|v| (v - max).exp()).sum();
-                let lse = max + sum.ln();
-                part.loss += lse - zr[yr];
-                for v in zr.iter_mut() {
-                    *v = (*v - lse).exp();
-                }
-                zr[yr] -= 1.0;
-            }
-            // Gradient: g_c += Σ_r residual[r, c] · x_r.
-            for c in 0..k {
-                let rs: [f64; TILE] = std::array::from_fn(|r| z[r * k + c]);
-                axpy_tile(&mut gw[c * d..(c + 1) * d], rs, &xs);
-                gb[c] += rs.iter().sum::<f64>();
-            }
-            start += t;
-        }
-    }
-}
-
-/// One block's unscaled sums.
-struct Partial {
-    loss: f64,
-    grad: Vec<f64>,
-}
-
-impl Partial {
-    fn new(k: usize, d: usize) -> Self {
-        Self { loss: 0.0, grad: vec![0.0; k * d + k] }
-    }
 }
 
 /// Dot product with eight independent accumulators so the compiler can vectorise it.
@@ -246,49 +188,4 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
         }
     }
     ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail
-}
-
-/// `w · x_r` for the `TILE` rows of an interleaved tile (`xt[j·TILE + r]`): each weight is
-/// loaded once and multiplied into a vector of rows, with no horizontal sums.
-#[inline]
-fn dot_tile(w: &[f64], xt: &[f64]) -> [f64; TILE] {
-    let (mut even, mut odd) = ([0.0f64; TILE], [0.0f64; TILE]);
-    let pairs = w.chunks_exact(2);
-    let last = pairs.remainder().first().copied();
-    for (wp, xp) in pairs.zip(xt.chunks_exact(2 * TILE)) {
-        let (x0, x1) = xp.split_at(TILE);
-        for r in 0..TILE {
-            even[r] += wp[0] * x0[r];
-        }
-        for r in 0..TILE {
-            odd[r] += wp[1] * x1[r];
-        }
-    }
-    if let Some(wl) = last {
-        let xl = &xt[xt.len() - TILE..];
-        for r in 0..TILE {
-            even[r] += wl * xl[r];
-        }
-    }
-    std::array::from_fn(|r| even[r] + odd[r])
-}
-
-/// `g += Σ_r rs[r] · x_r` over the eight consecutive rows of `xs` (each `g.len()` long),
-/// loading and storing each gradient element once for eight rows.
-#[inline]
-fn axpy_tile(g: &mut [f64], rs: [f64; TILE], xs: &[f64]) {
-    let d = g.len();
-    let (x0, rest) = xs.split_at(d);
-    let (x1, rest) = rest.split_at(d);
-    let (x2, rest) = rest.split_at(d);
-    let (x3, rest) = rest.split_at(d);
-    let (x4, rest) = rest.split_at(d);
-    let (x5, rest) = rest.split_at(d);
-    let (x6, x7) = rest.split_at(d);
-    let x7 = &x7[..d];
-    for j in 0..d {
-        let a = (rs[0] * x0[j] + rs[1] * x1[j]) + (rs[2] * x2[j] + rs[3] * x3[j]);
-        let b = (rs[4] * x4[j] + rs[5] * x5[j]) + (rs[6] * x6[j] + rs[7] * x7[j]);
-        g[j] += a + b;
-    }
 }

@@ -113,7 +113,7 @@ fn matches_scikit_learn_multinomial_fit() {
         ],
     );
     let y = [0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 1, 2];
-    let cfg = LrConfig { l2: 1.0 / 12.0, max_iter: 1000, tol: 1e-9 };
+    let cfg = LrConfig { l2: 1.0 / 12.0, max_iter: 1000, tol: 1e-9, threads: None };
     let (model, _) = fit(&x, &y, names(3), &cfg).unwrap();
     let sk_coef = [0.38512779, 0.95344068, -1.23866356, -0.09157098, 0.85353576, -0.86186970];
     let sk_intercept = [-0.00510432, 0.25640422, -0.25129990];
@@ -303,3 +303,4 @@ fn bad_inputs_are_errors() {
 
 mod heads;
 mod mlp;
+mod objective;
