@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::error::EmbedError;
-use crate::kernels::{self, Isa, Mat, QMatrix};
+use crate::kernels::{self, Epilogue, F32Matrix, Isa, QMatrix};
 
 /// Numeric precision of the linear layers' weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,7 +24,7 @@ pub enum Precision {
     F32,
     /// Weights quantized to int8 per output channel at load; activations quantized per row at
     /// run time (to 14-bit integers: 8-bit ones missed cosine 0.99 on short inputs); i32
-    /// accumulation with AVX-512 VNNI. Attention and normalisation stay f32.
+    /// accumulation with AVX-512 VNNI or AVX2. Attention and normalisation stay f32.
     Int8,
 }
 
@@ -51,13 +51,15 @@ fn default_act() -> String {
 }
 
 struct Linear {
-    n: usize,
     k: usize,
-    /// `k x n` row-major (the transpose of PyTorch's layout, so the GEMM reads it without
-    /// repacking); empty in int8 mode.
-    wt: Vec<f32>,
-    q: Option<QMatrix>,
+    /// Laid out (and in int8 mode quantized) once at load for the kernels in use.
+    w: LinearWeights,
     bias: Vec<f32>,
+}
+
+enum LinearWeights {
+    F32(F32Matrix),
+    Int8(QMatrix),
 }
 
 struct Norm {
@@ -103,7 +105,6 @@ pub(crate) struct Scratch {
     x: Vec<f32>,
     qkv: Vec<f32>,
     ctx: Vec<f32>,
-    ctx_heads: Vec<f32>,
     tmp: Vec<f32>,
     ff: Vec<f32>,
     scores: Vec<f32>,
@@ -149,11 +150,11 @@ impl Bert {
                 qkv_b.extend(w.get(&format!("{p}attention.self.{part}.bias"), &[h])?);
             }
             layers.push(Layer {
-                qkv: Linear::new(qkv_w, qkv_b, 3 * h, h, precision),
-                attn_out: w.linear(&format!("{p}attention.output.dense"), h, h, precision)?,
+                qkv: Linear::new(qkv_w, qkv_b, 3 * h, h, precision, isa),
+                attn_out: w.linear(&format!("{p}attention.output.dense"), h, h, precision, isa)?,
                 ln1: w.norm(&format!("{p}attention.output.LayerNorm"), h)?,
-                ff_in: w.linear(&format!("{p}intermediate.dense"), i, h, precision)?,
-                ff_out: w.linear(&format!("{p}output.dense"), h, i, precision)?,
+                ff_in: w.linear(&format!("{p}intermediate.dense"), i, h, precision, isa)?,
+                ff_out: w.linear(&format!("{p}output.dense"), h, i, precision, isa)?,
                 ln2: w.norm(&format!("{p}output.LayerNorm"), h)?,
             });
         }
@@ -194,41 +195,28 @@ impl Bert {
         grow(&mut sc.x, total * h);
         grow(&mut sc.qkv, total * 3 * h);
         grow(&mut sc.ctx, total * h);
-        grow(&mut sc.ctx_heads, total * h);
         grow(&mut sc.tmp, total * h);
         grow(&mut sc.ff, total * self.inter);
-        grow(&mut sc.scores, heads * max_len * max_len);
+        grow(&mut sc.scores, threads.max(1) * (max_len + h / heads) * max_len);
         if self.precision == Precision::Int8 {
             grow(&mut sc.qa, total * self.inter.max(h));
             grow(&mut sc.qs, total);
         }
 
         self.embed_tokens(seqs, &mut sc.x[..total * h], threads);
+        let (x, tmp) = (&mut sc.x[..total * h], &mut sc.tmp[..total * h]);
         for layer in &self.layers {
-            self.linear(&layer.qkv, &sc.x[..total * h], &mut sc.qkv[..total * 3 * h], threads, &mut sc.qa, &mut sc.qs);
-            self.attention(seqs, sc, total, max_len, threads);
-            self.linear(
-                &layer.attn_out,
-                &sc.ctx[..total * h],
-                &mut sc.tmp[..total * h],
-                threads,
-                &mut sc.qa,
-                &mut sc.qs,
-            );
-            self.add_norm(&mut sc.x[..total * h], &sc.tmp[..total * h], &layer.ln1, threads);
+            let qkv = &mut sc.qkv[..total * 3 * h];
+            self.linear(&layer.qkv, x, Epilogue::Bias, qkv, threads, &mut sc.qa, &mut sc.qs);
+            self.attention(seqs, qkv, &sc.starts, &mut sc.scores, &mut sc.ctx, max_len, threads);
+            // tmp = x + attention output; x = LayerNorm(tmp).
+            let ctx = &sc.ctx[..total * h];
+            self.linear(&layer.attn_out, ctx, Epilogue::Residual(x), tmp, threads, &mut sc.qa, &mut sc.qs);
+            self.norm_into(tmp, x, &layer.ln1, threads);
             let ff = &mut sc.ff[..total * self.inter];
-            self.linear(&layer.ff_in, &sc.x[..total * h], ff, threads, &mut sc.qa, &mut sc.qs);
-            let isa = self.isa;
-            par_rows(ff, self.inter, threads, |rows| kernels::gelu_in_place(isa, rows));
-            self.linear(
-                &layer.ff_out,
-                &sc.ff[..total * self.inter],
-                &mut sc.tmp[..total * h],
-                threads,
-                &mut sc.qa,
-                &mut sc.qs,
-            );
-            self.add_norm(&mut sc.x[..total * h], &sc.tmp[..total * h], &layer.ln2, threads);
+            self.linear(&layer.ff_in, x, Epilogue::Gelu, ff, threads, &mut sc.qa, &mut sc.qs);
+            self.linear(&layer.ff_out, ff, Epilogue::Residual(x), tmp, threads, &mut sc.qa, &mut sc.qs);
+            self.norm_into(tmp, x, &layer.ln2, threads);
         }
         for ((s, &start), o) in seqs.iter().zip(&sc.starts).zip(out.iter_mut()) {
             let n = s.ids.len();
@@ -271,100 +259,116 @@ impl Bert {
         });
     }
 
-    /// `out = input · Wᵀ + bias` over all `rows = input.len() / k` rows.
-    fn linear(&self, lin: &Linear, input: &[f32], out: &mut [f32], threads: usize, qa: &mut [i16], qs: &mut [f32]) {
+    /// `out = epi(input · Wᵀ + bias)` over all `rows = input.len() / k` rows.
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &self,
+        lin: &Linear,
+        input: &[f32],
+        epi: Epilogue<'_>,
+        out: &mut [f32],
+        threads: usize,
+        qa: &mut [i16],
+        qs: &mut [f32],
+    ) {
         let rows = input.len() / lin.k;
-        match &lin.q {
-            Some(q) => {
+        match &lin.w {
+            LinearWeights::Int8(q) => {
                 let (qa, qs) = (&mut qa[..rows * lin.k], &mut qs[..rows]);
-                let k = lin.k;
+                let (k, isa) = (lin.k, self.isa);
                 if threads > 1 {
                     let per = rows.div_ceil(threads);
                     input
                         .par_chunks(per * k)
                         .zip(qa.par_chunks_mut(per * k))
                         .zip(qs.par_chunks_mut(per))
-                        .for_each(|((x, a), s)| kernels::quantize_rows(x, k, a, s));
+                        .for_each(|((x, a), s)| kernels::quantize_rows(isa, x, k, a, s));
                 } else {
-                    kernels::quantize_rows(input, k, qa, qs);
+                    kernels::quantize_rows(isa, input, k, qa, qs);
                 }
-                kernels::qgemm(self.isa, threads, qa, qs, q, &lin.bias, out);
+                kernels::qgemm(self.isa, threads, qa, qs, q, &lin.bias, epi, out);
             }
-            None => {
-                for row in out.chunks_exact_mut(lin.n) {
-                    row.copy_from_slice(&lin.bias);
-                }
-                kernels::sgemm(
-                    self.isa,
-                    threads,
-                    (rows, lin.n, lin.k),
-                    Mat::rows(input, lin.k),
-                    Mat::rows(&lin.wt, lin.n),
-                    1.0,
-                    true,
-                    out,
-                    lin.n,
-                );
-            }
+            LinearWeights::F32(w) => kernels::linear_f32(self.isa, threads, input, w, &lin.bias, epi, out),
         }
     }
 
-    /// Self-attention per (sequence, head) from `sc.qkv` into `sc.ctx`.
-    fn attention(&self, seqs: &[Seq<'_>], sc: &mut Scratch, total: usize, max_len: usize, threads: usize) {
+    /// Self-attention per (sequence, head) from `qkv` into `ctx` (token-major, heads side by
+    /// side). Sequence by sequence, so one sequence's q, k and v stay in cache for all its heads;
+    /// `threads > 1` hands whole sequences to each thread.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        seqs: &[Seq<'_>],
+        qkv: &[f32],
+        starts: &[usize],
+        scores: &mut [f32],
+        ctx: &mut [f32],
+        max_len: usize,
+        threads: usize,
+    ) {
         let (h, heads) = (self.hidden, self.heads);
+        let total = qkv.len() / (3 * h);
         let d = h / heads;
         let scale = 1.0 / (d as f32).sqrt();
         let isa = self.isa;
-        let qkv = &sc.qkv[..total * 3 * h];
-        let starts = &sc.starts;
-        let head = |hd: usize, ctx: &mut [f32], scores: &mut [f32]| {
-            for (s, &start) in seqs.iter().zip(starts) {
+        let per_thread = (max_len + d) * max_len;
+        // Sequences `range` (their tokens start at `first`) into `ctx`, which begins at `first`.
+        let run = |range: std::ops::Range<usize>, ctx: &mut [f32], scores: &mut [f32]| {
+            let first = starts[range.start];
+            for (s, &start) in seqs[range.clone()].iter().zip(&starts[range]) {
                 let n = s.ids.len();
-                let base = start * 3 * h + hd * d;
-                let end = base + (n - 1) * 3 * h + d;
-                let (q, k, v) = (&qkv[base..end], &qkv[base + h..end + h], &qkv[base + 2 * h..end + 2 * h]);
-                kernels::attend(isa, q, k, v, 3 * h, n, d, scale, scores, &mut ctx[start * d..(start + n) * d]);
+                let out = &mut ctx[(start - first) * h..(start - first + n) * h];
+                for hd in 0..heads {
+                    let base = start * 3 * h + hd * d;
+                    let end = base + (n - 1) * 3 * h + d;
+                    let (q, k, v) = (&qkv[base..end], &qkv[base + h..end + h], &qkv[base + 2 * h..end + 2 * h]);
+                    kernels::attend(isa, q, k, v, 3 * h, n, d, scale, scores, &mut out[hd * d..], h);
+                }
             }
         };
-        let ctx_heads = &mut sc.ctx_heads[..total * h];
-        let scores = &mut sc.scores[..heads * max_len * max_len];
-        if threads > 1 {
-            ctx_heads
-                .par_chunks_mut(total * d)
-                .zip(scores.par_chunks_mut(max_len * max_len))
-                .enumerate()
-                .for_each(|(hd, (c, s))| head(hd, c, s));
+        let ctx = &mut ctx[..total * h];
+        let groups = threads.min(seqs.len()).max(1);
+        if groups > 1 {
+            // Contiguous groups of sequences with about equal token counts.
+            let mut bounds = vec![0];
+            for (i, &st) in starts.iter().enumerate().skip(1) {
+                if st * groups >= total * bounds.len() && bounds.len() < groups {
+                    bounds.push(i);
+                }
+            }
+            bounds.push(seqs.len());
+            let mut pieces = Vec::with_capacity(groups);
+            let mut rest = ctx;
+            for w in bounds.windows(2) {
+                let end_tok = if w[1] < seqs.len() { starts[w[1]] } else { total };
+                let (piece, tail) = rest.split_at_mut((end_tok - starts[w[0]]) * h);
+                pieces.push((w[0]..w[1], piece));
+                rest = tail;
+            }
+            pieces
+                .into_par_iter()
+                .zip(scores[..per_thread * groups].par_chunks_mut(per_thread))
+                .for_each(|((range, piece), sc)| run(range, piece, sc));
         } else {
-            for (hd, (c, s)) in ctx_heads.chunks_mut(total * d).zip(scores.chunks_mut(max_len * max_len)).enumerate() {
-                head(hd, c, s);
-            }
-        }
-        // Head-major [heads][total][d] → token-major [total][h].
-        let ctx = &mut sc.ctx[..total * h];
-        for (hd, src) in ctx_heads.chunks_exact(total * d).enumerate() {
-            for (t, piece) in src.chunks_exact(d).enumerate() {
-                ctx[t * h + hd * d..t * h + (hd + 1) * d].copy_from_slice(piece);
-            }
+            run(0..seqs.len(), ctx, &mut scores[..per_thread]);
         }
     }
 
-    /// `x = LayerNorm(x + add)`, row by row.
-    fn add_norm(&self, x: &mut [f32], add: &[f32], norm: &Norm, threads: usize) {
+    /// `x = LayerNorm(src)`, row by row.
+    fn norm_into(&self, src: &[f32], x: &mut [f32], norm: &Norm, threads: usize) {
         let (h, eps) = (self.hidden, self.eps);
-        let f = |(xs, adds): (&mut [f32], &[f32])| {
-            for (row, a) in xs.chunks_exact_mut(h).zip(adds.chunks_exact(h)) {
-                for (r, v) in row.iter_mut().zip(a) {
-                    *r += v;
-                }
+        let f = |(xs, srcs): (&mut [f32], &[f32])| {
+            for (row, s) in xs.chunks_exact_mut(h).zip(srcs.chunks_exact(h)) {
+                row.copy_from_slice(s);
                 layer_norm(row, norm, eps);
             }
         };
         let rows = x.len() / h;
         if threads > 1 && rows > 1 {
             let per = rows.div_ceil(threads) * h;
-            x.par_chunks_mut(per).zip(add.par_chunks(per)).for_each(f);
+            x.par_chunks_mut(per).zip(src.par_chunks(per)).for_each(f);
         } else {
-            f((x, add));
+            f((x, src));
         }
     }
 }
@@ -390,19 +394,12 @@ fn par_rows(buf: &mut [f32], row_len: usize, threads: usize, f: impl Fn(&mut [f3
 }
 
 impl Linear {
-    fn new(w: Vec<f32>, bias: Vec<f32>, n: usize, k: usize, precision: Precision) -> Linear {
-        match precision {
-            Precision::F32 => {
-                let mut wt = vec![0f32; n * k];
-                for j in 0..n {
-                    for kk in 0..k {
-                        wt[kk * n + j] = w[j * k + kk];
-                    }
-                }
-                Linear { n, k, wt, q: None, bias }
-            }
-            Precision::Int8 => Linear { n, k, q: Some(QMatrix::new(&w, n, k)), wt: Vec::new(), bias },
-        }
+    fn new(w: Vec<f32>, bias: Vec<f32>, n: usize, k: usize, precision: Precision, isa: Isa) -> Linear {
+        let w = match precision {
+            Precision::F32 => LinearWeights::F32(F32Matrix::new(isa, &w, n, k)),
+            Precision::Int8 => LinearWeights::Int8(QMatrix::new(isa, &w, n, k)),
+        };
+        Linear { k, w, bias }
     }
 }
 
@@ -431,9 +428,9 @@ impl Weights {
         Ok(Norm { gamma: self.get(&format!("{name}.weight"), &[h])?, beta: self.get(&format!("{name}.bias"), &[h])? })
     }
 
-    fn linear(&self, name: &str, n: usize, k: usize, precision: Precision) -> Result<Linear, EmbedError> {
+    fn linear(&self, name: &str, n: usize, k: usize, precision: Precision, isa: Isa) -> Result<Linear, EmbedError> {
         let w = self.get(&format!("{name}.weight"), &[n, k])?;
         let b = self.get(&format!("{name}.bias"), &[n])?;
-        Ok(Linear::new(w, b, n, k, precision))
+        Ok(Linear::new(w, b, n, k, precision, isa))
     }
 }

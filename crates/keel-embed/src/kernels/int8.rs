@@ -1,6 +1,6 @@
 //! Int8-weight GEMM: per-output-channel symmetric int8 weights, per-row dynamic activation
-//! quantization to 14-bit integers, i32 accumulation (AVX-512 VNNI `vpdpwssd`), dequantization
-//! fused with the bias.
+//! quantization to 14-bit integers, i32 accumulation (AVX-512 VNNI `vpdpwssd`, or AVX2
+//! `vpmaddwd` + `vpaddd` in `super::avx2`), dequantization fused with the bias and the epilogue.
 //!
 //! Why 14-bit activations and not 8-bit: with 8-bit activations (`vpdpbusd`) MiniLM's short
 //! inputs fell to cosine 0.985 against the f32 reference (outlier channels make per-row scales
@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::Isa;
+use super::{Epilogue, Isa};
 
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
@@ -21,13 +21,14 @@ pub struct QMatrix {
     scales: Vec<f32>,
     /// Row-major `n x k`, used by the portable kernel.
     plain: Vec<i8>,
-    /// VNNI layout `[n / 16][k / 2][16][2]` widened to i16, present when `n % 64 == 0 && k % 2 == 0`.
+    /// Layout `[n / 16][k / 2][16][2]` widened to i16 (for the VNNI and AVX2 kernels), present
+    /// when `n % 16 == 0 && k % 2 == 0` and the kernels are not the portable ones.
     packed: Vec<i16>,
 }
 
 impl QMatrix {
-    /// Quantizes a row-major `n x k` f32 matrix.
-    pub fn new(w: &[f32], n: usize, k: usize) -> QMatrix {
+    /// Quantizes a row-major `n x k` f32 matrix (and packs it for `isa`'s kernels).
+    pub fn new(isa: Isa, w: &[f32], n: usize, k: usize) -> QMatrix {
         assert_eq!(w.len(), n * k);
         let mut scales = vec![0f32; n];
         let mut plain = vec![0i8; n * k];
@@ -41,7 +42,7 @@ impl QMatrix {
             }
         }
         let mut packed = Vec::new();
-        if n.is_multiple_of(64) && k.is_multiple_of(2) {
+        if isa != Isa::Portable && n.is_multiple_of(16) && k.is_multiple_of(2) {
             packed = vec![0i16; n * k];
             let mut p = 0;
             for jb in 0..n / 16 {
@@ -66,12 +67,37 @@ fn act_levels(k: usize) -> f32 {
 
 /// Quantizes each row of `x` (`rows x k`) symmetrically to `round(x / s)` with
 /// `s = max|x_row| / levels`, writing the integers to `out` and `s` to `scales`.
-pub fn quantize_rows(x: &[f32], k: usize, out: &mut [i16], scales: &mut [f32]) {
-    let levels = act_levels(k);
+pub fn quantize_rows(isa: Isa, x: &[f32], k: usize, out: &mut [i16], scales: &mut [f32]) {
     let rows = x.len() / k;
     assert!(x.len() == rows * k && out.len() >= rows * k && scales.len() >= rows);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::detect` returns these only when the CPU has AVX2 + FMA (AVX-512 CPUs have
+        // them too); the function is safe Rust compiled with those features.
+        Isa::Avx512Vnni | Isa::Avx512 | Isa::Avx2 => unsafe { quantize_rows_avx2(x, k, out, scales) },
+        _ => quantize_body(x, k, out, scales),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn quantize_rows_avx2(x: &[f32], k: usize, out: &mut [i16], scales: &mut [f32]) {
+    quantize_body(x, k, out, scales)
+}
+
+#[inline(always)]
+fn quantize_body(x: &[f32], k: usize, out: &mut [i16], scales: &mut [f32]) {
+    let levels = act_levels(k);
     for ((row, q), s) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)).zip(scales.iter_mut()) {
-        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let mut mx = [0f32; 8];
+        let chunks = row.chunks_exact(8);
+        let tail = chunks.remainder().iter().fold(0f32, |m, v| m.max(v.abs()));
+        for c in chunks {
+            for l in 0..8 {
+                mx[l] = mx[l].max(c[l].abs());
+            }
+        }
+        let max = mx.iter().fold(tail, |m, &v| m.max(v));
         let scale = if max > 0.0 { max / levels } else { 1.0 };
         *s = scale;
         let inv = 1.0 / scale;
@@ -83,39 +109,61 @@ pub fn quantize_rows(x: &[f32], k: usize, out: &mut [i16], scales: &mut [f32]) {
     }
 }
 
-/// `out[i][j] = a_scales[i] * w.scales[j] * sum_k a[i][k] * w[j][k] + bias[j]` for
+/// `out[i][j] = epi(a_scales[i] * w.scales[j] * sum_k a[i][k] * w[j][k] + bias[j])` for
 /// `m = a_scales.len()` rows; `out` is row-major `m x n`.
-pub fn qgemm(isa: Isa, threads: usize, a: &[i16], a_scales: &[f32], w: &QMatrix, bias: &[f32], out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+pub fn qgemm(
+    isa: Isa,
+    threads: usize,
+    a: &[i16],
+    a_scales: &[f32],
+    w: &QMatrix,
+    bias: &[f32],
+    epi: Epilogue<'_>,
+    out: &mut [f32],
+) {
     let (m, n, k) = (a_scales.len(), w.n, w.k);
     assert!(a.len() >= m * k && out.len() >= m * n && bias.len() == n, "qgemm operand sizes");
+    if let Epilogue::Residual(r) = epi {
+        assert!(r.len() >= m * n, "qgemm residual size");
+    }
     if m == 0 {
         return;
     }
     if threads > 1 && m >= 2 {
         let per = m.div_ceil(threads);
-        out[..m * n]
-            .par_chunks_mut(per * n)
-            .zip(a[..m * k].par_chunks(per * k))
-            .zip(a_scales.par_chunks(per))
-            .for_each(|((o, a), s)| qgemm_serial(isa, a, s, w, bias, o));
+        out[..m * n].par_chunks_mut(per * n).enumerate().for_each(|(c, o)| {
+            let rows = c * per..(c * per + per).min(m);
+            qgemm_serial(isa, &a[rows.start * k..rows.end * k], &a_scales[rows.clone()], w, bias, epi.rows(rows, n), o)
+        });
     } else {
-        qgemm_serial(isa, a, a_scales, w, bias, out);
+        qgemm_serial(isa, a, a_scales, w, bias, epi, out);
     }
 }
 
-fn qgemm_serial(isa: Isa, a: &[i16], a_scales: &[f32], w: &QMatrix, bias: &[f32], out: &mut [f32]) {
+fn qgemm_serial(isa: Isa, a: &[i16], a_scales: &[f32], w: &QMatrix, bias: &[f32], epi: Epilogue<'_>, out: &mut [f32]) {
+    let (m, n, k) = (a_scales.len(), w.n, w.k);
+    assert!(a.len() >= m * k && out.len() >= m * n && bias.len() == n);
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni && !w.packed.is_empty() {
-        let (m, n, k) = (a_scales.len(), w.n, w.k);
-        assert!(a.len() >= m * k && out.len() >= m * n && w.packed.len() == n * k && bias.len() == n);
-        assert!(n.is_multiple_of(64) && k.is_multiple_of(2));
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) && !w.packed.is_empty() {
+        assert!(w.packed.len() == n * k && n.is_multiple_of(16) && k.is_multiple_of(2));
+        // SAFETY: the CPU has AVX2 + FMA (`Isa::detect`); the asserts bound a (m x k), packed
+        // (n x k), scales, bias and out (m x n); `epi.ptr` checked the residual's length (m x n).
+        unsafe { super::avx2::qgemm_packed(a, a_scales, k, &w.packed, &w.scales, n, bias, epi.ptr(m * n), out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni && !w.packed.is_empty() && n.is_multiple_of(64) {
+        assert!(w.packed.len() == n * k && k.is_multiple_of(2));
         // SAFETY: the CPU has AVX-512 F/BW/VNNI (`Isa::detect`), and the asserts above bound every
         // read of `a` (m rows of k values), `w.packed` (n * k values), the per-column vectors
         // (n each) and every write of `out` (m rows of n floats) that the kernel performs.
         unsafe { vnni::qgemm(a, a_scales, w, bias, out) };
+        epi.apply(isa, &mut out[..m * n]);
         return;
     }
     qgemm_portable(a, a_scales, w, bias, out);
+    epi.apply(isa, &mut out[..m * n]);
 }
 
 fn qgemm_portable(a: &[i16], a_scales: &[f32], w: &QMatrix, bias: &[f32], out: &mut [f32]) {
@@ -235,14 +283,18 @@ mod tests {
         let w: Vec<f32> = (0..n * k).map(|i| (((i * 7919) % 255) as f32 - 127.0) * 0.01).collect();
         let x: Vec<f32> = (0..m * k).map(|i| (((i * 104_729) % 199) as f32 - 99.0) * 0.02).collect();
         let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.1).collect();
-        let q = QMatrix::new(&w, n, k);
+        let q = QMatrix::new(Isa::detect(), &w, n, k);
+        let qp = QMatrix::new(Isa::Portable, &w, n, k);
         let mut a = vec![0i16; m * k];
         let mut s = vec![0f32; m];
-        quantize_rows(&x, k, &mut a, &mut s);
+        quantize_rows(Isa::detect(), &x, k, &mut a, &mut s);
+        let (mut a2, mut s2) = (vec![0i16; m * k], vec![0f32; m]);
+        quantize_rows(Isa::Portable, &x, k, &mut a2, &mut s2);
+        assert_eq!((&a, &s), (&a2, &s2));
         let mut fast = vec![0f32; m * n];
         let mut slow = vec![0f32; m * n];
-        qgemm(Isa::detect(), 2, &a, &s, &q, &bias, &mut fast);
-        qgemm(Isa::Portable, 1, &a, &s, &q, &bias, &mut slow);
+        qgemm(Isa::detect(), 2, &a, &s, &q, &bias, Epilogue::Bias, &mut fast);
+        qgemm(Isa::Portable, 1, &a, &s, &qp, &bias, Epilogue::Bias, &mut slow);
         let (mut err, mut norm) = (0f64, 0f64);
         for i in 0..m {
             for j in 0..n {

@@ -1,15 +1,163 @@
-//! Compute kernels for the native BERT engine: f32 GEMM (the `gemm` crate, which dispatches to
-//! AVX-512 / AVX2 / scalar at run time), int8 GEMM (AVX-512 VNNI `vpdpbusd` when the CPU has it),
-//! and the exp-heavy passes (GELU, attention with its softmax) compiled for AVX-512 / AVX2.
+//! Compute kernels for the native BERT engine: f32 GEMM (own AVX2 + FMA kernel over weights packed
+//! at load on AVX2 CPUs, the `gemm` crate on AVX-512 ones), int8-weight GEMM (AVX-512 VNNI
+//! `vpdpwssd` or AVX2 `vpmaddwd`), bias / residual / GELU fused into the GEMM's store, and the
+//! exp-heavy passes (GELU, attention with its softmax) compiled for AVX-512 / AVX2.
 //!
 //! This is the only module of the crate allowed to use `unsafe`. Every entry point is a safe
 //! function that checks slice bounds before handing raw pointers to a kernel, and every kernel
 //! has a portable safe fallback that [`Isa::Portable`] forces (the tests run both).
 #![allow(unsafe_code)]
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod int8;
 
 pub use int8::{QMatrix, qgemm, quantize_rows};
+
+/// What a linear layer does with `x · Wᵀ + bias` before storing it.
+#[derive(Clone, Copy)]
+pub enum Epilogue<'a> {
+    /// Store it.
+    Bias,
+    /// Store `gelu(·)`.
+    Gelu,
+    /// Store `· + residual` (same shape as the output).
+    Residual(&'a [f32]),
+}
+
+/// [`Epilogue`] as the raw kernels take it.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum EpiPtr {
+    Bias,
+    Gelu,
+    Residual(*const f32),
+}
+
+impl EpiPtr {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn offset(self, o: usize) -> EpiPtr {
+        match self {
+            EpiPtr::Residual(p) => EpiPtr::Residual(p.wrapping_add(o)),
+            e => e,
+        }
+    }
+}
+
+impl<'a> Epilogue<'a> {
+    /// The same epilogue for output rows `rows` of a matrix with `n` columns.
+    fn rows(self, rows: std::ops::Range<usize>, n: usize) -> Epilogue<'a> {
+        match self {
+            Epilogue::Residual(r) => Epilogue::Residual(&r[rows.start * n..rows.end * n]),
+            e => e,
+        }
+    }
+    /// The raw form, after checking a residual holds at least `len` values.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn ptr(self, len: usize) -> EpiPtr {
+        match self {
+            Epilogue::Bias => EpiPtr::Bias,
+            Epilogue::Gelu => EpiPtr::Gelu,
+            Epilogue::Residual(r) => {
+                assert!(r.len() >= len, "residual too short");
+                EpiPtr::Residual(r.as_ptr())
+            }
+        }
+    }
+    /// Applies the epilogue to `out` after a kernel that only added the bias.
+    fn apply(self, isa: Isa, out: &mut [f32]) {
+        match self {
+            Epilogue::Bias => {}
+            Epilogue::Gelu => gelu_in_place(isa, out),
+            Epilogue::Residual(r) => {
+                for (o, v) in out.iter_mut().zip(r) {
+                    *o += v;
+                }
+            }
+        }
+    }
+}
+
+/// An f32 weight matrix `w[n][k]` (PyTorch `Linear` layout), laid out once at load for the
+/// kernels of one [`Isa`].
+pub struct F32Matrix {
+    n: usize,
+    k: usize,
+    /// `k x n` row-major (for the `gemm` crate and the portable kernel); empty when packed.
+    wt: Vec<f32>,
+    /// `[n / 16][k][16]` panels for the AVX2 kernel; empty otherwise.
+    packed: Vec<f32>,
+}
+
+impl F32Matrix {
+    pub fn new(isa: Isa, w: &[f32], n: usize, k: usize) -> F32Matrix {
+        assert_eq!(w.len(), n * k);
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx2 && n.is_multiple_of(avx2::NR) {
+            return F32Matrix { n, k, wt: Vec::new(), packed: avx2::pack_f32(w, n, k) };
+        }
+        let _ = isa;
+        let mut wt = vec![0f32; n * k];
+        for j in 0..n {
+            for kk in 0..k {
+                wt[kk * n + j] = w[j * k + kk];
+            }
+        }
+        F32Matrix { n, k, wt, packed: Vec::new() }
+    }
+}
+
+/// `out = epi(x · wᵀ + bias)` over all `x.len() / w.k` rows; `threads > 1` splits the rows over
+/// the current rayon pool.
+pub fn linear_f32(
+    isa: Isa,
+    threads: usize,
+    x: &[f32],
+    w: &F32Matrix,
+    bias: &[f32],
+    epi: Epilogue<'_>,
+    out: &mut [f32],
+) {
+    use rayon::prelude::*;
+    let (n, k) = (w.n, w.k);
+    let m = x.len() / k;
+    assert!(x.len() == m * k && out.len() >= m * n && bias.len() == n, "linear operand sizes");
+    if m == 0 {
+        return;
+    }
+    if !w.packed.is_empty() {
+        let run = |x: &[f32], epi: Epilogue<'_>, out: &mut [f32]| {
+            let rows = x.len() / k;
+            let e = epi.ptr(rows * n);
+            assert!(out.len() >= rows * n && w.packed.len() == n * k && n.is_multiple_of(16));
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `packed` is only built for `Isa::Avx2`, which `Isa::detect` returns when the
+            // CPU has AVX2 + FMA; the asserts bound x (rows x k), packed, bias (n), out and the
+            // residual (rows x n).
+            unsafe {
+                avx2::sgemm_packed(x, rows, k, &w.packed, n, bias, e, out)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (e, out);
+        };
+        if threads > 1 && m >= 2 {
+            let per = m.div_ceil(threads);
+            out[..m * n].par_chunks_mut(per * n).enumerate().for_each(|(c, o)| {
+                let rows = c * per..(c * per + per).min(m);
+                run(&x[rows.start * k..rows.end * k], epi.rows(rows, n), o)
+            });
+        } else {
+            run(x, epi, &mut out[..m * n]);
+        }
+        return;
+    }
+    let out = &mut out[..m * n];
+    for row in out.chunks_exact_mut(n) {
+        row.copy_from_slice(bias);
+    }
+    sgemm(isa, threads, (m, n, k), Mat::rows(x, k), Mat::rows(&w.wt, n), 1.0, true, out, n);
+    epi.apply(isa, out);
+}
 
 /// Instruction sets the kernels can use, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,11 +375,19 @@ fn gelu_body(x: &mut [f32]) {
 #[inline(always)]
 fn softmax_body(row: &mut [f32]) {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0;
+    // Separate passes (no loop-carried sum) so the exp vectorises.
     for v in row.iter_mut() {
         *v = exp(*v - max);
-        sum += *v;
     }
+    let mut lanes = [0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let mut sum: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..8 {
+            lanes[l] += c[l];
+        }
+    }
+    sum += lanes.iter().sum::<f32>();
     let inv = 1.0 / sum;
     for v in row.iter_mut() {
         *v *= inv;
@@ -239,7 +395,9 @@ fn softmax_body(row: &mut [f32]) {
 }
 
 /// Self-attention of one head over one sequence of `n` tokens: `q`, `k`, `v` rows of `d` floats
-/// at stride `ld`; `scores` holds at least `n * n` floats; writes `n` rows of `d` into `out`.
+/// at stride `ld`; `scores` holds at least `(n + d) * n` floats (the score matrix and `kᵀ`);
+/// writes `n` rows of `d` at stride `ldo` into `out`. Loops run along contiguous rows so they
+/// vectorise.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn attend_body(
@@ -252,25 +410,27 @@ fn attend_body(
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
+    ldo: usize,
 ) {
+    let (scores, kt) = scores.split_at_mut(n * n);
+    let kt = &mut kt[..d * n];
+    for j in 0..n {
+        for (c, &x) in k[j * ld..j * ld + d].iter().enumerate() {
+            kt[c * n + j] = x;
+        }
+    }
     for i in 0..n {
         let qi = &q[i * ld..i * ld + d];
         let row = &mut scores[i * n..(i + 1) * n];
-        for (j, s) in row.iter_mut().enumerate() {
-            let kj = &k[j * ld..j * ld + d];
-            let mut acc = [0f32; 16];
-            let (qc, kc) = (qi.chunks_exact(16), kj.chunks_exact(16));
-            let mut t: f32 = qc.remainder().iter().zip(kc.remainder()).map(|(a, b)| a * b).sum();
-            for (a, b) in qc.zip(kc) {
-                for l in 0..16 {
-                    acc[l] += a[l] * b[l];
-                }
+        row.fill(0.0);
+        for (&qc, kc) in qi.iter().zip(kt.chunks_exact(n)) {
+            let qc = qc * scale;
+            for (s, &x) in row.iter_mut().zip(kc) {
+                *s += qc * x;
             }
-            t += acc.iter().sum::<f32>();
-            *s = t * scale;
         }
         softmax_body(row);
-        let o = &mut out[i * d..(i + 1) * d];
+        let o = &mut out[i * ldo..i * ldo + d];
         o.fill(0.0);
         for (j, &p) in row.iter().enumerate() {
             let vj = &v[j * ld..j * ld + d];
@@ -294,15 +454,30 @@ pub fn attend(
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
+    ldo: usize,
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::detect` only returns these variants when the CPU has AVX-512 F/BW.
-        Isa::Avx512Vnni | Isa::Avx512 => unsafe { wide::attend_avx512(q, k, v, ld, n, d, scale, scores, out) },
+        Isa::Avx512Vnni | Isa::Avx512 => unsafe { wide::attend_avx512(q, k, v, ld, n, d, scale, scores, out, ldo) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 + FMA were detected.
-        Isa::Avx2 => unsafe { wide::attend_avx2(q, k, v, ld, n, d, scale, scores, out) },
-        _ => attend_body(q, k, v, ld, n, d, scale, scores, out),
+        Isa::Avx2 if (d == 32 || d == 64) && n > 0 => {
+            assert!(q.len() >= (n - 1) * ld + d && k.len() >= (n - 1) * ld + d && v.len() >= (n - 1) * ld + d);
+            assert!(scores.len() >= n && out.len() >= (n - 1) * ldo + d, "attention buffers");
+            // SAFETY: AVX2 + FMA were detected; the asserts are the kernel's bounds contract.
+            unsafe {
+                if d == 32 {
+                    avx2::attend::<4>(q, k, v, ld, n, scale, scores, out, ldo)
+                } else {
+                    avx2::attend::<8>(q, k, v, ld, n, scale, scores, out, ldo)
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 + FMA were detected.
+        Isa::Avx2 => unsafe { wide::attend_avx2(q, k, v, ld, n, d, scale, scores, out, ldo) },
+        _ => attend_body(q, k, v, ld, n, d, scale, scores, out, ldo),
     }
 }
 
@@ -320,8 +495,9 @@ mod wide {
         scale: f32,
         scores: &mut [f32],
         out: &mut [f32],
+        ldo: usize,
     ) {
-        super::attend_body(q, k, v, ld, n, d, scale, scores, out)
+        super::attend_body(q, k, v, ld, n, d, scale, scores, out, ldo)
     }
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
@@ -335,8 +511,9 @@ mod wide {
         scale: f32,
         scores: &mut [f32],
         out: &mut [f32],
+        ldo: usize,
     ) {
-        super::attend_body(q, k, v, ld, n, d, scale, scores, out)
+        super::attend_body(q, k, v, ld, n, d, scale, scores, out, ldo)
     }
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
     pub(super) fn gelu_avx512(x: &mut [f32]) {
@@ -407,11 +584,11 @@ mod tests {
         let (n, d, ld) = (5, 37, 40);
         let qkv: Vec<f32> = (0..n * ld + 2 * d).map(|i| ((i * 7919) % 200) as f32 * 0.01 - 1.0).collect();
         let (q, k, v) = (&qkv[..], &qkv[1..], &qkv[2..]);
-        let (mut sa, mut sb) = (vec![0f32; n * n], vec![0f32; n * n]);
+        let (mut sa, mut sb) = (vec![0f32; (n + d) * n], vec![0f32; (n + d) * n]);
         let (mut oa, mut ob) = (vec![0f32; n * d], vec![0f32; n * d]);
-        attend(isa, q, k, v, ld, n, d, 0.3, &mut sa, &mut oa);
-        attend(Isa::Portable, q, k, v, ld, n, d, 0.3, &mut sb, &mut ob);
-        for row in sa.chunks(n) {
+        attend(isa, q, k, v, ld, n, d, 0.3, &mut sa, &mut oa, d);
+        attend(Isa::Portable, q, k, v, ld, n, d, 0.3, &mut sb, &mut ob, d);
+        for row in sa[..n * n].chunks(n) {
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         }
         for i in 0..n {
@@ -425,6 +602,64 @@ mod tests {
             for c in 0..d {
                 let want: f32 = (0..n).map(|j| s[j] * v[j * ld + c]).sum();
                 assert!((oa[i * d + c] - want).abs() < 1e-5 && (ob[i * d + c] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn attention_kernels_agree_for_head_sizes_32_and_64() {
+        for (n, d) in [(1, 32), (7, 32), (25, 32), (9, 64)] {
+            let ld = 3 * d + 5;
+            let qkv: Vec<f32> = (0..n * ld).map(|i| ((i * 7919) % 211) as f32 * 0.02 - 2.0).collect();
+            let (q, k, v) = (&qkv[..], &qkv[d..], &qkv[2 * d..]);
+            let mut s = vec![0f32; (n + d) * n];
+            let ldo = d + 3;
+            let (mut a, mut b) = (vec![0f32; n * ldo], vec![0f32; n * ldo]);
+            attend(Isa::detect(), q, k, v, ld, n, d, 0.17, &mut s, &mut a, ldo);
+            attend(Isa::Portable, q, k, v, ld, n, d, 0.17, &mut s, &mut b, ldo);
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-5, "n {n} d {d}: {x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_epilogues_match_separate_passes() {
+        let (m, n, k) = (11, 48, 40);
+        let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 23) as f32 * 0.05 - 0.5).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 17) % 19) as f32 * 0.05 - 0.45).collect();
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.01 - 0.2).collect();
+        let res: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 * 0.3).collect();
+        let plain: Vec<f32> = (0..m * n)
+            .map(|ij| {
+                let (i, j) = (ij / n, ij % n);
+                bias[j] + (0..k).map(|kk| x[i * k + kk] * w[j * k + kk]).sum::<f32>()
+            })
+            .collect();
+        for isa in [Isa::detect(), Isa::Portable] {
+            let wm = F32Matrix::new(isa, &w, n, k);
+            for threads in [1, 2] {
+                let mut o = vec![0f32; m * n];
+                linear_f32(isa, threads, &x, &wm, &bias, Epilogue::Gelu, &mut o);
+                for (a, p) in o.iter().zip(&plain) {
+                    assert!((a - gelu(*p)).abs() < 1e-4, "{isa:?} gelu");
+                }
+                linear_f32(isa, threads, &x, &wm, &bias, Epilogue::Residual(&res), &mut o);
+                for ((a, p), r) in o.iter().zip(&plain).zip(&res) {
+                    assert!((a - (p + r)).abs() < 1e-4, "{isa:?} residual");
+                }
+            }
+            let q = QMatrix::new(isa, &w, n, k);
+            let (mut qa, mut qs) = (vec![0i16; m * k], vec![0f32; m]);
+            quantize_rows(isa, &x, k, &mut qa, &mut qs);
+            let mut o = vec![0f32; m * n];
+            qgemm(isa, 2, &qa, &qs, &q, &bias, Epilogue::Residual(&res), &mut o);
+            for ((a, p), r) in o.iter().zip(&plain).zip(&res) {
+                assert!((a - (p + r)).abs() < 2e-2, "{isa:?} int8 residual {a} vs {}", p + r);
+            }
+            qgemm(isa, 1, &qa, &qs, &q, &bias, Epilogue::Gelu, &mut o);
+            for (a, p) in o.iter().zip(&plain) {
+                assert!((a - gelu(*p)).abs() < 2e-2, "{isa:?} int8 gelu");
             }
         }
     }
