@@ -1,57 +1,52 @@
-//! `keel quickstart`: the bundled sentiment example, end to end.
+//! `keel quickstart`: the bundled sentiment example, end to end. A thin wrapper over `keel run`
+//! with the example's keel.toml (examples/sentiment/keel.toml), then `keel serve`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::cli::{ColumnArgs, HeadArgs, QuickstartArgs, ServeArgs};
+use crate::cli::{QuickstartArgs, ServeArgs};
 use crate::context::{load_encoder, open_store};
 use crate::output::{self, note};
-use crate::pipeline;
+
+use super::run::{self as pipeline_run, Session};
 
 /// Movie-review sentences with human sentiment scores (VADER data set, MIT licence); see
 /// examples/sentiment/README.md for how labels were derived.
 const EXAMPLE: &[u8] = include_bytes!("../../../../examples/sentiment/movie_sentences.csv");
-pub const MODEL_NAME: &str = "sentiment";
+/// The example's project file.
+const EXAMPLE_CONFIG: &[u8] = include_bytes!("../../../../examples/sentiment/keel.toml");
 
-/// Writes the bundled example into the store folder (once), so that its lineage points at a
-/// real file.
+/// Writes the bundled example and its keel.toml into the store folder (once), so that its
+/// lineage points at a real file. Returns the keel.toml path.
 fn materialise_example(home: &Path) -> anyhow::Result<PathBuf> {
-    let path = home.join("examples").join("movie_sentences.csv");
-    if std::fs::read(&path).is_ok_and(|b| b == EXAMPLE) {
-        return Ok(path);
+    let dir = home.join("examples");
+    for (name, bytes) in [("movie_sentences.csv", EXAMPLE), ("keel.toml", EXAMPLE_CONFIG)] {
+        let path = dir.join(name);
+        if !std::fs::read(&path).is_ok_and(|b| b == bytes) {
+            crate::training::write_atomically(&path, bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
     }
-    crate::training::write_atomically(&path, EXAMPLE).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    Ok(dir.join("keel.toml"))
 }
 
 pub async fn run(home: &Path, json: bool, args: QuickstartArgs) -> anyhow::Result<()> {
     let store = open_store(home).await?;
-    let file = materialise_example(home)?;
-    note(format!("keel quickstart: sentiment of movie-review sentences ({})", file.display()));
-    let (_, encoder) = load_encoder(&args.encoder)?;
-    let columns = ColumnArgs {
-        text_col: "text".into(),
-        label_col: "label".into(),
-        id_col: Some("id".into()),
-        limit: args.limit,
-        ..ColumnArgs::default()
-    };
-    let head = HeadArgs::default();
-    let req = pipeline::TrainRequest {
-        name: MODEL_NAME,
-        file: &file,
-        columns: &columns,
-        seed: 42,
-        head: &head,
-        promote: true,
-        quiet: json,
-    };
-    let outcome = pipeline::train(&store, &encoder, &req).await?;
+    let config = materialise_example(home)?;
+    note(format!("keel quickstart: sentiment of movie-review sentences (keel run --config {})", config.display()));
+    let mut loaded = pipeline_run::load_config(&config, args.limit)?;
+    let enc = &mut loaded.config.encoder;
+    enc.name.clone_from(&args.encoder.encoder_name);
+    enc.batch_size = args.encoder.batch_size.max(1);
+    enc.model_dir = args.encoder.model_dir.as_ref().map(|d| d.display().to_string());
+    let (installed, encoder) = load_encoder(&args.encoder)?;
+    let mut session = Session::with_encoder(store, installed, encoder.clone());
+    let outcome = pipeline_run::run_once(&mut session, &loaded, None, json, "keel quickstart").await?;
     if json {
         output::json(&outcome)?;
     } else {
-        super::print_trained(&outcome);
+        pipeline_run::print_outcome(&outcome);
     }
     let tag = outcome.model.tag();
     if args.no_serve {
@@ -62,7 +57,7 @@ pub async fn run(home: &Path, json: bool, args: QuickstartArgs) -> anyhow::Resul
         "\ntry it:\n  curl -s http://{}/v1/classify -H 'content-type: application/json' -d '{{\"inputs\": [\"a gorgeous, moving film\", \"two hours I will never get back\"]}}'\n",
         args.addr
     ));
-    drop(store);
-    let serve = ServeArgs { addr: args.addr, model: Some(tag), encoder: args.encoder };
+    drop(session);
+    let serve = ServeArgs { addr: args.addr, model: Some(tag), encoder: args.encoder, ops: Default::default() };
     super::serve::run_with(home, serve, Some(encoder)).await
 }
