@@ -174,7 +174,7 @@ pub async fn train(store: &Store, encoder: &Encoder, req: &TrainRequest<'_>) -> 
 }
 
 /// Label list (sorted), label index per record, and the split of each record.
-fn label_and_split(
+pub fn label_and_split(
     records: &[Record],
     split_cfg: &SplitConfig,
 ) -> anyhow::Result<(Vec<String>, Vec<usize>, SplitRows)> {
@@ -320,15 +320,7 @@ pub async fn eval(
     let split_cfg: SplitConfig = serde_json::from_value(train_run.params["split"].clone())
         .with_context(|| format!("run {} does not record its split", model.run_id))?;
     let dataset = store.dataset(&model.dataset_id).await?;
-    let records_hash = dataset.fields.records_artifact.clone();
-    let records: Vec<Record> = store
-        .read_artifact(&records_hash)
-        .await?
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(serde_json::from_slice)
-        .collect::<Result<_, _>>()
-        .context("the dataset's records artifact is not valid JSONL")?;
+    let records = load_records(store, &dataset).await?;
     let (labels, y, rows) = label_and_split(&records, &split_cfg)?;
     let test_texts: Vec<&str> = rows.test.iter().map(|&i| records[i].text.as_str()).collect();
     let test_y: Vec<usize> = rows.test.iter().map(|&i| y[i]).collect();
@@ -375,8 +367,20 @@ pub async fn eval(
     Ok(EvalOutcome { model, against: other, report, gate_note, report_html: path.display().to_string(), run_id })
 }
 
+/// A dataset version's accepted records, read back from their artifact.
+pub async fn load_records(store: &Store, dataset: &Dataset) -> anyhow::Result<Vec<Record>> {
+    store
+        .read_artifact(&dataset.fields.records_artifact)
+        .await?
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(serde_json::from_slice)
+        .collect::<Result<_, _>>()
+        .context("the dataset's records artifact is not valid JSONL")
+}
+
 /// Where a version's HTML report is written for reading: `<home>/reports/NAME-vVERSION.html`.
-fn report_path(store: &Store, model: &ModelVersion) -> std::path::PathBuf {
+pub fn report_path(store: &Store, model: &ModelVersion) -> std::path::PathBuf {
     store.home().join("reports").join(format!("{}-v{}.html", model.name, model.version))
 }
 

@@ -139,6 +139,18 @@ pub fn gate(
     test: &Part,
     labels: &[String],
 ) -> Result<GateDecision, String> {
+    gate_with(&Gate::default(), challenger, other, other_tag, test, labels)
+}
+
+/// [`gate`] with the thresholds and bootstrap of `rule` (keel.toml's `[gate]`).
+pub fn gate_with(
+    rule: &Gate,
+    challenger: &Matrix,
+    other: &Head,
+    other_tag: &str,
+    test: &Part,
+    labels: &[String],
+) -> Result<GateDecision, String> {
     if other.labels() != labels {
         return Err(format!(
             "not compared with {other_tag}: it predicts other labels ({}), so macro-F1 is not comparable",
@@ -146,7 +158,7 @@ pub fn gate(
         ));
     }
     let theirs = predict(other, test).map_err(|e| format!("not compared with {other_tag}: {e:#}"))?;
-    let mut d = Gate::default().decide(&test.y, challenger, &theirs);
+    let mut d = rule.decide(&test.y, challenger, &theirs);
     d.reason = format!("{} (against {other_tag}, {} test rows)", d.reason, test.y.len());
     Ok(d)
 }
