@@ -5,7 +5,11 @@
 //! requests whose caller has gone (deadline passed, client disconnected) are skipped unrun.
 //!
 //! The worker also keeps the encoder's health: a failed call (error, panic) or a missed deadline
-//! marks the server degraded; the next successful call clears it.
+//! marks the server degraded; the next successful call clears it. A circuit breaker sits in front
+//! of the queue: after `breaker_failures` failures in a row it opens and requests fail at once
+//! (classify answers from the fallback head) without calling the encoder; after
+//! `breaker_cooldown` it lets one request through as a probe (half-open): success closes it,
+//! failure opens it for another cool-down.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -31,6 +35,10 @@ pub struct Batching {
     pub deadline: Duration,
     /// `Retry-After` seconds sent with a 429.
     pub retry_after_secs: u32,
+    /// Consecutive encoder failures that open the circuit breaker (0: never open it).
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before it lets one probe through.
+    pub breaker_cooldown: Duration,
 }
 
 impl Default for Batching {
@@ -39,8 +47,10 @@ impl Default for Batching {
             queue_capacity: 64,
             max_batch: 32,
             max_wait: Duration::from_millis(2),
-            deadline: Duration::from_secs(30),
+            deadline: Duration::from_secs(10),
             retry_after_secs: 1,
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_secs(5),
         }
     }
 }
@@ -61,6 +71,24 @@ pub(crate) enum EncodeError {
     Timeout(Duration),
     #[error("the encoder worker has stopped")]
     Stopped,
+    #[error("the encoder is failing and its circuit breaker is open for {0:?} more: {1}")]
+    CircuitOpen(Duration, String),
+}
+
+/// The breaker's state; see the module comment.
+#[derive(Clone, Copy, Debug)]
+enum Breaker {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe is in flight since `since`; a probe whose caller vanished is replaced after the
+    /// deadline.
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 struct Job {
@@ -74,6 +102,8 @@ pub(crate) struct EncoderHealth {
     encoder: RwLock<Arc<Encoder>>,
     degraded: AtomicBool,
     last_error: Mutex<Option<String>>,
+    breaker: Mutex<Breaker>,
+    cfg: Batching,
     metrics: Arc<Metrics>,
 }
 
@@ -94,6 +124,32 @@ impl EncoderHealth {
         }
     }
 
+    fn last_error(&self) -> String {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default()
+    }
+
+    /// Whether a request may call the encoder now; moves an open breaker whose cool-down is over
+    /// to half-open, with this request as its probe.
+    fn admit(&self) -> Result<(), EncodeError> {
+        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let refuse = |until: Instant| {
+            self.metrics.breaker_short_circuited.inc();
+            Err(EncodeError::CircuitOpen(until.saturating_duration_since(now), self.last_error()))
+        };
+        match *b {
+            Breaker::Closed { .. } => Ok(()),
+            Breaker::Open { until } if now < until => refuse(until),
+            Breaker::HalfOpen { since } if now < since + self.cfg.deadline => refuse(since + self.cfg.deadline),
+            Breaker::Open { .. } | Breaker::HalfOpen { .. } => {
+                *b = Breaker::HalfOpen { since: now };
+                self.metrics.breaker_state.set(2);
+                tracing::info!("encoder circuit half-open: probing the encoder");
+                Ok(())
+            }
+        }
+    }
+
     fn failed(&self, cause: &str) {
         self.metrics.encoder_failures.inc();
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(cause.to_owned());
@@ -101,9 +157,33 @@ impl EncoderHealth {
             self.metrics.degraded_state.set(1);
             tracing::warn!(%cause, "encoder failing: classify answers from the fallback head");
         }
+        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        let failures = match *b {
+            Breaker::Closed { failures } => failures + 1,
+            Breaker::HalfOpen { .. } => u32::MAX,
+            Breaker::Open { .. } => return,
+        };
+        if self.cfg.breaker_failures > 0 && failures >= self.cfg.breaker_failures {
+            *b = Breaker::Open { until: Instant::now() + self.cfg.breaker_cooldown };
+            self.metrics.breaker_state.set(1);
+            self.metrics.breaker_opened.inc();
+            tracing::warn!(cooldown = ?self.cfg.breaker_cooldown, "encoder circuit open: not calling the encoder");
+        } else {
+            *b = Breaker::Closed { failures };
+        }
     }
 
     fn succeeded(&self) {
+        {
+            let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            if !matches!(*b, Breaker::Closed { failures: 0 }) {
+                if !matches!(*b, Breaker::Closed { .. }) {
+                    tracing::info!("encoder circuit closed");
+                }
+                *b = Breaker::Closed { failures: 0 };
+                self.metrics.breaker_state.set(0);
+            }
+        }
         if self.degraded.swap(false, Ordering::AcqRel) {
             self.metrics.degraded_state.set(0);
             tracing::info!("encoder recovered");
@@ -127,6 +207,8 @@ impl Batcher {
             encoder: RwLock::new(encoder),
             degraded: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            breaker: Mutex::new(Breaker::Closed { failures: 0 }),
+            cfg: cfg.clone(),
             metrics,
         });
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
@@ -145,6 +227,7 @@ impl Batcher {
     /// Embeds `texts` in whatever batch the worker puts them, within the deadline.
     pub async fn encode(&self, texts: Vec<String>) -> Result<Encoded, EncodeError> {
         let metrics = &self.health.metrics;
+        self.health.admit()?;
         let (reply, rx) = oneshot::channel();
         metrics.queue_depth.inc();
         if let Err(e) = self.tx.try_send(Job { texts, reply }) {
@@ -223,6 +306,7 @@ async fn run_batch(health: &EncoderHealth, jobs: Vec<Job>) {
     }
     health.metrics.batch_size.observe(texts.len() as f64);
     health.metrics.batch_requests.observe(replies.len() as f64);
+    health.metrics.encoder_calls.inc();
     let encoder = health.encoder();
     let outcome = tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -1,9 +1,20 @@
 //! The prediction log: handlers hand each prediction to a bounded channel without waiting; one
 //! background task writes them to the store in batches (every `flush_rows` rows or every
-//! `flush_interval`, whichever comes first). A full channel drops the row and counts it
-//! (`keel_prediction_log_dropped_total`): the request path never blocks on the database.
+//! `flush_interval`, whichever comes first).
+//!
+//! Nothing goes to the floor: a row that finds the channel full, or a batch the store refuses,
+//! is appended to a local spill file (`<home>/spill/predictions.jsonl`, one JSON row a line).
+//! The writer replays spilled rows into the store when it is idle, and at start-up (rows a
+//! previous process spilled); the store ignores rows it already has (same prediction id), so a
+//! replay cut short is simply done again. [`PredictionLog::flush`] writes the channel, then the
+//! spill file, so a server that drains on SIGTERM leaves every answered prediction in the store
+//! (or, with the store down, on disk for the next start).
 
-use std::sync::Arc;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_store::{PredictionRecord, Store};
@@ -14,11 +25,11 @@ use crate::metrics::Metrics;
 /// How the prediction log buffers and flushes.
 #[derive(Clone, Debug)]
 pub struct LogOptions {
-    /// Rows that may wait for the writer; more are dropped and counted.
+    /// Rows that may wait for the writer; more go to the spill file.
     pub capacity: usize,
     /// Write as soon as this many rows are waiting.
     pub flush_rows: usize,
-    /// Write whatever is waiting at least this often.
+    /// Write whatever is waiting at least this often (and replay spilled rows).
     pub flush_interval: Duration,
 }
 
@@ -30,8 +41,89 @@ impl Default for LogOptions {
 
 enum Msg {
     Row(Box<PredictionRecord>),
-    /// Write everything received so far, then answer.
+    /// Write everything received so far, and the spill file, then answer.
     Flush(oneshot::Sender<()>),
+}
+
+/// The spill file: appended by handlers (buffer full) and by the writer (store failing).
+#[derive(Debug)]
+struct Spill {
+    dir: PathBuf,
+    file: Mutex<Option<BufWriter<File>>>,
+    /// Rows appended since the last replay took the file.
+    pending: AtomicU64,
+}
+
+const SPILL_FILE: &str = "predictions.jsonl";
+const REPLAY_SUFFIX: &str = ".replay.jsonl";
+
+impl Spill {
+    fn append(&self, rows: &[PredictionRecord], metrics: &Metrics) {
+        let n = rows.len() as u64;
+        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let written = (|| -> std::io::Result<()> {
+            if guard.is_none() {
+                std::fs::create_dir_all(&self.dir)?;
+                let f = OpenOptions::new().create(true).append(true).open(self.dir.join(SPILL_FILE))?;
+                *guard = Some(BufWriter::new(f));
+            }
+            let w = guard.as_mut().expect("opened above");
+            for row in rows {
+                serde_json::to_writer(&mut *w, row)?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })();
+        match written {
+            Ok(()) => {
+                metrics.log_spilled.inc_by(n);
+                self.pending.fetch_add(n, Ordering::AcqRel);
+            }
+            Err(e) => {
+                metrics.log_dropped.inc_by(n);
+                tracing::error!(error = %e, rows = n, dir = %self.dir.display(), "cannot spill predictions; they are lost");
+            }
+        }
+    }
+
+    /// Flushes the open spill file to disk (fsync).
+    fn sync(&self) {
+        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = guard.as_mut()
+            && let Err(e) = w.flush().and_then(|()| w.get_ref().sync_data())
+        {
+            tracing::error!(error = %e, "cannot flush the prediction spill file");
+        }
+    }
+
+    /// Closes the spill file and renames it for replay, so handlers start a new one. Returns the
+    /// files waiting for replay (this one and any left by an earlier process).
+    fn take(&self) -> Vec<PathBuf> {
+        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut w) = guard.take() {
+            let _ = w.flush().and_then(|()| w.get_ref().sync_data());
+        }
+        let current = self.dir.join(SPILL_FILE);
+        if current.exists() {
+            let to = self.dir.join(format!("predictions-{}{REPLAY_SUFFIX}", uuid::Uuid::now_v7()));
+            if let Err(e) = std::fs::rename(&current, &to) {
+                tracing::error!(error = %e, "cannot rotate the prediction spill file");
+            }
+        }
+        self.pending.store(0, Ordering::Release);
+        drop(guard);
+        replay_files(&self.dir)
+    }
+}
+
+fn replay_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(REPLAY_SUFFIX)))
+        .collect();
+    files.sort();
+    files
 }
 
 #[derive(Debug)]
@@ -39,28 +131,41 @@ pub(crate) struct PredictionLog {
     tx: mpsc::Sender<Msg>,
     store: Store,
     metrics: Arc<Metrics>,
+    spill: Arc<Spill>,
 }
 
 impl PredictionLog {
-    /// Starts the writer on the current Tokio runtime; it stops when this is dropped.
+    /// Starts the writer on the current Tokio runtime; it stops when this is dropped. Rows
+    /// spilled by an earlier process are replayed first.
     pub fn start(store: Store, opts: LogOptions, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel(opts.capacity.max(1));
-        tokio::spawn(writer(rx, store.clone(), opts, metrics.clone()));
-        Self { tx, store, metrics }
+        let spill = Arc::new(Spill {
+            dir: store.home().join("spill"),
+            file: Mutex::new(None),
+            pending: AtomicU64::new(u64::from(store.home().join("spill").join(SPILL_FILE).exists())),
+        });
+        tokio::spawn(writer(rx, store.clone(), opts, metrics.clone(), spill.clone()));
+        Self { tx, store, metrics, spill }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    /// Queues one prediction, or drops and counts it if the buffer is full. Never waits.
+    /// Queues one prediction, or spills it to the local file if the buffer is full. Never waits
+    /// for the database.
     pub fn record(&self, row: PredictionRecord) {
-        if self.tx.try_send(Msg::Row(Box::new(row))).is_err() {
-            self.metrics.log_dropped.inc();
+        if let Err(e) = self.tx.try_send(Msg::Row(Box::new(row))) {
+            let row = match e {
+                mpsc::error::TrySendError::Full(Msg::Row(r)) | mpsc::error::TrySendError::Closed(Msg::Row(r)) => r,
+                _ => return,
+            };
+            self.spill.append(std::slice::from_ref(&*row), &self.metrics);
         }
     }
 
-    /// Waits until every prediction recorded before this call has been written (or has failed).
+    /// Waits until every prediction recorded before this call has been written to the store,
+    /// spilled rows included (or, if the store refuses, is safe in the spill file).
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
         if self.tx.send(Msg::Flush(ack)).await.is_ok() {
@@ -69,35 +174,48 @@ impl PredictionLog {
     }
 }
 
-async fn writer(mut rx: mpsc::Receiver<Msg>, store: Store, opts: LogOptions, metrics: Arc<Metrics>) {
+async fn writer(mut rx: mpsc::Receiver<Msg>, store: Store, opts: LogOptions, metrics: Arc<Metrics>, spill: Arc<Spill>) {
     let flush_rows = opts.flush_rows.max(1);
     let mut buf: Vec<PredictionRecord> = Vec::with_capacity(flush_rows);
     let mut tick = tokio::time::interval(opts.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Rows an earlier process spilled.
+    if !replay_files(&spill.dir).is_empty() || spill.pending.load(Ordering::Acquire) > 0 {
+        replay(&store, &spill, &metrics).await;
+    }
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Msg::Row(row)) => {
                     buf.push(*row);
                     if buf.len() >= flush_rows {
-                        write(&store, &mut buf, &metrics).await;
+                        write(&store, &mut buf, &metrics, &spill).await;
                     }
                 }
                 Some(Msg::Flush(ack)) => {
-                    write(&store, &mut buf, &metrics).await;
+                    write(&store, &mut buf, &metrics, &spill).await;
+                    replay(&store, &spill, &metrics).await;
                     let _ = ack.send(());
                 }
                 None => {
-                    write(&store, &mut buf, &metrics).await;
+                    write(&store, &mut buf, &metrics, &spill).await;
+                    replay(&store, &spill, &metrics).await;
                     return;
                 }
             },
-            _ = tick.tick() => write(&store, &mut buf, &metrics).await,
+            _ = tick.tick() => {
+                write(&store, &mut buf, &metrics, &spill).await;
+                if spill.pending.load(Ordering::Acquire) > 0 && rx.is_empty() {
+                    replay(&store, &spill, &metrics).await;
+                } else {
+                    spill.sync();
+                }
+            }
         }
     }
 }
 
-async fn write(store: &Store, buf: &mut Vec<PredictionRecord>, metrics: &Metrics) {
+async fn write(store: &Store, buf: &mut Vec<PredictionRecord>, metrics: &Metrics, spill: &Spill) {
     if buf.is_empty() {
         return;
     }
@@ -108,8 +226,57 @@ async fn write(store: &Store, buf: &mut Vec<PredictionRecord>, metrics: &Metrics
         }
         Err(e) => {
             metrics.log_failed.inc_by(n);
-            tracing::error!(error = %e, rows = n, "cannot write the prediction log; these predictions are lost");
+            tracing::error!(error = %e, rows = n, "cannot write the prediction log; spilling the rows to disk");
+            spill.append(buf, metrics);
+            spill.sync();
         }
     }
     buf.clear();
+}
+
+/// Writes every spilled row to the store; a file is removed once all its rows are in.
+async fn replay(store: &Store, spill: &Spill, metrics: &Metrics) {
+    for path in spill.take() {
+        let rows = match read_rows(&path) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, file = %path.display(), "cannot read a prediction spill file");
+                continue;
+            }
+        };
+        let mut ok = true;
+        for chunk in rows.chunks(256) {
+            if let Err(e) = store.log_predictions(chunk).await {
+                tracing::warn!(error = %e, file = %path.display(), "replaying spilled predictions failed; will retry");
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            metrics.log_replayed.inc_by(rows.len() as u64);
+            metrics.log_written.inc_by(rows.len() as u64);
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::error!(error = %e, file = %path.display(), "cannot remove a replayed spill file");
+            }
+        } else {
+            spill.pending.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+    }
+}
+
+/// The rows of one spill file; a torn last line (a crash mid-write) is skipped.
+fn read_rows(path: &Path) -> std::io::Result<Vec<PredictionRecord>> {
+    let mut rows = Vec::new();
+    for line in BufReader::new(File::open(path)?).lines() {
+        let line = line?;
+        match serde_json::from_str::<PredictionRecord>(&line) {
+            Ok(row) => rows.push(row),
+            Err(e) if !line.trim().is_empty() => {
+                tracing::warn!(error = %e, file = %path.display(), "skipping a malformed spilled row")
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(rows)
 }

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,15 +16,32 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::batch::{EncodeError, Encoded};
-use crate::metrics::{Route, RouteStatus};
-use crate::{ApiError, AppState};
+use crate::metrics::{ModelRole, Route, RouteStatus};
+use crate::{ApiError, AppState, LoadedModel, Pick};
 
 type Shared = State<Arc<AppState>>;
 
+/// Routes another part of Keel adds to the server (`/v1/search`, `/v1/answer`), with their
+/// OpenAPI path items so `/openapi.json` lists them too.
+#[derive(Default)]
+pub struct Extension {
+    /// A router with its own state already applied (`Router::new().route(..).with_state(..)`).
+    pub routes: Router,
+    /// OpenAPI path items by path: `{"/v1/search": {"post": {...}}}`.
+    pub openapi_paths: serde_json::Map<String, serde_json::Value>,
+}
+
 /// The application, ready to serve or to be called in tests with `oneshot`.
 pub fn router(state: Arc<AppState>) -> Router {
+    router_with(state, Extension::default())
+}
+
+/// The application with `extra` routes merged in; they get the same body limit, deadline,
+/// metrics and JSON 404 as the server's own routes.
+pub fn router_with(state: Arc<AppState>, extra: Extension) -> Router {
     let limit = state.limits.max_body_bytes;
-    Router::new()
+    let doc = Arc::new(crate::openapi::document(&extra.openapi_paths));
+    let own: Router = Router::new()
         .route("/v1/classify", post(classify))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/feedback", post(feedback))
@@ -32,22 +49,53 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            ApiError::not_found(
-                "no such route; see GET /v1/models, POST /v1/classify, POST /v1/embeddings, POST /v1/feedback",
-            )
-        })
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .merge(crate::admin::routes())
+        .with_state(state.clone());
+    own.route(
+        "/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { Json((*doc).clone()) }
+        }),
+    )
+    .merge(extra.routes)
+    .fallback(|| async {
+        ApiError::not_found(
+            "no such route; see GET /openapi.json (POST /v1/classify, POST /v1/embeddings, GET /v1/models, ...)",
+        )
+    })
+    .layer(DefaultBodyLimit::max(limit))
+    .layer(middleware::from_fn_with_state(state, observe))
 }
 
-/// Counts every request by route and status and times it.
+/// Decrements the in-flight gauge however the request ends.
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Counts every request by route and status, times it, and cuts it off at the deadline.
 async fn observe(State(state): Shared, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let start = Instant::now();
-    let response = next.run(req).await;
     let m = &state.metrics;
+    m.in_flight.inc();
+    let _in_flight = InFlight(&m.in_flight);
+    let deadline = state.limits.request_deadline;
+    let response = match tokio::time::timeout(deadline, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            m.deadline_exceeded.inc();
+            ApiError::deadline(
+                format!("the request took longer than the {deadline:?} deadline; retry shortly"),
+                state.batcher.config().retry_after_secs,
+            )
+            .into_response()
+        }
+    };
     m.latency.get_or_create(&Route { route: route.clone() }).observe(start.elapsed().as_secs_f64());
     m.requests.get_or_create(&RouteStatus { route, status: response.status().as_u16() }).inc();
     response
@@ -72,8 +120,17 @@ async fn readyz(State(state): Shared) -> Result<Json<serde_json::Value>, ApiErro
     }
 }
 
-async fn metrics(State(state): Shared) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+/// Prometheus text 0.0.4, or OpenMetrics 1.0 for a scraper that asks for it.
+async fn metrics(State(state): Shared, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        (
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            state.metrics.render_openmetrics(),
+        )
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render_prometheus())
+    }
 }
 
 async fn models(State(state): Shared) -> Json<serde_json::Value> {
@@ -81,9 +138,11 @@ async fn models(State(state): Shared) -> Json<serde_json::Value> {
     let mut data = vec![
         json!({"id": encoder.id(), "object": "model", "owned_by": "keel", "kind": "encoder", "dim": encoder.dim()}),
     ];
-    if let Some(m) = state.model() {
+    let challenger_role = state.rollout.challenger.as_ref().map(|c| c.mode.role());
+    let served = [state.model().map(|m| (m, "primary")), state.challenger().zip(challenger_role)];
+    for (m, role) in served.into_iter().flatten() {
         data.push(json!({
-            "id": m.version.tag(), "object": "model", "owned_by": "keel", "kind": "classifier",
+            "id": m.version.tag(), "object": "model", "owned_by": "keel", "kind": "classifier", "role": role,
             "labels": m.head.labels(), "metrics": m.version.metrics, "aliases": m.version.aliases,
             "fallback": m.fallback.as_ref().map(Head::kind),
         }));
@@ -99,9 +158,12 @@ async fn encode(state: &AppState, route: &str, texts: Vec<String>) -> Result<Enc
 }
 
 /// 429 with `Retry-After` for a full queue; 503 for a failing encoder.
-fn encode_error(state: &AppState, e: EncodeError) -> ApiError {
+pub(crate) fn encode_error(state: &AppState, e: EncodeError) -> ApiError {
     match e {
         EncodeError::Full(_) => ApiError::overloaded(e.to_string(), state.batcher.config().retry_after_secs),
+        EncodeError::CircuitOpen(left, _) => {
+            ApiError::unavailable_for(e.to_string(), u32::try_from(left.as_secs() + 1).unwrap_or(u32::MAX))
+        }
         e => ApiError::unavailable(e.to_string()),
     }
 }
@@ -135,15 +197,15 @@ struct Prediction {
 async fn classify(
     State(state): Shared,
     body: Result<Json<ClassifyRequest>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let start = Instant::now();
     let Json(req) = body?;
     check_count(&state, req.inputs.len())?;
-    let model = state
-        .model()
+    let Pick { model, role, shadow } = state
+        .pick()
         .ok_or_else(|| ApiError::not_ready("no model is loaded; train one with `keel quickstart` or `keel train`"))?;
     let texts = req.inputs;
-    let (probas, degraded) = match encode(&state, "/v1/classify", texts.clone()).await {
+    let (probas, degraded, vectors) = match encode(&state, "/v1/classify", texts.clone()).await {
         Ok(encoded) => {
             let probas = encoded
                 .vectors
@@ -151,7 +213,7 @@ async fn classify(
                 .map(|v| model.head.predict_proba_embedding(v))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(ApiError::internal)?;
-            (probas, false)
+            (probas, false, Some(encoded.vectors))
         }
         Err(e @ EncodeError::Full(_)) => return Err(encode_error(&state, e)),
         Err(e) if model.fallback.is_none() => {
@@ -167,13 +229,41 @@ async fn classify(
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?;
             state.metrics.degraded.inc();
-            (probas, true)
+            (probas, true, None)
         }
     };
     let head = if degraded { model.fallback.as_ref().unwrap_or(&model.head) } else { &model.head };
-    let labels = head.labels();
     let tag = model.version.tag();
-    let predictions: Vec<Prediction> = probas
+    let predictions = predictions_of(head.labels(), &probas);
+    state
+        .metrics
+        .predictions
+        .get_or_create(&ModelRole { model: tag.clone(), role: role.to_owned() })
+        .inc_by(predictions.len() as u64);
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    if let (Some(shadow), Some(vectors)) = (shadow, vectors) {
+        let answered: Vec<String> = predictions.iter().map(|p| p.label.clone()).collect();
+        let (state, texts) = (state.clone(), texts.clone());
+        tokio::spawn(async move { score_in_shadow(&state, &shadow, &texts, &vectors, &answered, latency_ms) });
+    }
+    if let Some(log) = &state.log {
+        let at = now();
+        for (p, text) in predictions.iter().zip(texts) {
+            log.record(record(p, &at, &tag, text, latency_ms, degraded));
+        }
+    }
+    let mut response = Json(json!({"model": tag, "degraded": degraded, "predictions": predictions})).into_response();
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        response.headers_mut().insert(MODEL_HEADER, v);
+    }
+    Ok(response)
+}
+
+/// The header naming the model version that answered (classify) or the encoder (embeddings).
+const MODEL_HEADER: &str = "x-keel-model";
+
+fn predictions_of(labels: &[String], probas: &[Vec<f32>]) -> Vec<Prediction> {
+    probas
         .iter()
         .map(|p| {
             let best = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
@@ -183,24 +273,53 @@ async fn classify(
                 scores: labels.iter().cloned().zip(p.iter().copied()).collect(),
             }
         })
-        .collect();
+        .collect()
+}
+
+fn record(p: &Prediction, at: &str, tag: &str, text: String, latency_ms: f64, degraded: bool) -> PredictionRecord {
+    PredictionRecord {
+        id: p.id.clone(),
+        at: at.to_owned(),
+        model: tag.to_owned(),
+        input_sha256: keel_core::sha256_hex(text.as_bytes()),
+        input_text: text,
+        label: p.label.clone(),
+        scores: json!(p.scores),
+        latency_ms,
+        degraded,
+    }
+}
+
+/// The shadow challenger scores the same embeddings; its predictions are logged under its own
+/// tag and counted, never answered.
+fn score_in_shadow(
+    state: &AppState,
+    shadow: &LoadedModel,
+    texts: &[String],
+    vectors: &[Vec<f32>],
+    answered: &[String],
+    latency_ms: f64,
+) {
+    let probas = match vectors.iter().map(|v| shadow.head.predict_proba_embedding(v)).collect::<Result<Vec<_>, _>>() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(model = %shadow.version.tag(), error = %e, "the shadow model cannot score");
+            return;
+        }
+    };
+    let tag = shadow.version.tag();
+    let predictions = predictions_of(shadow.head.labels(), &probas);
+    let m = &state.metrics;
+    m.predictions
+        .get_or_create(&ModelRole { model: tag.clone(), role: "shadow".into() })
+        .inc_by(predictions.len() as u64);
+    m.shadow_agreed.inc_by(predictions.iter().zip(answered).filter(|(p, a)| &p.label == *a).count() as u64);
     if let Some(log) = &state.log {
-        let (at, latency_ms) = (now(), start.elapsed().as_secs_f64() * 1000.0);
+        let at = now();
         for (p, text) in predictions.iter().zip(texts) {
-            log.record(PredictionRecord {
-                id: p.id.clone(),
-                at: at.clone(),
-                model: tag.clone(),
-                input_sha256: keel_core::sha256_hex(text.as_bytes()),
-                input_text: text,
-                label: p.label.clone(),
-                scores: json!(p.scores),
-                latency_ms,
-                degraded,
-            });
+            log.record(record(p, &at, &tag, text.clone(), latency_ms, false));
         }
     }
-    Ok(Json(json!({"model": tag, "degraded": degraded, "predictions": predictions})))
 }
 
 /// The store's timestamp format (UTC, milliseconds), so time windows compare as strings.
@@ -260,7 +379,7 @@ struct EmbeddingsRequest {
 async fn embeddings(
     State(state): Shared,
     body: Result<Json<EmbeddingsRequest>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(req) = body?;
     let texts: Vec<String> = match req.input {
         serde_json::Value::String(s) => vec![s],
@@ -293,6 +412,7 @@ async fn embeddings(
     };
     let Encoded { vectors, tokens: prompt_tokens } =
         encode(&state, "/v1/embeddings", texts).await.map_err(|e| encode_error(&state, e))?;
+    let header = HeaderValue::from_str(encoder.id()).ok();
     let data: Vec<serde_json::Value> = vectors
         .into_iter()
         .enumerate()
@@ -306,10 +426,15 @@ async fn embeddings(
             json!({"object": "embedding", "index": index, "embedding": embedding})
         })
         .collect();
-    Ok(Json(json!({
+    let mut response = Json(json!({
         "object": "list",
         "data": data,
         "model": req.model.unwrap_or_else(|| encoder.id().to_owned()),
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-    })))
+    }))
+    .into_response();
+    if let Some(v) = header {
+        response.headers_mut().insert(MODEL_HEADER, v);
+    }
+    Ok(response)
 }

@@ -4,6 +4,10 @@
 //! `#[tokio::test]` runs on one thread: requests joined with `tokio::join!` all reach the encoder
 //! queue before its worker runs, which makes batching and a full queue deterministic.
 
+mod breaker;
+mod ops;
+mod rollout;
+
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -85,7 +89,7 @@ fn model() -> LoadedModel {
 }
 
 fn app(with_model: bool) -> axum::Router {
-    let limits = Limits { max_body_bytes: 64 * 1024, max_inputs: 8 };
+    let limits = Limits { max_body_bytes: 64 * 1024, max_inputs: 8, ..Limits::default() };
     keel_server::router(AppState::new(encoder(), with_model.then(model), limits))
 }
 
@@ -419,21 +423,39 @@ async fn every_prediction_is_logged_in_the_background_and_takes_feedback() {
 }
 
 #[tokio::test]
-async fn a_full_log_buffer_drops_and_counts_instead_of_blocking() {
+async fn a_full_log_buffer_spills_to_disk_and_every_row_reaches_the_store() {
     let home = tempfile::tempdir().unwrap();
     let store = Store::open(home.path()).await.unwrap();
     // One row fits in the buffer; the writer (a task on this one-thread runtime) does not run
-    // until the request has finished, so the other three are dropped.
-    let log = LogOptions { capacity: 1, flush_rows: 1000, ..LogOptions::default() };
+    // until the request has finished, so the other three go to the spill file.
+    let log = LogOptions { capacity: 1, flush_rows: 1000, flush_interval: Duration::from_secs(3600) };
     let options = Options { store: Some(store.clone()), log, ..Options::default() };
     let state = AppState::with_options(encoder(), Some(model()), options);
     let app = keel_server::router(state.clone());
     let (status, body) = call(&app, "POST", "/v1/classify", Some(r#"{"inputs": ["a", "b", "c", "d"]}"#)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let ids: Vec<String> = json_of(&body)["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    let spilled = std::fs::read_to_string(home.path().join("spill/predictions.jsonl")).unwrap();
+    assert_eq!(spilled.lines().count(), 3, "{spilled}");
+    assert!(logged(&store).await.is_empty(), "nothing is written before the flush");
     state.flush_log().await;
-    assert_eq!(logged(&store).await.len(), 1);
+    let rows = logged(&store).await;
+    let mut got: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    got.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got, want, "every prediction is in the store, spilled ones included");
+    let leftover: Vec<_> = std::fs::read_dir(home.path().join("spill")).unwrap().collect();
+    assert!(leftover.is_empty(), "replayed spill files are removed: {leftover:?}");
     let (_, metrics) = call(&app, "GET", "/metrics", None).await;
-    assert!(metrics.contains("keel_prediction_log_dropped_total 3\n"), "{metrics}");
+    assert!(metrics.contains("keel_prediction_log_spilled_total 3\n"), "{metrics}");
+    assert!(metrics.contains("keel_prediction_log_replayed_total 3\n"), "{metrics}");
+    assert!(metrics.contains("keel_prediction_log_dropped_total 0\n"), "{metrics}");
 }
 
 #[tokio::test]

@@ -1,19 +1,17 @@
-//! `keel serve`: load the encoder and a registered model, then answer HTTP until stopped.
+//! `keel serve`: load the encoder and a registered model, then answer HTTP until stopped,
+//! following the registry (promotions and rollbacks swap the model without a failed request).
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use keel_core::ContentHash;
 use keel_embed::Encoder;
-use keel_server::{AppState, Batching, LoadedModel, Options};
-use keel_store::{ModelVersion, Store};
-use keel_train::{Head, InputKind};
+use keel_server::{AppState, Batching, Challenger, ChallengerMode, Limits, Options, Rollout};
 
 use crate::cli::ServeArgs;
 use crate::context::{load_encoder, open_store};
 use crate::output::note;
-use crate::pipeline;
 
 pub async fn run(home: &Path, args: ServeArgs) -> anyhow::Result<()> {
     run_with(home, args, None).await
@@ -33,63 +31,87 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
             many => bail!("several models are registered ({}); choose one with --model NAME", many.join(", ")),
         },
     };
-    let model = match spec {
-        Some(spec) => {
-            let version = store.resolve(&spec).await?;
-            if version.encoder_id != encoder.id() {
-                bail!(
-                    "{} was trained on embeddings from {}, but this server loads {}; pass the same --encoder/--model-dir",
-                    version.tag(),
-                    version.encoder_id,
-                    encoder.id()
-                );
-            }
-            let head = pipeline::load_head(&store, &version).await?;
-            let fallback = load_fallback(&store, &version).await;
-            Some(LoadedModel { version, head, fallback })
-        }
+    let model = match &spec {
+        Some(spec) => Some(keel_server::load_model(&store, spec, encoder.id()).await.with_context(|| {
+            format!("cannot serve {spec}; pass the same --encoder/--model-dir it was trained with")
+        })?),
         None => {
             note("no model is registered yet: serving /v1/embeddings only (train one with `keel quickstart`)");
             None
         }
     };
-    let tag = model.as_ref().map(|m| m.version.tag());
-    let batching = Batching { max_batch: args.encoder.batch_size.max(1), ..Batching::default() };
-    let options = Options { batching, store: Some(store), ..Options::default() };
+    let ops = &args.ops;
+    let poll_ms = ops.poll_ms.unwrap_or(1000);
+    let challenger = match (&ops.canary, &ops.shadow) {
+        (Some(_), Some(_)) => bail!("choose --canary or --shadow, not both"),
+        (Some(spec), None) => {
+            let share = ops.canary_share.unwrap_or(0.1);
+            if !(0.0..=1.0).contains(&share) {
+                bail!("--canary-share must be between 0 and 1, not {share}");
+            }
+            Some(Challenger { spec: spec.clone(), mode: ChallengerMode::Canary { share } })
+        }
+        (None, Some(spec)) => Some(Challenger { spec: spec.clone(), mode: ChallengerMode::Shadow }),
+        (None, None) => None,
+    };
+    let rollout = Rollout {
+        follow: spec.clone().filter(|_| poll_ms > 0),
+        // With polling off, the follower only looks when asked (admin reload, promote, rollback).
+        poll_interval: if poll_ms > 0 { Duration::from_millis(poll_ms) } else { Duration::from_secs(365 * 86_400) },
+        challenger: challenger.clone(),
+    };
+    let mut limits = Limits::default();
+    let mut batching = Batching { max_batch: args.encoder.batch_size.max(1), ..Batching::default() };
+    if let Some(ms) = ops.deadline_ms {
+        limits.request_deadline = Duration::from_millis(ms.max(1));
+        // The encoder gets two thirds, so classify can still answer from the fallback head.
+        batching.deadline = limits.request_deadline * 2 / 3;
+    }
+    if let Some(n) = ops.queue_capacity {
+        batching.queue_capacity = n.max(1);
+    }
+    if let Some(n) = ops.max_body_bytes {
+        limits.max_body_bytes = n;
+    }
+    let admin = ops.admin_token.as_deref().is_some_and(|t| !t.is_empty());
+    let options = Options {
+        limits,
+        batching,
+        store: Some(store),
+        rollout,
+        admin_token: ops.admin_token.clone(),
+        ..Options::default()
+    };
     let state = AppState::with_options(encoder, model, options);
+    if challenger.is_some() {
+        let (_, errors) = state.reload().await;
+        for e in errors {
+            note(format!("challenger not loaded: {e}"));
+        }
+    }
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| {
         format!("cannot listen on {}; is another server using it? pick another with --addr", args.addr)
     })?;
     let addr = listener.local_addr()?;
-    note(format!("listening on http://{addr} (model {}); Ctrl-C stops", tag.as_deref().unwrap_or("none")));
+    let tag = state.model().map(|m| m.version.tag());
+    let mut extra = Vec::new();
+    if let (Some(c), Some(cfg)) = (state.challenger(), &challenger) {
+        extra.push(match cfg.mode {
+            ChallengerMode::Canary { share } => format!("canary {} at {share}", c.version.tag()),
+            ChallengerMode::Shadow => format!("shadow {}", c.version.tag()),
+        });
+    }
+    if admin {
+        extra.push("admin routes on".into());
+    }
+    let extra = if extra.is_empty() { String::new() } else { format!(", {}", extra.join(", ")) };
+    note(format!(
+        "listening on http://{addr} (model {}{extra}); Ctrl-C or SIGTERM stops after answering what is in flight",
+        tag.as_deref().unwrap_or("none")
+    ));
     keel_server::serve(state, listener, shutdown_signal()).await.context("server failed")?;
     note("stopped");
     Ok(())
-}
-
-/// The version's n-gram fallback head, if it has one that loads. Serving goes on without it: the
-/// server then answers 503 instead of a degraded answer when the encoder fails.
-async fn load_fallback(store: &Store, version: &ModelVersion) -> Option<Head> {
-    let Some(hash) = version.metrics["artifacts"]["fallback"].as_str() else {
-        note(format!("{} has no fallback head: classify answers 503 if the encoder fails", version.tag()));
-        return None;
-    };
-    let loaded = async {
-        let hash = ContentHash::parse(hash).context("malformed fallback artifact hash")?;
-        let head = Head::from_bytes(&store.read_artifact(&hash).await?)?;
-        if head.input_kind() != InputKind::Text {
-            bail!("it reads {:?}, not raw text", head.input_kind());
-        }
-        Ok::<_, anyhow::Error>(head)
-    }
-    .await;
-    match loaded {
-        Ok(head) => Some(head),
-        Err(e) => {
-            note(format!("{}: cannot load the fallback head ({e:#}); serving without one", version.tag()));
-            None
-        }
-    }
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,154 @@
+//! Safe rollouts: the server follows the registry. A follower task resolves the followed spec
+//! (`NAME` = its production alias, or `NAME@ALIAS`) every `poll_interval`, or at once on
+//! `POST /v1/admin/reload`; when the alias points at another version it loads that version
+//! completely (head, fallback head, encoder check) and only then swaps one `Arc`, so a request
+//! answers wholly from the old version or wholly from the new one and none fails. A version that
+//! does not load leaves the old one serving and is counted (`keel_model_reload_failures_total`).
+//!
+//! A challenger (another spec, e.g. `sentiment@canary`) is followed the same way, in one of two
+//! modes: canary (a configured share of classify requests is answered by the challenger, chosen
+//! by a counter so the share is exact) or shadow (the challenger scores every request from the
+//! same embeddings off the request path and its predictions go to the log under its own tag; it
+//! never answers).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::ContentHash;
+use keel_store::{ModelVersion, Store, StoreError};
+use keel_train::{Head, InputKind, LogisticRegression};
+
+use crate::{ApiError, LoadedModel};
+
+/// How the server follows the registry.
+#[derive(Clone, Debug)]
+pub struct Rollout {
+    /// The spec the primary model follows (`NAME` or `NAME@ALIAS`); `None`, or a pinned
+    /// `NAME@VERSION`, keeps the model the server started with.
+    pub follow: Option<String>,
+    /// How often the follower looks at the registry.
+    pub poll_interval: Duration,
+    /// A second model version answering a share of traffic or scoring in the shadow.
+    pub challenger: Option<Challenger>,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Self { follow: None, poll_interval: Duration::from_secs(1), challenger: None }
+    }
+}
+
+/// The challenger: its spec (followed like the primary's) and what it does.
+#[derive(Clone, Debug)]
+pub struct Challenger {
+    pub spec: String,
+    pub mode: ChallengerMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ChallengerMode {
+    /// This share (0..=1) of classify requests is answered by the challenger.
+    Canary { share: f64 },
+    /// The challenger scores every classify request and logs; it never answers.
+    Shadow,
+}
+
+impl ChallengerMode {
+    pub(crate) fn role(self) -> &'static str {
+        match self {
+            ChallengerMode::Canary { .. } => "canary",
+            ChallengerMode::Shadow => "shadow",
+        }
+    }
+}
+
+/// Whether a spec names a fixed version (`NAME@3`), which there is nothing to follow for.
+pub(crate) fn is_pinned(spec: &str) -> bool {
+    spec.split_once('@').is_some_and(|(_, w)| w.parse::<i64>().is_ok())
+}
+
+/// Resolves `spec` in the registry and loads that version: its head, and its n-gram fallback
+/// head when it has one that loads. Refuses (409) a version trained on another encoder's
+/// embeddings than `encoder_id`.
+pub async fn load_model(store: &Store, spec: &str, encoder_id: &str) -> Result<LoadedModel, ApiError> {
+    let version = store.resolve(spec).await.map_err(store_error)?;
+    load_version(store, version, encoder_id).await
+}
+
+pub(crate) async fn load_version(
+    store: &Store,
+    version: ModelVersion,
+    encoder_id: &str,
+) -> Result<LoadedModel, ApiError> {
+    if version.encoder_id != encoder_id {
+        return Err(ApiError::conflict(format!(
+            "{} was trained on embeddings from {}, but this server runs {encoder_id}",
+            version.tag(),
+            version.encoder_id
+        )));
+    }
+    let hash = ContentHash::parse(&version.head_artifact)
+        .ok_or_else(|| ApiError::internal(format!("{}: malformed head artifact hash", version.tag())))?;
+    let bytes = store.read_artifact(&hash).await.map_err(store_error)?;
+    let head = Head::from_bytes(&bytes)
+        .or_else(|e| LogisticRegression::from_json_bytes(&bytes).map(Head::Logistic).map_err(|_| e))
+        .map_err(|e| ApiError::internal(format!("cannot load the head of {}: {e}", version.tag())))?;
+    let fallback = load_fallback(store, &version).await;
+    Ok(LoadedModel { version, head, fallback })
+}
+
+/// The version's n-gram fallback head, if it has one that loads. Serving goes on without it: the
+/// server then answers 503 instead of a degraded answer when the encoder fails.
+async fn load_fallback(store: &Store, version: &ModelVersion) -> Option<Head> {
+    let Some(hash) = version.metrics["artifacts"]["fallback"].as_str() else {
+        tracing::warn!(model = %version.tag(), "no fallback head: classify answers 503 if the encoder fails");
+        return None;
+    };
+    let loaded = async {
+        let hash = ContentHash::parse(hash).ok_or_else(|| "malformed artifact hash".to_owned())?;
+        let bytes = store.read_artifact(&hash).await.map_err(|e| e.to_string())?;
+        let head = Head::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        if head.input_kind() != InputKind::Text {
+            return Err(format!("it reads {:?}, not raw text", head.input_kind()));
+        }
+        Ok(head)
+    }
+    .await;
+    match loaded {
+        Ok(head) => Some(head),
+        Err(e) => {
+            tracing::warn!(model = %version.tag(), error = %e, "cannot load the fallback head; serving without one");
+            None
+        }
+    }
+}
+
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(m) => ApiError::not_found(m),
+        StoreError::Invalid(m) => ApiError::unprocessable(m),
+        e => ApiError::unavailable(format!("the store cannot answer: {e}")),
+    }
+}
+
+/// What one look at the registry found and did.
+#[derive(Debug, Default)]
+pub(crate) struct Synced {
+    pub changed: bool,
+    pub errors: Vec<String>,
+}
+
+/// Brings `current` in line with the version `spec` resolves to. `Ok(Some(model))` when a
+/// different version was loaded and should be swapped in.
+pub(crate) async fn resolve_change(
+    store: &Store,
+    spec: &str,
+    current: Option<&Arc<LoadedModel>>,
+    encoder_id: &str,
+) -> Result<Option<LoadedModel>, ApiError> {
+    let version = store.resolve(spec).await.map_err(store_error)?;
+    if current.is_some_and(|c| c.version.name == version.name && c.version.version == version.version) {
+        return Ok(None);
+    }
+    load_version(store, version, encoder_id).await.map(Some)
+}
