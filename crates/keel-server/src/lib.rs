@@ -1,23 +1,32 @@
 //! Keel's HTTP surface: the only crate that knows HTTP.
 //!
 //! Routes: `POST /v1/classify`, `POST /v1/embeddings` (OpenAI-compatible), `POST /v1/feedback`,
-//! `GET /v1/models`, `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text format).
+//! `GET /v1/models`, `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text format),
+//! `GET /openapi.json`, and the admin routes `POST /v1/admin/{promote,rollback,reload}` (bearer
+//! token; disabled without one). Other features add routes with [`router_with`].
 //!
 //! Compute never runs on the async runtime: every text to embed goes through one bounded queue to
 //! one batching worker that runs the encoder on a blocking thread ([`Batching`]); a full queue
-//! answers 429 with `Retry-After`. When the encoder fails or misses the deadline, classify answers
-//! from the model version's n-gram fallback head with `"degraded": true`. Every prediction is
-//! written to the store's prediction log by a background task ([`LogOptions`]), never on the
-//! request path. Every error leaves through [`ApiError`], the one place that maps failures to
-//! status codes.
+//! answers 429 with `Retry-After`. When the encoder fails, misses the deadline or has its circuit
+//! breaker open, classify answers from the model version's n-gram fallback head with
+//! `"degraded": true`. The server follows the registry and swaps models atomically
+//! ([`Rollout`]), with canary and shadow challengers. Every prediction is written to the store's
+//! prediction log by a background task ([`LogOptions`]), never on the request path; a full
+//! buffer spills to a local file. Every error leaves through [`ApiError`], the one place that
+//! maps failures to status codes.
 
+mod admin;
 mod batch;
 mod error;
 mod log;
 mod metrics;
+mod openapi;
+mod rollout;
 mod routes;
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
 use keel_embed::Encoder;
 use keel_store::{ModelVersion, Store};
@@ -26,7 +35,8 @@ use keel_train::Head;
 pub use batch::Batching;
 pub use error::ApiError;
 pub use log::LogOptions;
-pub use routes::router;
+pub use rollout::{Challenger, ChallengerMode, Rollout, load_model};
+pub use routes::{Extension, router, router_with};
 
 /// A registered model version, loaded and ready to answer.
 #[derive(Debug)]
@@ -41,15 +51,19 @@ pub struct LoadedModel {
 /// Limits on one request.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes (413 beyond).
     pub max_body_bytes: usize,
-    /// Most texts in one request.
+    /// Most texts in one request (413 beyond).
     pub max_inputs: usize,
+    /// Longest a request may take, queueing included; past it the server answers 503
+    /// `deadline_exceeded`. Keep it above [`Batching::deadline`] so classify can still answer
+    /// from the fallback head when the encoder is slow.
+    pub request_deadline: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 2 * 1024 * 1024, max_inputs: 256 }
+        Self { max_body_bytes: 2 * 1024 * 1024, max_inputs: 256, request_deadline: Duration::from_secs(30) }
     }
 }
 
@@ -58,20 +72,39 @@ impl Default for Limits {
 pub struct Options {
     pub limits: Limits,
     pub batching: Batching,
-    /// Where the prediction log and feedback go; `None`: predictions are not logged and
-    /// `/v1/feedback` answers 503.
+    /// Where the prediction log, feedback and the registry are; `None`: predictions are not
+    /// logged, `/v1/feedback` answers 503 and the server follows no registry.
     pub store: Option<Store>,
     pub log: LogOptions,
+    pub rollout: Rollout,
+    /// Bearer token for the admin routes; `None` disables them (404).
+    pub admin_token: Option<String>,
 }
 
 /// What every handler shares.
 #[derive(Debug)]
 pub struct AppState {
     model: RwLock<Option<Arc<LoadedModel>>>,
+    challenger: RwLock<Option<Arc<LoadedModel>>>,
     limits: Limits,
     metrics: Arc<metrics::Metrics>,
     batcher: batch::Batcher,
     log: Option<log::PredictionLog>,
+    store: Option<Store>,
+    rollout: Rollout,
+    admin_token: Option<String>,
+    canary_counter: AtomicU64,
+    reload: Arc<tokio::sync::Notify>,
+    sync_lock: tokio::sync::Mutex<()>,
+    last_sync_error: Mutex<Option<String>>,
+}
+
+/// Which model answers one classify request.
+pub(crate) struct Pick {
+    pub model: Arc<LoadedModel>,
+    pub role: &'static str,
+    /// Scores the request in the shadow, never answers.
+    pub shadow: Option<Arc<LoadedModel>>,
 }
 
 impl AppState {
@@ -81,26 +114,155 @@ impl AppState {
         Self::with_options(encoder, model, Options { limits, ..Options::default() })
     }
 
-    /// State for a server; starts the encoder worker and, with a store, the prediction log
-    /// writer. Call it inside a Tokio runtime; the tasks stop when the state is dropped.
+    /// State for a server; starts the encoder worker, with a store the prediction log writer,
+    /// and with a followed spec or a challenger the registry follower. Call it inside a Tokio
+    /// runtime; the tasks stop when the state is dropped. The challenger is loaded by the first
+    /// [`AppState::reload`] (the follower runs one within `poll_interval`).
     pub fn with_options(encoder: Arc<Encoder>, model: Option<LoadedModel>, options: Options) -> Arc<Self> {
         let metrics = Arc::new(metrics::Metrics::new(encoder.id()));
-        if let Some(m) = &model {
-            metrics.set_model(&m.version.tag());
-        }
         let batcher = batch::Batcher::start(encoder, options.batching, metrics.clone());
-        let log = options.store.map(|store| log::PredictionLog::start(store, options.log, metrics.clone()));
-        Arc::new(Self { model: RwLock::new(model.map(Arc::new)), limits: options.limits, metrics, batcher, log })
+        let log = options.store.clone().map(|store| log::PredictionLog::start(store, options.log, metrics.clone()));
+        let follows = options.store.is_some()
+            && (options.rollout.follow.as_deref().is_some_and(|s| !rollout::is_pinned(s))
+                || options.rollout.challenger.is_some());
+        let state = Arc::new(Self {
+            model: RwLock::new(model.map(Arc::new)),
+            challenger: RwLock::new(None),
+            limits: options.limits,
+            metrics,
+            batcher,
+            log,
+            store: options.store,
+            rollout: options.rollout,
+            admin_token: options.admin_token.filter(|t| !t.is_empty()),
+            canary_counter: AtomicU64::new(0),
+            reload: Arc::new(tokio::sync::Notify::new()),
+            sync_lock: tokio::sync::Mutex::new(()),
+            last_sync_error: Mutex::new(None),
+        });
+        state.publish_models();
+        if follows {
+            tokio::spawn(follow(Arc::downgrade(&state), state.reload.clone(), state.rollout.poll_interval));
+        }
+        state
     }
 
-    /// Swaps the model that answers `/v1/classify`. Requests in flight finish on the old one.
+    /// Swaps the model that answers `/v1/classify`, atomically: requests in flight finish on the
+    /// old one, the next ones get the new one.
     pub fn set_model(&self, model: LoadedModel) {
-        self.metrics.set_model(&model.version.tag());
-        *self.model.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(model));
+        let tag = model.version.tag();
+        let old = self.model.write().unwrap_or_else(|e| e.into_inner()).replace(Arc::new(model));
+        if old.is_some_and(|o| o.version.tag() != tag) {
+            self.metrics.model_swaps.inc();
+            tracing::info!(model = %tag, "now serving");
+        }
+        self.publish_models();
     }
 
+    /// The model answering `/v1/classify` (the primary).
     pub fn model(&self) -> Option<Arc<LoadedModel>> {
         self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The challenger (canary or shadow), when one is configured and loaded.
+    pub fn challenger(&self) -> Option<Arc<LoadedModel>> {
+        self.challenger.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_challenger(&self, model: Option<LoadedModel>) {
+        *self.challenger.write().unwrap_or_else(|e| e.into_inner()) = model.map(Arc::new);
+        self.publish_models();
+    }
+
+    fn publish_models(&self) {
+        let mut models = Vec::new();
+        if let Some(m) = self.model() {
+            models.push((m.version.tag(), "primary"));
+        }
+        if let (Some(c), Some(ch)) = (self.challenger(), &self.rollout.challenger) {
+            models.push((c.version.tag(), ch.mode.role()));
+        }
+        self.metrics.set_models(&models);
+    }
+
+    /// Picks the model for one classify request: the canary for its share of requests (by a
+    /// counter, so the share is exact), otherwise the primary, with the shadow alongside.
+    pub(crate) fn pick(&self) -> Option<Pick> {
+        let primary = self.model()?;
+        let (Some(challenger), Some(cfg)) = (self.challenger(), &self.rollout.challenger) else {
+            return Some(Pick { model: primary, role: "primary", shadow: None });
+        };
+        match cfg.mode {
+            ChallengerMode::Canary { share } => {
+                let n = self.canary_counter.fetch_add(1, Ordering::Relaxed) as f64;
+                let share = share.clamp(0.0, 1.0);
+                if ((n + 1.0) * share).floor() > (n * share).floor() {
+                    Some(Pick { model: challenger, role: "canary", shadow: None })
+                } else {
+                    Some(Pick { model: primary, role: "primary", shadow: None })
+                }
+            }
+            ChallengerMode::Shadow => Some(Pick { model: primary, role: "primary", shadow: Some(challenger) }),
+        }
+    }
+
+    /// Looks at the registry now and swaps in whatever the followed specs point at. Returns
+    /// whether anything changed and what could not be loaded.
+    pub async fn reload(&self) -> (bool, Vec<String>) {
+        let s = self.sync().await;
+        (s.changed, s.errors)
+    }
+
+    /// Asks the follower to look at the registry now, without waiting for it.
+    pub fn request_reload(&self) {
+        self.reload.notify_one();
+    }
+
+    async fn sync(&self) -> rollout::Synced {
+        let _one_at_a_time = self.sync_lock.lock().await;
+        let mut out = rollout::Synced::default();
+        let Some(store) = &self.store else { return out };
+        let encoder_id = self.encoder().id().to_owned();
+        if let Some(spec) = self.rollout.follow.as_deref().filter(|s| !rollout::is_pinned(s)) {
+            match rollout::resolve_change(store, spec, self.model().as_ref(), &encoder_id).await {
+                Ok(Some(m)) => {
+                    self.set_model(m);
+                    out.changed = true;
+                }
+                Ok(None) => {}
+                Err(e) => out.errors.push(format!("{spec}: {e}")),
+            }
+        }
+        if let Some(cfg) = &self.rollout.challenger {
+            let current = self.challenger();
+            match rollout::resolve_change(store, &cfg.spec, current.as_ref(), &encoder_id).await {
+                Ok(Some(m)) => {
+                    tracing::info!(model = %m.version.tag(), role = cfg.mode.role(), "challenger loaded");
+                    self.set_challenger(Some(m));
+                    out.changed = true;
+                }
+                Ok(None) => {}
+                // The challenger's alias is not set (yet, or any more): no challenger.
+                Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
+                    if current.is_some() {
+                        self.set_challenger(None);
+                        out.changed = true;
+                    }
+                }
+                Err(e) => out.errors.push(format!("{}: {e}", cfg.spec)),
+            }
+        }
+        let joined = (!out.errors.is_empty()).then(|| out.errors.join("; "));
+        let mut last = self.last_sync_error.lock().unwrap_or_else(|e| e.into_inner());
+        if joined.is_some() && *last != joined {
+            self.metrics.model_reload_failures.inc();
+            tracing::error!(
+                error = joined.as_deref().unwrap_or(""),
+                "cannot follow the registry; the old model keeps serving"
+            );
+        }
+        *last = joined;
+        out
     }
 
     /// The encoder the next batch will run on.
@@ -120,6 +282,23 @@ impl AppState {
         self.batcher.health().degraded()
     }
 
+    /// Embeds texts through the server's encoder queue (batching, admission control, deadline,
+    /// circuit breaker), for routes other features add with [`router_with`].
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ApiError> {
+        self.batcher.encode(texts).await.map(|e| e.vectors).map_err(|e| routes::encode_error(self, e))
+    }
+
+    /// The store the server was started with, if any.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Adds a metric to the server's Prometheus registry (served at `/metrics`; the name gets the
+    /// `keel_` prefix). For other parts of Keel, such as drift gauges.
+    pub fn register_metric(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.metrics.register(name, help, metric);
+    }
+
     /// Waits until every prediction answered so far is written to the prediction log. Call it
     /// after the server has stopped accepting requests, before exiting.
     pub async fn flush_log(&self) {
@@ -129,14 +308,41 @@ impl AppState {
     }
 }
 
-/// Serves until `shutdown` completes and the requests in flight are answered, then flushes the
-/// prediction log.
+/// The registry follower: holds the state only while it looks, so dropping the state stops it.
+async fn follow(state: Weak<AppState>, reload: Arc<tokio::sync::Notify>, every: Duration) {
+    // The first look loads the challenger.
+    let mut wait = false;
+    loop {
+        if wait {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = reload.notified() => {}
+            }
+        }
+        wait = true;
+        let Some(s) = state.upgrade() else { return };
+        s.sync().await;
+    }
+}
+
+/// Serves [`router`] until `shutdown` completes and the requests in flight are answered, then
+/// flushes the prediction log.
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let served = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await;
+    serve_app(state.clone(), router(state), listener, shutdown).await
+}
+
+/// Serves `app` (a [`router_with`] result) like [`serve`].
+pub async fn serve_app(
+    state: Arc<AppState>,
+    app: axum::Router,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     state.flush_log().await;
     served
 }
