@@ -308,6 +308,40 @@ pub struct ServeArgs {
     pub model: Option<String>,
     #[command(flatten)]
     pub encoder: EncoderArgs,
+    #[command(flatten)]
+    pub ops: ServeOps,
+}
+
+/// How `keel serve` follows the registry, shares traffic with a challenger and limits requests.
+#[derive(Debug, Default, Args)]
+pub struct ServeOps {
+    /// Bearer token for POST /v1/admin/{promote,rollback,reload}; without one those routes are
+    /// disabled (404).
+    #[arg(long, env = "KEEL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// How often to look at the registry for a newly promoted version, in milliseconds
+    /// (default 1000; 0: only on POST /v1/admin/reload). A pinned NAME@VERSION is not followed.
+    #[arg(long, value_name = "MS")]
+    pub poll_ms: Option<u64>,
+    /// Challenger that answers a share of classify requests: NAME@ALIAS (followed) or NAME@VERSION.
+    #[arg(long, value_name = "SPEC")]
+    pub canary: Option<String>,
+    /// Share of classify requests the canary answers, 0..1 (default 0.1).
+    #[arg(long, value_name = "SHARE", requires = "canary")]
+    pub canary_share: Option<f64>,
+    /// Challenger that scores every classify request and logs its predictions, never answering.
+    #[arg(long, value_name = "SPEC", conflicts_with = "canary")]
+    pub shadow: Option<String>,
+    /// Per-request deadline in milliseconds (default 30000); the encoder gets two thirds of it,
+    /// then classify answers from the fallback head.
+    #[arg(long, value_name = "MS")]
+    pub deadline_ms: Option<u64>,
+    /// Requests that may wait for the encoder; one more is refused with 429 (default 64).
+    #[arg(long, value_name = "N")]
+    pub queue_capacity: Option<usize>,
+    /// Largest request body in bytes; larger ones get 413 (default 2 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
 }
 
 #[cfg(test)]
