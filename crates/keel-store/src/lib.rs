@@ -14,10 +14,12 @@
 //!   SQL transaction.
 
 mod artifacts;
+mod llm;
 mod schema;
 mod store;
 
 pub use artifacts::{Artifacts, LocalArtifacts, ObjectStoreArtifacts};
+pub use llm::{CachedResponse, LlmCall, LlmUsage};
 pub use store::{
     AliasEvent, Dataset, Lineage, ModelVersion, NewDataset, NewModelVersion, PredictionRecord, Run, RunStatus, Store,
     StoreCheck, StoreOptions,

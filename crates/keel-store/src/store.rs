@@ -16,8 +16,9 @@ use crate::{Artifacts, Backend, Result, StoreError, now};
 #[derive(Clone, Debug)]
 pub struct Store {
     home: PathBuf,
-    pool: AnyPool,
-    backend: Backend,
+    // Crate-visible so each area's methods can live in their own file (llm.rs, ...).
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
     artifacts: Artifacts,
 }
 

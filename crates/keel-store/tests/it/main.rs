@@ -6,6 +6,8 @@
 //! either variable its part fails, on purpose: a store test suite that silently covers one
 //! backend is not the suite the project promises.
 
+mod llm;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;

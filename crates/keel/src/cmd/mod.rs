@@ -45,7 +45,7 @@ fn model_pull(name: &str, model_dir: Option<std::path::PathBuf>, offline: bool, 
         output::json(&json!({"name": m.name, "dir": m.dir, "source": format!("{:?}", m.source), "sha256": m.sha256}))
     } else {
         println!(
-            "{} ready in {} (from {:?}; model.safetensors sha256 {})",
+            "{} ready in {} (from {:?}; weights sha256 {})",
             m.name,
             m.dir.display(),
             m.source,
@@ -60,7 +60,7 @@ fn model_list(json: bool) -> anyhow::Result<()> {
     let mut names: Vec<String> = match std::fs::read_dir(&opts.cache_dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
-            .filter(|e| e.path().join("config.json").exists())
+            .filter(|e| e.path().join("config.json").exists() || e.path().join(".keel-verified.json").exists())
             .filter_map(|e| e.file_name().into_string().ok())
             .collect(),
         Err(_) => Vec::new(),

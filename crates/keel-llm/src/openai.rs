@@ -1,0 +1,279 @@
+//! Any OpenAI-compatible chat-completions endpoint (`POST {base_url}/chat/completions`), with
+//! timeouts and retries: exponential backoff with full jitter on 429, 5xx and transport errors
+//! (timeouts, refused or reset connections), honouring `Retry-After` up to the backoff cap.
+
+use std::time::Duration;
+
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::LlmError;
+use crate::generator::{Finish, GenRequest, Generation, Generator, Message, Prices};
+
+/// Retry policy: attempt `n` (0-based) that failed waits a uniformly random time in
+/// `[0, min(cap, base * 2^n)]` ("full jitter") before the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Retry {
+    /// Attempts in total, first included.
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self { max_attempts: 4, base: Duration::from_millis(250), cap: Duration::from_secs(8) }
+    }
+}
+
+impl Retry {
+    /// The wait after failed attempt `n`, given a server's `Retry-After` hint.
+    pub fn delay(&self, n: u32, retry_after: Option<Duration>) -> Duration {
+        let ceiling = self.base.saturating_mul(2u32.saturating_pow(n)).min(self.cap);
+        let jitter = Duration::from_secs_f64(rand::rng().random_range(0.0..=1.0) * ceiling.as_secs_f64());
+        match retry_after {
+            Some(hint) => hint.min(self.cap).max(jitter),
+            None => jitter,
+        }
+    }
+}
+
+/// Where and how to reach the endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenAiConfig {
+    /// e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    #[serde(skip_serializing)]
+    pub api_key: Option<String>,
+    pub model: String,
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (connect, send, wait, read).
+    pub timeout: Duration,
+    pub retry: Retry,
+    pub prices: Prices,
+    /// The model's context window; prompts are fitted to it.
+    pub context_window: usize,
+}
+
+impl OpenAiConfig {
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key: None,
+            model: model.into(),
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(60),
+            retry: Retry::default(),
+            prices: Prices::default(),
+            context_window: 8192,
+        }
+    }
+
+    /// From `KEEL_LLM_BASE_URL` (required), `KEEL_LLM_API_KEY`, `KEEL_LLM_MODEL` (default
+    /// `gpt-4o-mini`), `KEEL_LLM_TIMEOUT_SECS`, `KEEL_LLM_MAX_ATTEMPTS`, `KEEL_LLM_CONTEXT`,
+    /// `KEEL_LLM_PRICE_IN_PER_1K` and `KEEL_LLM_PRICE_OUT_PER_1K`. `None` when no base URL is set.
+    pub fn from_env() -> Result<Option<Self>, LlmError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let Some(base) = var("KEEL_LLM_BASE_URL") else {
+            return Ok(None);
+        };
+        let mut c = Self::new(base, var("KEEL_LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".into()));
+        c.api_key = var("KEEL_LLM_API_KEY");
+        fn num<T: std::str::FromStr>(k: &str, v: Option<String>) -> Result<Option<T>, LlmError> {
+            v.map(|s| s.trim().parse().map_err(|_| LlmError::Config(format!("{k}={s} is not a number")))).transpose()
+        }
+        if let Some(s) = num::<f64>("KEEL_LLM_TIMEOUT_SECS", var("KEEL_LLM_TIMEOUT_SECS"))? {
+            c.timeout = Duration::from_secs_f64(s);
+        }
+        if let Some(n) = num("KEEL_LLM_MAX_ATTEMPTS", var("KEEL_LLM_MAX_ATTEMPTS"))? {
+            c.retry.max_attempts = n;
+        }
+        if let Some(n) = num("KEEL_LLM_CONTEXT", var("KEEL_LLM_CONTEXT"))? {
+            c.context_window = n;
+        }
+        if let Some(p) = num("KEEL_LLM_PRICE_IN_PER_1K", var("KEEL_LLM_PRICE_IN_PER_1K"))? {
+            c.prices.input_per_1k = p;
+        }
+        if let Some(p) = num("KEEL_LLM_PRICE_OUT_PER_1K", var("KEEL_LLM_PRICE_OUT_PER_1K"))? {
+            c.prices.output_per_1k = p;
+        }
+        Ok(Some(c))
+    }
+}
+
+/// A remote chat model.
+pub struct OpenAiCompatible {
+    config: OpenAiConfig,
+    endpoint: String,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for OpenAiCompatible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiCompatible").field("endpoint", &self.endpoint).field("model", &self.config.model).finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct Response {
+    choices: Vec<Choice>,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: ChoiceMessage,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+enum Failure {
+    Retryable { error: LlmError, retry_after: Option<Duration> },
+    Final(LlmError),
+}
+
+impl OpenAiCompatible {
+    pub fn new(config: OpenAiConfig) -> Result<Self, LlmError> {
+        let base = config.base_url.trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(LlmError::Config(format!("base URL {base:?} must start with http:// or https://")));
+        }
+        let endpoint = format!("{base}/chat/completions");
+        let agent = ureq::AgentBuilder::new().timeout_connect(config.connect_timeout).timeout(config.timeout).build();
+        Ok(Self { config, endpoint, agent })
+    }
+
+    fn attempt(&self, body: &serde_json::Value) -> Result<Generation, Failure> {
+        let mut request = self.agent.post(&self.endpoint).set("Content-Type", "application/json");
+        if let Some(key) = &self.config.api_key {
+            request = request.set("Authorization", &format!("Bearer {key}"));
+        }
+        let endpoint = self.endpoint.clone();
+        let response = match request.send_string(&body.to_string()) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(status, r)) => {
+                let retry_after =
+                    r.header("Retry-After").and_then(|v| v.trim().parse::<f64>().ok()).map(Duration::from_secs_f64);
+                let text: String = r.into_string().unwrap_or_default().chars().take(300).collect();
+                let error = LlmError::Http { endpoint, status, body: text };
+                return Err(if status == 429 || status >= 500 {
+                    Failure::Retryable { error, retry_after }
+                } else {
+                    Failure::Final(error)
+                });
+            }
+            Err(ureq::Error::Transport(t)) => {
+                let error = LlmError::Transport { endpoint, message: t.to_string() };
+                return Err(Failure::Retryable { error, retry_after: None });
+            }
+        };
+        // A body cut off mid-way (timeout, reset) is transient too.
+        let text = response.into_string().map_err(|e| Failure::Retryable {
+            error: LlmError::Transport { endpoint: endpoint.clone(), message: format!("reading the body: {e}") },
+            retry_after: None,
+        })?;
+        let bad = |message: String| Failure::Final(LlmError::BadResponse { endpoint: endpoint.clone(), message });
+        let parsed: Response = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let choice = parsed.choices.into_iter().next().ok_or_else(|| bad("no choices".into()))?;
+        let content = choice.message.content.unwrap_or_default();
+        let (tokens_in, tokens_out) = match parsed.usage {
+            Some(u) => (u.prompt_tokens, u.completion_tokens),
+            None => (estimate_tokens(&body.to_string()) as u64, estimate_tokens(&content) as u64),
+        };
+        Ok(Generation {
+            text: content.trim().to_owned(),
+            generator: self.name(),
+            model: self.model_id(),
+            tokens_in,
+            tokens_out,
+            cost: self.config.prices.cost(tokens_in, tokens_out),
+            finish: if choice.finish_reason.as_deref() == Some("length") { Finish::Length } else { Finish::Stop },
+            attempts: 1,
+            failed: Vec::new(),
+        })
+    }
+}
+
+/// Upper estimate of tokens for a text when the endpoint's tokenizer is unknown: BPE
+/// vocabularies average about four bytes a token on English; one per three bytes leaves margin.
+pub fn estimate_tokens(text: &str) -> usize {
+    text.len().div_ceil(3)
+}
+
+impl Generator for OpenAiCompatible {
+    fn name(&self) -> String {
+        format!("openai:{}", self.config.base_url.trim_end_matches('/'))
+    }
+
+    fn model_id(&self) -> String {
+        format!("{}@{}", self.config.model, self.config.base_url.trim_end_matches('/'))
+    }
+
+    fn context_window(&self) -> usize {
+        self.config.context_window
+    }
+
+    fn prompt_tokens(&self, messages: &[Message]) -> Result<usize, LlmError> {
+        // Per message: the content plus a few tokens of role and separators.
+        Ok(messages.iter().map(|m| estimate_tokens(&m.content) + 4).sum::<usize>() + 3)
+    }
+
+    fn text_tokens(&self, text: &str) -> Result<usize, LlmError> {
+        Ok(estimate_tokens(text))
+    }
+
+    fn generate(&self, req: &GenRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
+        let p = &req.params;
+        let mut body = json!({
+            "model": self.config.model,
+            "messages": req.messages,
+            "max_tokens": p.max_tokens,
+            "temperature": p.temperature,
+            "seed": p.seed,
+            "stream": false,
+        });
+        if let Some(top_p) = p.top_p {
+            body["top_p"] = json!(top_p);
+        }
+        let attempts = self.config.retry.max_attempts.max(1);
+        let mut last = String::new();
+        for n in 0..attempts {
+            match self.attempt(&body) {
+                Ok(mut g) => {
+                    g.attempts = u64::from(n) + 1;
+                    on_text(&g.text);
+                    return Ok(g);
+                }
+                Err(Failure::Final(e)) if n == 0 => return Err(e),
+                Err(Failure::Final(e)) => {
+                    return Err(LlmError::GaveUp {
+                        endpoint: self.endpoint.clone(),
+                        attempts: u64::from(n) + 1,
+                        last: e.to_string(),
+                    });
+                }
+                Err(Failure::Retryable { error, retry_after }) => {
+                    last = error.to_string();
+                    if n + 1 < attempts {
+                        let wait = self.config.retry.delay(n, retry_after);
+                        tracing::info!(endpoint = %self.endpoint, attempt = n + 1, error = %last,
+                            wait_ms = wait.as_millis() as u64, "retrying");
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+        }
+        Err(LlmError::GaveUp { endpoint: self.endpoint.clone(), attempts: u64::from(attempts), last })
+    }
+}

@@ -1,0 +1,57 @@
+//! Generation calls and the response cache (migration 0002), on every backend.
+
+use keel_store::LlmCall;
+
+use crate::on_each;
+
+fn call(id: &str, at: &str, hit: bool, error: Option<&str>) -> LlmCall {
+    LlmCall {
+        id: id.into(),
+        at: at.into(),
+        generator: "local:smollm2-135m-instruct".into(),
+        model: "smollm2-135m-instruct@b179c952".into(),
+        prompt_sha256: "ab".repeat(32),
+        cache_key: "cd".repeat(32),
+        tokens_in: if hit { 0 } else { 120 },
+        tokens_out: if hit { 0 } else { 17 },
+        cost: if hit { 0.0 } else { 0.0123 },
+        latency_ms: 812.5,
+        cache_hit: hit,
+        attempts: if hit { 0 } else { 3 },
+        error: error.map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn llm_calls_and_cache_round_trip() {
+    on_each(|_config, store| async move {
+        assert_eq!(store.llm_usage().await.unwrap().calls, 0);
+        let key = "ef".repeat(32);
+        assert!(store.llm_cached(&key).await.unwrap().is_none());
+        let response = serde_json::json!({"text": "Paris [1]", "finish": "stop"});
+        store.llm_cache_put(&key, "m@1", &response, 120, 17).await.unwrap();
+        // The first write wins.
+        store.llm_cache_put(&key, "m@1", &serde_json::json!({"text": "other"}), 1, 1).await.unwrap();
+        let got = store.llm_cached(&key).await.unwrap().unwrap();
+        assert_eq!((got.response, got.tokens_in, got.tokens_out, got.model.as_str()), (response, 120, 17, "m@1"));
+
+        let a = call("a", "2026-01-01T00:00:00.000Z", false, None);
+        let b = call("b", "2026-01-01T00:00:01.000Z", true, None);
+        let c = call("c", "2026-01-01T00:00:02.000Z", false, Some("every generator failed"));
+        for x in [&a, &b, &c] {
+            store.record_llm_call(x).await.unwrap();
+        }
+        let calls = store.llm_calls(10).await.unwrap();
+        assert_eq!(calls, vec![c.clone(), b.clone(), a.clone()]);
+        assert_eq!(store.llm_calls(1).await.unwrap().len(), 1);
+        let usage = store.llm_usage().await.unwrap();
+        assert_eq!(
+            (usage.calls, usage.cache_hits, usage.errors, usage.tokens_in, usage.tokens_out),
+            (3, 1, 1, 240, 34)
+        );
+        assert!((usage.cost - 0.0246).abs() < 1e-9, "{usage:?}");
+        // Ids are unique.
+        assert!(store.record_llm_call(&a).await.is_err());
+    })
+    .await;
+}
