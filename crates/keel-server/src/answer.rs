@@ -1,0 +1,207 @@
+//! `POST /v1/answer` `{"question": "...", "k": 5, "max_tokens": 128}` → `{"answer": "...",
+//! "citations": [...], ...}`: retrieve chunks from the keel-index folder, fit them into the
+//! generator's window, generate through keel-llm's response cache (every call recorded in the
+//! store), and cite the chunks the answer draws on (the rule is in `keel_llm::cite`).
+//!
+//! Embedding, search and generation run on blocking threads; one answer is generated at a time
+//! per server (the local model holds one KV cache), others wait on a semaphore with a deadline
+//! and get 429 with Retry-After when it passes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::routing::post;
+use axum::{Json, Router};
+use keel_embed::Encoder;
+use keel_index::{Index, IndexError, Mode, Query};
+use keel_llm::{Chain, LlmError, Params, Passage};
+use keel_store::Store;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::{ApiError, Extension};
+
+/// Most chunks one request may ask for.
+pub const MAX_K: usize = 20;
+/// Most new tokens one request may ask for.
+pub const MAX_NEW_TOKENS: usize = 512;
+/// How long a request waits for the generator before 429.
+const QUEUE_WAIT: Duration = Duration::from_secs(30);
+
+/// Retrieval (index + encoder), generation (a chain) and the store that caches and records.
+pub struct AnswerService {
+    dir: PathBuf,
+    index: RwLock<Arc<Index>>,
+    encoder: Arc<Encoder>,
+    chain: Arc<Chain>,
+    store: Store,
+    busy: Semaphore,
+}
+
+impl std::fmt::Debug for AnswerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerService").field("dir", &self.dir).field("chain", &self.chain).finish()
+    }
+}
+
+impl AnswerService {
+    /// The encoder must be the one the index in `dir` was built with.
+    pub fn open(dir: &Path, encoder: Arc<Encoder>, chain: Arc<Chain>, store: Store) -> Result<Arc<Self>, IndexError> {
+        let index = Index::open(dir)?;
+        if index.encoder_id() != encoder.id() {
+            return Err(IndexError::Invalid(format!(
+                "the index at {} was built with {}, the server runs {}",
+                dir.display(),
+                index.encoder_id(),
+                encoder.id()
+            )));
+        }
+        Ok(Arc::new(Self {
+            dir: dir.to_path_buf(),
+            index: RwLock::new(Arc::new(index)),
+            encoder,
+            chain,
+            store,
+            busy: Semaphore::new(1),
+        }))
+    }
+
+    /// The open index, or the new generation if `keel index` made one current.
+    fn current(&self) -> Result<Arc<Index>, IndexError> {
+        let open = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if keel_index::current_generation(&self.dir)? == Some(open.generation()) {
+            return Ok(open);
+        }
+        let fresh = Arc::new(Index::open(&self.dir)?);
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerRequest {
+    question: String,
+    #[serde(default = "default_k")]
+    k: usize,
+    #[serde(default = "default_max_tokens")]
+    max_tokens: usize,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    temperature: f64,
+    #[serde(default = "default_seed")]
+    seed: u64,
+}
+
+fn default_k() -> usize {
+    5
+}
+fn default_max_tokens() -> usize {
+    128
+}
+fn default_seed() -> u64 {
+    42
+}
+
+/// The `/v1/answer` route with its own state.
+pub fn answer_routes(service: Arc<AnswerService>) -> Router {
+    Router::new().route("/v1/answer", post(answer)).with_state(service)
+}
+
+/// `/v1/answer` as an [`Extension`] for [`crate::router_with`]: the route and its OpenAPI entry.
+pub fn answer_extension(service: Arc<AnswerService>) -> Extension {
+    let item = json!({"post": {
+        "summary": "Answer a question from the indexed documents, with citations",
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["question"], "additionalProperties": false,
+            "properties": {
+                "question": {"type": "string"},
+                "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 5},
+                "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_NEW_TOKENS, "default": 128},
+                "mode": {"type": "string", "enum": ["hybrid", "dense", "bm25"], "default": "hybrid"},
+                "temperature": {"type": "number", "minimum": 0, "default": 0},
+                "seed": {"type": "integer", "minimum": 0, "default": 42}
+            }}}}},
+        "responses": {
+            "200": {"description": "answer, citations (n, chunk_id, doc_id, source, start, end, overlap, marked), sources in the prompt, dropped chunk ids, prompt_tokens, context_window, completion (generator, tokens, cost, cache_hit, attempts)"},
+            "422": {"description": "invalid request"},
+            "429": {"description": "the generator is busy; retry after the given seconds"},
+            "503": {"description": "encoder, index or every generator unavailable"}
+        }
+    }});
+    let mut openapi_paths = serde_json::Map::new();
+    openapi_paths.insert("/v1/answer".into(), item);
+    Extension { routes: answer_routes(service), openapi_paths }
+}
+
+async fn answer(
+    State(svc): State<Arc<AnswerService>>,
+    body: Result<Json<AnswerRequest>, JsonRejection>,
+) -> Result<Json<keel_llm::Answer>, ApiError> {
+    let Json(req) = body?;
+    if req.question.trim().is_empty() {
+        return Err(ApiError::unprocessable("question is empty"));
+    }
+    if !(1..=MAX_K).contains(&req.k) {
+        return Err(ApiError::unprocessable(format!("k must be in 1..={MAX_K}")));
+    }
+    if !(1..=MAX_NEW_TOKENS).contains(&req.max_tokens) {
+        return Err(ApiError::unprocessable(format!("max_tokens must be in 1..={MAX_NEW_TOKENS}")));
+    }
+    if !(req.temperature.is_finite() && req.temperature >= 0.0) {
+        return Err(ApiError::unprocessable("temperature must be a non-negative number"));
+    }
+    let vector = if req.mode == Mode::Bm25 {
+        None
+    } else {
+        let (enc, q) = (svc.encoder.clone(), req.question.clone());
+        let v = tokio::task::spawn_blocking(move || enc.embed(&[q.as_str()]))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::unavailable(format!("the encoder failed: {e}")))?;
+        v.into_iter().next()
+    };
+    let passages = {
+        let (svc, question, k, mode) = (svc.clone(), req.question.clone(), req.k, req.mode);
+        tokio::task::spawn_blocking(move || -> Result<Vec<Passage>, ApiError> {
+            let index = svc.current().map_err(|e| ApiError::unavailable(format!("the index cannot be read: {e}")))?;
+            let hits = index.search(&Query::new(&question, vector.as_deref(), k, mode)).map_err(|e| match e {
+                IndexError::Invalid(m) => ApiError::unprocessable(m),
+                other => ApiError::internal(other),
+            })?;
+            Ok(hits
+                .iter()
+                .map(|h| Passage {
+                    chunk_id: h.chunk_id.clone(),
+                    doc_id: h.doc_id.clone(),
+                    source: h.source.clone(),
+                    start: h.start_char,
+                    end: h.end_char,
+                    text: h.text.clone(),
+                    score: f64::from(h.score),
+                })
+                .collect())
+        })
+        .await
+        .map_err(ApiError::internal)??
+    };
+    let _permit = tokio::time::timeout(QUEUE_WAIT, svc.busy.acquire())
+        .await
+        .map_err(|_| ApiError::overloaded("the generator is busy with other answers", 5))?
+        .map_err(ApiError::internal)?;
+    let params =
+        Params { max_tokens: req.max_tokens, temperature: req.temperature, seed: req.seed, ..Params::default() };
+    let out = keel_llm::answer(&svc.store, svc.chain.clone(), &req.question, passages, params, Box::new(|_| {}))
+        .await
+        .map_err(|e| match e {
+            LlmError::ContextTooSmall { .. } => ApiError::unprocessable(e.to_string()),
+            LlmError::AllFailed { .. } => ApiError::unavailable(e.to_string()),
+            other => ApiError::internal(other),
+        })?;
+    Ok(Json(out))
+}

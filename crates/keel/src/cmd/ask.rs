@@ -1,0 +1,120 @@
+//! `keel ask QUESTION`: retrieve chunks from the index, answer from them with citations.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use keel_index::{Index, Mode, Query};
+use keel_llm::{Params, Passage};
+
+use crate::cli::EncoderArgs;
+use crate::context::{load_encoder, open_store};
+use crate::output::{self, note};
+
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The question, answered from the indexed documents (`keel index PATH` first).
+    pub question: String,
+    /// Chunks to retrieve; the lowest-ranked are dropped if they do not fit the model's window.
+    #[arg(short, long, default_value_t = 5)]
+    pub k: usize,
+    /// Most new tokens in the answer (also the room reserved for it in the window).
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// 0 decodes greedily; above 0 samples (seeded by --seed).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Cap on the local model's context window, in tokens (SmolLM2 holds 8,192; candle 4,096).
+    #[arg(long, default_value_t = keel_llm::DEFAULT_LOCAL_WINDOW)]
+    pub context: usize,
+    /// Retrieval: dense, bm25 or hybrid.
+    #[arg(long, default_value = "hybrid", value_parser = ["dense", "bm25", "hybrid"])]
+    pub mode: String,
+    /// Index folder (default: HOME/index/default).
+    #[arg(long = "index")]
+    pub index_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+}
+
+/// A retrieved chunk as a prompt passage.
+pub fn passage(h: &keel_index::Hit) -> Passage {
+    Passage {
+        chunk_id: h.chunk_id.clone(),
+        doc_id: h.doc_id.clone(),
+        source: h.source.clone(),
+        start: h.start_char,
+        end: h.end_char,
+        text: h.text.clone(),
+        score: f64::from(h.score),
+    }
+}
+
+pub async fn run(home: &Path, json: bool, args: AskArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(!args.question.trim().is_empty(), "the question is empty");
+    let dir = args.index_dir.clone().unwrap_or_else(|| keel_index::default_dir(home));
+    let index = Index::open(&dir)
+        .with_context(|| format!("no index at {}; build one with `keel index PATH`", dir.display()))?;
+    let mode = Mode::parse(&args.mode).context("mode must be dense, bm25 or hybrid")?;
+    let vector = if mode == Mode::Bm25 {
+        None
+    } else {
+        let (_, encoder) = load_encoder(&args.encoder)?;
+        anyhow::ensure!(
+            encoder.id() == index.encoder_id(),
+            "the index was built with {}, not {}; pass --encoder or rebuild it",
+            index.encoder_id(),
+            encoder.id()
+        );
+        Some(encoder.embed(&[args.question.as_str()])?.remove(0))
+    };
+    let hits = index.search(&Query::new(&args.question, vector.as_deref(), args.k, mode))?;
+    let passages: Vec<Passage> = hits.iter().map(passage).collect();
+
+    let store = open_store(home).await?;
+    let pull = keel_embed::PullOptions::from_env();
+    let context = args.context;
+    let chain = tokio::task::spawn_blocking(move || keel_llm::chain_from_env(&pull, context))
+        .await?
+        .context("cannot load the generator (fetch it with `keel model pull smollm2-135m-instruct`)")?;
+    let params =
+        Params { max_tokens: args.max_tokens, temperature: args.temperature, seed: args.seed, ..Params::default() };
+    // The answer streams to stderr as it is generated (stdout keeps the result).
+    let stream: keel_llm::OnText = Box::new(|t| {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(t.as_bytes());
+        let _ = err.flush();
+    });
+    let a = keel_llm::answer(&store, Arc::new(chain), &args.question, passages, params, stream).await?;
+    eprintln!();
+    if json {
+        return output::json(&a);
+    }
+    for (g, e) in &a.completion.failed {
+        note(format!("{g} failed, fell back: {e}"));
+    }
+    println!("{}", a.answer);
+    println!();
+    if a.citations.is_empty() {
+        println!("no citation: the answer shares no content words with the retrieved chunks");
+    }
+    for c in &a.citations {
+        println!("[{}] {}  {} chars {}..{}", c.n, c.doc_id, c.source, c.start, c.end);
+    }
+    let how =
+        if a.completion.cache_hit { "from the response cache".to_owned() } else { a.completion.generator.clone() };
+    note(format!(
+        "{} of {} chunks in a {}-token prompt (window {}); {} new tokens; {how}; {:.0} ms",
+        a.sources.len(),
+        a.sources.len() + a.dropped.len(),
+        a.prompt_tokens,
+        a.context_window,
+        a.completion.tokens_out,
+        a.completion.latency_ms
+    ));
+    Ok(())
+}
