@@ -4,10 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use keel_embed::{Encoder, EncoderConfig, InstalledModel, PullOptions};
+use keel_embed::{Encoder, EncoderConfig, InstalledModel, Precision, PullOptions};
 use keel_store::Store;
 
-use crate::cli::EncoderArgs;
+use crate::cli::{EncoderArgs, EncoderPrecision};
 
 pub async fn open_store(home: &Path) -> anyhow::Result<Store> {
     Store::open(home).await.with_context(|| format!("cannot open the store at {}", home.display()))
@@ -19,7 +19,11 @@ pub fn load_encoder(args: &EncoderArgs) -> anyhow::Result<(InstalledModel, Arc<E
     opts.model_dir = args.model_dir.clone();
     let installed = keel_embed::pull(&args.encoder_name, &opts)
         .with_context(|| format!("cannot get encoder model {}", args.encoder_name))?;
-    let cfg = EncoderConfig { batch_size: args.batch_size.max(1), ..EncoderConfig::default() };
+    let precision = match args.precision {
+        EncoderPrecision::Fp32 => Precision::F32,
+        EncoderPrecision::Int8 => Precision::Int8,
+    };
+    let cfg = EncoderConfig { batch_size: args.batch_size.max(1), precision, ..EncoderConfig::default() };
     let encoder = Encoder::load(&installed, cfg)
         .with_context(|| format!("cannot load encoder from {}", installed.dir.display()))?;
     Ok((installed, Arc::new(encoder)))
