@@ -263,7 +263,8 @@ impl Encoder {
             return Ok(Vec::new());
         }
         // Enough batches per window to keep every thread busy; small enough to bound memory.
-        let window = self.batch_size * self.threads.max(1) * 4;
+        // (8 batches per thread: the threads wait for each other once per window.)
+        let window = self.batch_size * self.threads.max(1) * 8;
         let mut out = vec![Vec::new(); texts.len()];
         let mut done = 0;
         std::thread::scope(|scope| -> Result<(), EmbedError> {
