@@ -16,6 +16,7 @@
 //! maps failures to status codes.
 
 mod admin;
+mod answer;
 mod batch;
 mod error;
 mod log;
@@ -32,6 +33,7 @@ use keel_embed::Encoder;
 use keel_store::{ModelVersion, Store};
 use keel_train::Head;
 
+pub use answer::{AnswerService, answer_extension, answer_routes};
 pub use batch::Batching;
 pub use error::ApiError;
 pub use log::LogOptions;

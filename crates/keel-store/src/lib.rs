@@ -16,9 +16,11 @@
 mod artifacts;
 mod llm;
 mod schema;
+mod steps;
 mod store;
 
 pub use artifacts::{Artifacts, LocalArtifacts, ObjectStoreArtifacts};
+pub use steps::{NewStep, PipelineEvent, StepRecord};
 pub use llm::{CachedResponse, LlmCall, LlmUsage};
 pub use store::{
     AliasEvent, Dataset, Lineage, ModelVersion, NewDataset, NewModelVersion, PredictionRecord, Run, RunStatus, Store,

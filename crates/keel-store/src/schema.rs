@@ -8,10 +8,12 @@ use crate::{Backend, Result};
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_llm.sql")),
+    (4, include_str!("../migrations/sqlite/0004_pipeline.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_llm.sql")),
+    (4, include_str!("../migrations/postgres/0004_pipeline.sql")),
 ];
 
 pub(crate) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -26,6 +26,16 @@ pub enum Command {
     /// Train a sentiment model on bundled movie-review sentences, evaluate it, register it and
     /// serve it. Running it again reuses what exists.
     Quickstart(QuickstartArgs),
+    /// Write a commented keel.toml to start a project (refuses to overwrite without --force).
+    Init(InitArgs),
+    /// Run the whole pipeline that keel.toml declares: ingest → embed → train → evaluate → gate →
+    /// register (→ promote when the gate passes).
+    ///
+    /// Each step is keyed by the hash of its inputs, its keel.toml section and the Keel build; a
+    /// step whose key was done before is skipped and says so, so running again costs little. A
+    /// run killed at any point picks up where it stopped. `--watch` keeps running: it retrains
+    /// when a source file changes and promotes only through the gate, logging every decision.
+    Run(RunArgs),
     /// Fetch and list encoder models (cached once per user).
     #[command(subcommand)]
     Model(ModelCommand),
@@ -58,6 +68,12 @@ pub enum Command {
     Store(StoreCommand),
     /// Serve models over HTTP: /v1/classify, /v1/embeddings, /healthz, /metrics.
     Serve(ServeArgs),
+    /// Answer a question from the indexed documents, with citations: retrieves the top chunks,
+    /// fits them into the model's window, streams the answer to stderr as it is generated
+    /// (local SmolLM2-135M-Instruct by default; an OpenAI-compatible endpoint when
+    /// KEEL_LLM_BASE_URL is set, with the local model as fallback). Identical questions are
+    /// answered from the response cache; every call is recorded in the store.
+    Ask(crate::cmd::ask::AskArgs),
 }
 
 #[derive(Debug, Args)]
@@ -205,7 +221,7 @@ pub struct TrainArgs {
 }
 
 /// Which classifier reads the embeddings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HeadKind {
     /// Multinomial logistic regression, L2 strength chosen by 5-fold cross-validation on the
@@ -267,6 +283,57 @@ pub struct QuickstartArgs {
     pub addr: SocketAddr,
     #[command(flatten)]
     pub encoder: EncoderArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write it.
+    #[arg(long = "config", default_value = "keel.toml")]
+    pub path: PathBuf,
+    /// The project (model) name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The data file (relative to keel.toml).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The steps of `keel run`, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Ingest,
+    Embed,
+    Train,
+    Evaluate,
+    Gate,
+    Register,
+    Promote,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The project file.
+    #[arg(long, short, default_value = "keel.toml")]
+    pub config: PathBuf,
+    /// Show which steps would run and which are up to date, without running anything.
+    #[arg(long)]
+    pub plan: bool,
+    /// Run this step again even though its inputs did not change.
+    #[arg(long, value_enum, value_name = "STEP")]
+    pub force: Option<Step>,
+    /// Keep running: re-run when a source file's content changes, every --interval seconds.
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between checks under --watch [default: [watch] interval_secs].
+    #[arg(long)]
+    pub interval: Option<f64>,
+    /// Read only the first N rows of each source (overrides [source] limit).
+    #[arg(long)]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -365,3 +432,4 @@ mod tests {
         super::Cli::command().debug_assert();
     }
 }
+

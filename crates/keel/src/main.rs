@@ -2,6 +2,7 @@
 
 mod cli;
 mod cmd;
+mod config;
 mod context;
 mod embedding;
 mod output;

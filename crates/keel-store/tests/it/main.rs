@@ -7,6 +7,7 @@
 //! backend is not the suite the project promises.
 
 mod llm;
+mod steps;
 
 use std::future::Future;
 use std::path::PathBuf;

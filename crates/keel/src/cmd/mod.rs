@@ -1,6 +1,9 @@
 //! One function per command. Each produces its result on stdout (JSON with --json).
 
+pub mod ask;
+mod init;
 mod quickstart;
+pub mod run;
 mod serve;
 
 use std::io::Write;
@@ -20,6 +23,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli { home, json, command } = cli;
     match command {
         Command::Quickstart(args) => quickstart::run(&home, json, args).await,
+        Command::Init(args) => init::run(json, args),
+        Command::Run(args) => run::run(&home, json, args).await,
         Command::Model(ModelCommand::Pull { name, model_dir, offline }) => model_pull(&name, model_dir, offline, json),
         Command::Model(ModelCommand::List) => model_list(json),
         Command::Embed(args) => embed(&home, json, args).await,
@@ -33,6 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lineage(args) => lineage(&home, json, args).await,
         Command::Store(StoreCommand::Check) => store_check(&home, json).await,
         Command::Serve(args) => serve::run(&home, args).await,
+        Command::Ask(args) => ask::run(&home, json, args).await,
     }
 }
 
