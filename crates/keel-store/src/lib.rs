@@ -20,8 +20,8 @@ mod steps;
 mod store;
 
 pub use artifacts::{Artifacts, LocalArtifacts, ObjectStoreArtifacts};
-pub use steps::{NewStep, PipelineEvent, StepRecord};
 pub use llm::{CachedResponse, LlmCall, LlmUsage};
+pub use steps::{NewStep, PipelineEvent, StepRecord};
 pub use store::{
     AliasEvent, Dataset, Lineage, ModelVersion, NewDataset, NewModelVersion, PredictionRecord, Run, RunStatus, Store,
     StoreCheck, StoreOptions,

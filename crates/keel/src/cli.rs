@@ -432,4 +432,3 @@ mod tests {
         super::Cli::command().debug_assert();
     }
 }
-

@@ -50,13 +50,7 @@ fn model_pull(name: &str, model_dir: Option<std::path::PathBuf>, offline: bool, 
     if json {
         output::json(&json!({"name": m.name, "dir": m.dir, "source": format!("{:?}", m.source), "sha256": m.sha256}))
     } else {
-        println!(
-            "{} ready in {} (from {:?}; weights sha256 {})",
-            m.name,
-            m.dir.display(),
-            m.source,
-            m.sha256
-        );
+        println!("{} ready in {} (from {:?}; weights sha256 {})", m.name, m.dir.display(), m.source, m.sha256);
         Ok(())
     }
 }

@@ -1,0 +1,157 @@
+//! `POST /v1/search` over a keel-index folder: `{"query": "...", "k": 10, "mode":
+//! "hybrid|dense|bm25", "filter": {"field": "value"}, "rrf_k": 60}` → `{"mode": ..., "hits":
+//! [...]}`, each hit with its chunk id, document id, source, char offsets, text and score.
+//!
+//! The query is embedded and the index searched on blocking threads, never on the runtime. The
+//! index is reopened when `keel index` has made a new generation current, so a running server
+//! serves the latest index without a restart.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::routing::post;
+use axum::{Json, Router};
+use keel_embed::Encoder;
+use keel_index::{Filter, Hit, Index, IndexError, Mode, Query};
+use serde::{Deserialize, Serialize};
+
+use serde_json::json;
+
+use crate::{ApiError, Extension};
+
+/// Most hits one request may ask for.
+pub const MAX_K: usize = 100;
+
+/// An index folder and the encoder its queries are embedded with.
+#[derive(Debug)]
+pub struct SearchService {
+    dir: PathBuf,
+    index: RwLock<Arc<Index>>,
+    encoder: Arc<Encoder>,
+}
+
+impl SearchService {
+    /// Opens the current generation in `dir`; the encoder must be the one the index was built
+    /// with.
+    pub fn open(dir: &Path, encoder: Arc<Encoder>) -> Result<Arc<Self>, IndexError> {
+        let index = Index::open(dir)?;
+        if index.encoder_id() != encoder.id() {
+            return Err(IndexError::Invalid(format!(
+                "the index at {} was built with {}, the server runs {}",
+                dir.display(),
+                index.encoder_id(),
+                encoder.id()
+            )));
+        }
+        Ok(Arc::new(Self { dir: dir.to_path_buf(), index: RwLock::new(Arc::new(index)), encoder }))
+    }
+
+    /// The index to answer with: the open one, or the new generation if one became current.
+    fn current(&self) -> Result<Arc<Index>, IndexError> {
+        let open = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if keel_index::current_generation(&self.dir)? == Some(open.generation()) {
+            return Ok(open);
+        }
+        let fresh = Arc::new(Index::open(&self.dir)?);
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchRequest {
+    query: String,
+    #[serde(default = "default_k")]
+    k: usize,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    filter: BTreeMap<String, String>,
+    rrf_k: Option<f32>,
+}
+
+fn default_k() -> usize {
+    10
+}
+
+#[derive(Debug, Serialize)]
+struct SearchResponse {
+    mode: Mode,
+    generation: u64,
+    hits: Vec<Hit>,
+}
+
+/// The `/v1/search` route with its own state (for tests and custom apps).
+pub fn search_routes(service: Arc<SearchService>) -> Router {
+    Router::new().route("/v1/search", post(search)).with_state(service)
+}
+
+/// `/v1/search` as an [`Extension`] for [`crate::router_with`]: the route and its OpenAPI entry.
+pub fn search_extension(service: Arc<SearchService>) -> Extension {
+    let item = json!({"post": {
+        "summary": "Search the document index: dense, BM25 or hybrid (reciprocal-rank fusion, k = 60 by default)",
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["query"], "additionalProperties": false,
+            "properties": {
+                "query": {"type": "string"},
+                "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
+                "mode": {"type": "string", "enum": ["hybrid", "dense", "bm25"], "default": "hybrid"},
+                "filter": {"type": "object", "additionalProperties": {"type": "string"}},
+                "rrf_k": {"type": "number", "minimum": 0, "default": keel_index::DEFAULT_RRF_K}
+            }}}}},
+        "responses": {
+            "200": {"description": "hits, best first: chunk_id, doc_id, chunk, source, start_char, end_char, text, score, dense_rank, bm25_rank, metadata"},
+            "422": {"description": "invalid request"},
+            "503": {"description": "encoder or index unavailable"}
+        }
+    }});
+    let mut openapi_paths = serde_json::Map::new();
+    openapi_paths.insert("/v1/search".into(), item);
+    Extension { routes: search_routes(service), openapi_paths }
+}
+
+async fn search(
+    State(svc): State<Arc<SearchService>>,
+    body: Result<Json<SearchRequest>, JsonRejection>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let Json(req) = body?;
+    if req.query.trim().is_empty() {
+        return Err(ApiError::unprocessable("query is empty"));
+    }
+    if !(1..=MAX_K).contains(&req.k) {
+        return Err(ApiError::unprocessable(format!("k must be in 1..={MAX_K}")));
+    }
+    if req.rrf_k.is_some_and(|k| !(k.is_finite() && k >= 0.0)) {
+        return Err(ApiError::unprocessable("rrf_k must be a non-negative number"));
+    }
+    let vector = if req.mode == Mode::Bm25 {
+        None
+    } else {
+        let (enc, q) = (svc.encoder.clone(), req.query.clone());
+        let v = tokio::task::spawn_blocking(move || enc.embed(&[q.as_str()]))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::unavailable(format!("the encoder failed: {e}")))?;
+        v.into_iter().next()
+    };
+    let resp = tokio::task::spawn_blocking(move || -> Result<SearchResponse, ApiError> {
+        let index = svc.current().map_err(|e| ApiError::unavailable(format!("the index cannot be read: {e}")))?;
+        let mut q = Query::new(&req.query, vector.as_deref(), req.k, req.mode)
+            .with_filter(Filter(req.filter.into_iter().collect()));
+        if let Some(k) = req.rrf_k {
+            q.rrf_k = k;
+        }
+        let hits = index.search(&q).map_err(|e| match e {
+            IndexError::Invalid(m) => ApiError::unprocessable(m),
+            other => ApiError::internal(other),
+        })?;
+        Ok(SearchResponse { mode: req.mode, generation: index.generation(), hits })
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(resp))
+}

@@ -1,0 +1,396 @@
+//! `keel index PATH`, `keel search QUERY`, `keel eval-retrieval DIR`.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::Args;
+use keel_embed::Encoder;
+use keel_index::document::ReadOptions;
+use keel_index::hnsw::HnswParams;
+use keel_index::metrics::{RetrievalMetrics, score_run};
+use keel_index::{Chunker, Filter, Index, IndexOptions, Mode, Query, dedupe_docs};
+use serde_json::json;
+
+use crate::cli::EncoderArgs;
+use crate::context::{load_encoder, open_store};
+use crate::embedding::{EmbedStats, embed_cached};
+use crate::output::{self, note};
+
+/// Where the index lives and how it is built.
+#[derive(Debug, Args)]
+pub struct IndexSettings {
+    /// Index folder (default: HOME/index/default).
+    #[arg(long = "index")]
+    pub index_dir: Option<PathBuf>,
+    /// Tokens per chunk, in the encoder's tokens (without [CLS]/[SEP]); the encoder reads 256.
+    #[arg(long, default_value_t = 240)]
+    pub chunk_tokens: usize,
+    /// Tokens shared by consecutive chunks, so a passage cut at a boundary is whole in one.
+    #[arg(long, default_value_t = 32)]
+    pub overlap: usize,
+    /// HNSW links per node (layer 0 keeps twice as many).
+    #[arg(long, default_value_t = HnswParams::default().m)]
+    pub hnsw_m: usize,
+    /// HNSW candidate list while building: higher links better and builds slower.
+    #[arg(long, default_value_t = HnswParams::default().ef_construction)]
+    pub ef_construction: usize,
+    /// HNSW candidate list while searching (the default the index stores; `keel search
+    /// --ef-search` overrides it per query).
+    #[arg(long, default_value_t = HnswParams::default().ef_search)]
+    pub ef_search: usize,
+}
+
+impl IndexSettings {
+    fn options(&self) -> IndexOptions {
+        IndexOptions {
+            chunk_tokens: self.chunk_tokens,
+            overlap: self.overlap,
+            hnsw: HnswParams {
+                m: self.hnsw_m,
+                ef_construction: self.ef_construction,
+                ef_search: self.ef_search,
+                ..HnswParams::default()
+            },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// A file or folder: .txt/.md (as is), .html (tags stripped), .jsonl (one document per
+    /// line), .csv/.tsv (one document per row). Folders are read recursively.
+    pub path: PathBuf,
+    /// JSONL field / CSV column with the text; the other fields become filterable metadata.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// JSONL field / CSV column with the document id (default: `id` or `_id` if present, else
+    /// the line or row number).
+    #[arg(long)]
+    pub id_field: Option<String>,
+    #[command(flatten)]
+    pub settings: IndexSettings,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// What to look for.
+    pub query: String,
+    /// Index folder (default: HOME/index/default).
+    #[arg(long = "index")]
+    pub index_dir: Option<PathBuf>,
+    /// Number of chunks to return.
+    #[arg(short, long, default_value_t = 10)]
+    pub k: usize,
+    /// dense (embeddings, HNSW), bm25 (words), or hybrid (both, fused by reciprocal rank).
+    #[arg(long, default_value = "hybrid", value_parser = ["dense", "bm25", "hybrid"])]
+    pub mode: String,
+    /// Keep only chunks whose document has this metadata, `field=value` (exact); repeat to
+    /// require several.
+    #[arg(long = "filter", value_name = "FIELD=VALUE")]
+    pub filters: Vec<String>,
+    /// Reciprocal-rank fusion constant k: a hit at rank r adds 1/(k + r). 60 is the original
+    /// RRF paper's constant (Cormack et al., 2009), robust across collections without tuning;
+    /// smaller k rewards the top ranks more.
+    #[arg(long, default_value_t = keel_index::DEFAULT_RRF_K)]
+    pub rrf_k: f32,
+    /// HNSW candidate list for this query (default: the index's).
+    #[arg(long)]
+    pub ef_search: Option<usize>,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalRetrievalArgs {
+    /// BEIR folder with corpus.jsonl, queries.jsonl and qrels/test.tsv (or qrels.tsv).
+    pub dir: PathBuf,
+    /// Qrels file (default: DIR/qrels/test.tsv, else DIR/qrels.tsv).
+    #[arg(long)]
+    pub qrels: Option<PathBuf>,
+    /// Modes to evaluate, comma-separated.
+    #[arg(long, default_value = "dense,bm25,hybrid", value_delimiter = ',')]
+    pub modes: Vec<String>,
+    /// Reciprocal-rank fusion constant for hybrid (see `keel search --help`).
+    #[arg(long, default_value_t = keel_index::DEFAULT_RRF_K)]
+    pub rrf_k: f32,
+    /// Also measure the HNSW graph against exact search (recall@10, queries/second) at these
+    /// ef_search values, comma-separated; the index's default is always measured.
+    #[arg(long, value_delimiter = ',')]
+    pub ef_sweep: Vec<usize>,
+    /// Write the chunk and query vectors (raw little-endian f32) and their shapes here, for
+    /// benchmarking other ANN libraries on the same vectors.
+    #[arg(long)]
+    pub export_vectors: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: IndexSettings,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+}
+
+fn vectors_of(m: &keel_core::Matrix) -> Vec<Vec<f32>> {
+    (0..m.rows()).map(|i| m.row(i).to_vec()).collect()
+}
+
+/// Plans, embeds through the cache, applies. Returns the report and the embedding stats.
+async fn update_index(
+    store: &keel_store::Store,
+    encoder: &Encoder,
+    model_dir: &Path,
+    dir: &Path,
+    docs: Vec<keel_index::Document>,
+    opts: IndexOptions,
+    quiet: bool,
+) -> anyhow::Result<(keel_index::IndexReport, EmbedStats)> {
+    let chunker = Chunker::from_model_dir(model_dir, opts.chunk_tokens, opts.overlap)?;
+    let plan = tokio::task::block_in_place(|| Index::plan(dir, docs, &chunker, encoder.id(), opts))?;
+    let texts = plan.texts_to_embed();
+    let (vectors, stats) = embed_cached(store, encoder, &texts, quiet).await?;
+    drop(texts);
+    let report = tokio::task::block_in_place(|| plan.apply(vectors_of(&vectors)))?;
+    Ok((report, stats))
+}
+
+pub async fn index(home: &Path, json: bool, args: IndexArgs) -> anyhow::Result<()> {
+    let dir = args.settings.index_dir.clone().unwrap_or_else(|| keel_index::default_dir(home));
+    let read = ReadOptions { text_field: args.text_field.clone(), id_field: args.id_field.clone() };
+    let (docs, skipped) = keel_index::read_documents(&args.path, &read)
+        .with_context(|| format!("cannot read documents from {}", args.path.display()))?;
+    anyhow::ensure!(!docs.is_empty(), "no documents in {} ({} skipped)", args.path.display(), skipped.len());
+    let (installed, encoder) = load_encoder(&args.encoder)?;
+    let store = open_store(home).await?;
+    let (report, stats) =
+        update_index(&store, &encoder, &installed.dir, &dir, docs, args.settings.options(), json).await?;
+    if json {
+        return output::json(&json!({"index": dir, "encoder": encoder.id(), "report": report, "embedding": stats,
+            "skipped": skipped}));
+    }
+    println!(
+        "index {} generation {}{}: {} documents, {} chunks",
+        dir.display(),
+        report.generation,
+        if report.written { "" } else { " (unchanged; nothing written)" },
+        report.documents,
+        report.chunks
+    );
+    println!(
+        "  documents {} added, {} changed, {} unchanged, {} removed",
+        report.added, report.changed, report.unchanged, report.removed
+    );
+    println!(
+        "  embedding {} chunks to embed: {} from cache, {} computed with {}",
+        stats.texts,
+        stats.cached,
+        stats.computed,
+        encoder.id()
+    );
+    for s in skipped.iter().take(20) {
+        println!(
+            "  skipped   {}{}: {}",
+            s.source,
+            if s.line > 0 { format!(":{}", s.line) } else { String::new() },
+            s.reason
+        );
+    }
+    if skipped.len() > 20 {
+        println!("  skipped   ... {} more (see --json)", skipped.len() - 20);
+    }
+    for id in &report.duplicate_ids {
+        println!("  duplicate id {id}: later copy not indexed");
+    }
+    Ok(())
+}
+
+pub async fn search(home: &Path, json: bool, args: SearchArgs) -> anyhow::Result<()> {
+    let dir = args.index_dir.clone().unwrap_or_else(|| keel_index::default_dir(home));
+    let index = Index::open(&dir)?;
+    let mode = Mode::parse(&args.mode).context("mode must be dense, bm25 or hybrid")?;
+    let filter = Filter(args.filters.iter().map(|f| Filter::parse_condition(f)).collect::<Result<_, _>>()?);
+    let vector = if mode == Mode::Bm25 {
+        None
+    } else {
+        let (_, encoder) = load_encoder(&args.encoder)?;
+        anyhow::ensure!(
+            encoder.id() == index.encoder_id(),
+            "the index was built with {}, not {}; pass --encoder or rebuild it",
+            index.encoder_id(),
+            encoder.id()
+        );
+        Some(encoder.embed(&[args.query.as_str()])?.remove(0))
+    };
+    let mut q = Query::new(&args.query, vector.as_deref(), args.k, mode).with_filter(filter);
+    q.rrf_k = args.rrf_k;
+    q.ef_search = args.ef_search;
+    let hits = index.search(&q)?;
+    if json {
+        return output::json(&json!({"query": args.query, "mode": mode, "rrf_k": args.rrf_k, "hits": hits}));
+    }
+    if hits.is_empty() {
+        println!("no hits");
+    }
+    for (i, h) in hits.iter().enumerate() {
+        let preview: String = h.text.chars().take(160).collect::<String>().replace('\n', " ");
+        println!("{:>2}. {:.4}  {}  [chars {}..{}]", i + 1, h.score, h.chunk_id, h.start_char, h.end_char);
+        println!("    {preview}{}", if h.text.chars().count() > 160 { "…" } else { "" });
+    }
+    Ok(())
+}
+
+fn write_f32s(path: &Path, rows: impl Iterator<Item = Vec<f32>>) -> anyhow::Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("{}", path.display()))?);
+    for r in rows {
+        for x in r {
+            f.write_all(&x.to_le_bytes())?;
+        }
+    }
+    f.flush()?;
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct AnnPoint {
+    ef_search: usize,
+    recall_at_10: f64,
+    queries_per_second: f64,
+}
+
+pub async fn eval_retrieval(home: &Path, json: bool, args: EvalRetrievalArgs) -> anyhow::Result<()> {
+    let corpus_path = args.dir.join("corpus.jsonl");
+    let queries_path = args.dir.join("queries.jsonl");
+    let qrels_path = match &args.qrels {
+        Some(p) => p.clone(),
+        None if args.dir.join("qrels/test.tsv").exists() => args.dir.join("qrels/test.tsv"),
+        None => args.dir.join("qrels.tsv"),
+    };
+    let docs = keel_index::beir::read_corpus(&corpus_path)?;
+    let queries = keel_index::beir::read_queries(&queries_path)?;
+    let qrels = keel_index::beir::read_qrels(&qrels_path)?;
+    let queries: Vec<(String, String)> = queries.into_iter().filter(|(id, _)| qrels.contains_key(id)).collect();
+    anyhow::ensure!(
+        !queries.is_empty(),
+        "no query in {} has judgements in {}",
+        queries_path.display(),
+        qrels_path.display()
+    );
+    let modes: Vec<Mode> = args
+        .modes
+        .iter()
+        .map(|m| Mode::parse(m.trim()).with_context(|| format!("unknown mode {m:?}: dense, bm25 or hybrid")))
+        .collect::<anyhow::Result<_>>()?;
+
+    let corpus_hash = keel_core::ContentHash::of(&std::fs::read(&corpus_path)?);
+    let dir = args
+        .settings
+        .index_dir
+        .clone()
+        .unwrap_or_else(|| home.join("index").join(format!("eval-{}", corpus_hash.short())));
+    let (installed, encoder) = load_encoder(&args.encoder)?;
+    let store = open_store(home).await?;
+    let n_docs = docs.len();
+    note(format!("indexing {n_docs} documents into {}", dir.display()));
+    let (report, stats) =
+        update_index(&store, &encoder, &installed.dir, &dir, docs, args.settings.options(), json).await?;
+    note(format!("embedding queries ({} texts)", queries.len()));
+    let qtexts: Vec<&str> = queries.iter().map(|(_, t)| t.as_str()).collect();
+    let (qvecs, qstats) = embed_cached(&store, &encoder, &qtexts, json).await?;
+    let index = Index::open(&dir)?;
+
+    // Enough chunks to rank 100 distinct documents in nearly every case.
+    let depth = 200;
+    let mut results = serde_json::Map::new();
+    let mut table: Vec<(Mode, RetrievalMetrics, f64)> = Vec::new();
+    for &mode in &modes {
+        let start = Instant::now();
+        let mut run = Vec::with_capacity(queries.len());
+        for (i, (qid, text)) in queries.iter().enumerate() {
+            let mut q = Query::new(text, Some(qvecs.row(i)), depth, mode);
+            q.rrf_k = args.rrf_k;
+            q.fusion_depth = depth;
+            let hits = index.search(&q)?;
+            run.push((qid.clone(), dedupe_docs(&hits, 100).into_iter().map(|h| h.doc_id.clone()).collect()));
+        }
+        let qps = queries.len() as f64 / start.elapsed().as_secs_f64();
+        let m = score_run(&run, &qrels);
+        results.insert(mode.as_str().into(), json!({"metrics": m, "queries_per_second": qps}));
+        table.push((mode, m, qps));
+    }
+
+    // The graph against exact search on the same query vectors: top 10 chunks.
+    let g = index.hnsw();
+    let default_ef = index.options().hnsw.ef_search;
+    let mut efs = vec![default_ef];
+    efs.extend(args.ef_sweep.iter().copied().filter(|&e| e != default_ef));
+    let start = Instant::now();
+    let exact: Vec<Vec<u32>> =
+        (0..queries.len()).map(|i| g.exact(qvecs.row(i), 10, None).into_iter().map(|x| x.0).collect()).collect();
+    let exact_qps = queries.len() as f64 / start.elapsed().as_secs_f64();
+    let mut ann = Vec::new();
+    for ef in efs {
+        let start = Instant::now();
+        let approx: Vec<Vec<u32>> = (0..queries.len())
+            .map(|i| g.search(qvecs.row(i), 10, ef, None).into_iter().map(|x| x.0).collect())
+            .collect();
+        let qps = queries.len() as f64 / start.elapsed().as_secs_f64();
+        let found: usize = approx.iter().zip(&exact).map(|(a, e)| a.iter().filter(|x| e.contains(x)).count()).sum();
+        let relevant: usize = exact.iter().map(Vec::len).sum();
+        ann.push(AnnPoint {
+            ef_search: ef,
+            recall_at_10: found as f64 / relevant.max(1) as f64,
+            queries_per_second: qps,
+        });
+    }
+
+    if let Some(out) = &args.export_vectors {
+        std::fs::create_dir_all(out)?;
+        write_f32s(&out.join("corpus.f32"), (0..g.len() as u32).map(|i| g.vector(i).to_vec()))?;
+        write_f32s(&out.join("queries.f32"), (0..queries.len()).map(|i| qvecs.row(i).to_vec()))?;
+        let shape = json!({"corpus": g.len(), "queries": queries.len(), "dim": g.dim(),
+            "hnsw": index.options().hnsw});
+        std::fs::write(out.join("shape.json"), serde_json::to_vec_pretty(&shape)?)?;
+    }
+
+    let params = index.options().hnsw;
+    let out = json!({
+        "dataset": args.dir, "index": dir, "encoder": encoder.id(),
+        "documents": index.documents(), "chunks": index.chunks(), "queries": queries.len(),
+        "index_report": report, "embedding": {"chunks": stats, "queries": qstats},
+        "rrf_k": args.rrf_k, "modes": results,
+        "ann": {"m": params.m, "ef_construction": params.ef_construction, "default_ef_search": default_ef,
+                "exact_queries_per_second": exact_qps, "points": ann},
+    });
+    if json {
+        return output::json(&out);
+    }
+    println!(
+        "{} queries over {} documents ({} chunks), encoder {}",
+        queries.len(),
+        index.documents(),
+        index.chunks(),
+        encoder.id()
+    );
+    println!("{:<8} {:>9} {:>10} {:>11} {:>9} {:>9}", "mode", "nDCG@10", "recall@10", "recall@100", "MRR@10", "q/s");
+    for (mode, m, qps) in &table {
+        println!(
+            "{:<8} {:>9.4} {:>10.4} {:>11.4} {:>9.4} {:>9.1}",
+            mode.as_str(),
+            m.ndcg_at_10,
+            m.recall_at_10,
+            m.recall_at_100,
+            m.mrr_at_10,
+            qps
+        );
+    }
+    println!(
+        "HNSW (M {}, ef_construction {}) against exact search ({exact_qps:.0} q/s), top 10 chunks:",
+        params.m, params.ef_construction
+    );
+    for p in &ann {
+        println!("  ef_search {:>4}: recall@10 {:.4}, {:.0} q/s", p.ef_search, p.recall_at_10, p.queries_per_second);
+    }
+    let _: &HashMap<String, keel_index::metrics::Judgements> = &qrels;
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! `keel monitor`: the prediction log of one model version against the reference profile
+//! stored when it was trained.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use keel_core::{ContentHash, Matrix};
+use keel_monitor::{MonitorConfig, Observation, Profile, Rows};
+use keel_store::{ModelVersion, PredictionRecord, Store};
+
+use crate::cli::MonitorArgs;
+use crate::context::{load_encoder, open_store};
+use crate::embedding::embed_cached;
+use crate::output::{self, note};
+
+/// The version's stored reference profile.
+pub async fn load_profile(store: &Store, model: &ModelVersion) -> anyhow::Result<Profile> {
+    let hash = model.metrics["artifacts"]["profile"].as_str().with_context(|| {
+        format!("{} has no reference profile (it was registered before Keel stored one); train it again", model.tag())
+    })?;
+    let hash = ContentHash::parse(hash).context("malformed profile hash")?;
+    let bytes = store.read_artifact(&hash).await?;
+    Profile::from_bytes(&bytes).with_context(|| format!("cannot read the reference profile of {}", model.tag()))
+}
+
+/// Seconds in a duration written `90s`, `15m`, `1h`, `7d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = num.trim().parse().with_context(|| format!("{s:?} is not a duration like 30m, 1h or 7d"))?;
+    let mult = match unit {
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        "w" => 604_800.0,
+        _ => bail!("unknown duration unit {unit:?} in {s:?}: use s, m, h, d or w"),
+    };
+    anyhow::ensure!(n.is_finite() && n > 0.0, "the duration {s:?} must be positive");
+    Ok(Duration::from_secs_f64(n * mult))
+}
+
+/// RFC 3339 UTC with milliseconds, the prediction log's format (so text order is time order).
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Probabilities as served, in the profile's label order.
+fn served_proba(preds: &[&PredictionRecord], labels: &[String]) -> Matrix {
+    let mut m = Matrix::zeros(preds.len(), labels.len());
+    for (i, p) in preds.iter().enumerate() {
+        for (c, l) in labels.iter().enumerate() {
+            m.row_mut(i)[c] = p.scores.get(l).and_then(serde_json::Value::as_f64).unwrap_or(0.0) as f32;
+        }
+    }
+    m
+}
+
+pub async fn run(home: &Path, json: bool, args: MonitorArgs) -> anyhow::Result<()> {
+    let store = open_store(home).await?;
+    let model = store.resolve(&args.spec).await?;
+    let profile = load_profile(&store, &model).await?;
+    let now = SystemTime::now();
+    let (since, until) = match (&args.since, &args.until) {
+        (None, None) => (rfc3339(now - parse_duration(&args.window)?), rfc3339(now)),
+        (since, until) => (
+            since.clone().unwrap_or_else(|| "0000".into()),
+            until.clone().unwrap_or_else(|| rfc3339(now + Duration::from_secs(1))),
+        ),
+    };
+    let tag = model.tag();
+    let all = store.predictions(&since, &until).await?;
+    let preds: Vec<&PredictionRecord> = all.iter().filter(|p| p.model == tag).collect();
+    if preds.len() < 2 {
+        bail!(
+            "{} logged predictions of {tag} in [{since}, {until}): too few to compare (widen --window or --since)",
+            preds.len()
+        );
+    }
+    note(format!("{} predictions of {tag} between {since} and {until}", preds.len()));
+
+    let (_, encoder) = load_encoder(&args.encoder)?;
+    if encoder.id() != model.encoder_id {
+        bail!("{tag} reads embeddings from {}, but {} is loaded; pass the same --encoder", model.encoder_id, encoder.id());
+    }
+    let texts: Vec<&str> = preds.iter().map(|p| p.input_text.as_str()).collect();
+    let (x, stats) = embed_cached(&store, &encoder, &texts, json).await?;
+    note(format!("embeddings: {} from cache, {} computed", stats.cached, stats.computed));
+    let tokens: Vec<usize> =
+        texts.iter().map(|t| encoder.count_tokens(t)).collect::<Result<_, _>>().context("tokenizing logged inputs")?;
+    let proba = served_proba(&preds, &profile.labels);
+    let cfg = MonitorConfig::default();
+    let rows = Rows { texts: &texts, tokens: Some(&tokens), embeddings: &x, proba: &proba };
+    let observed = Observation::new(&profile, &rows)?;
+
+    // Live quality from the feedback given to these predictions.
+    let feedback = store.feedback_for_window(&since, &until).await?;
+    let truth: HashMap<&str, &str> = feedback.iter().map(|f| (f.prediction_id.as_str(), f.label.as_str())).collect();
+    let (mut y, mut rows_fb) = (Vec::new(), Vec::new());
+    for (i, p) in preds.iter().enumerate() {
+        if let Some(c) = truth.get(p.id.as_str()).and_then(|l| profile.labels.iter().position(|x| x == l)) {
+            y.push(c);
+            rows_fb.push(i);
+        }
+    }
+    let quality = keel_monitor::live_quality(&y, &proba.select_rows(&rows_fb), &profile, &cfg);
+
+    let mut report = tokio::task::block_in_place(|| keel_monitor::compare(&profile, &observed, quality, &cfg));
+    report.title = format!("{tag}: {} predictions, {since} – {until}", preds.len());
+    // Drift over time: equal slices of the window by row order (the log is time-ordered).
+    let buckets = args.buckets.max(1).min(preds.len() / args.min_bucket_rows.max(2)).max(1);
+    if buckets >= 2 {
+        let per = preds.len().div_ceil(buckets);
+        let windows: Vec<(String, Observation)> = (0..preds.len())
+            .step_by(per)
+            .map(|start| {
+                let idx: Vec<usize> = (start..(start + per).min(preds.len())).collect();
+                let label = preds[start].at.chars().take(16).collect::<String>();
+                (label, observed.select(&idx))
+            })
+            .collect();
+        report.over_time = tokio::task::block_in_place(|| keel_monitor::over_time(&profile, &windows, &cfg));
+    }
+    if let Some(path) = &args.html {
+        crate::training::write_html(path, &keel_monitor::render_html(&report))?;
+        note(format!("report: {}", path.display()));
+    }
+    if json {
+        output::json(&report)?;
+    } else {
+        print!("{}", report.summary());
+    }
+    if args.fail_on_drift && (report.verdict.drift || report.verdict.quality_degraded) {
+        bail!("{}", report.verdict.summary);
+    }
+    Ok(())
+}
+
+/// The reference profile of a new version, from its training split: what `keel monitor`
+/// compares live traffic with. Stored as the artifact `metrics.artifacts.profile` names.
+pub fn reference_profile(
+    encoder: &keel_embed::Encoder,
+    train: &crate::training::Part,
+    head: &keel_train::Head,
+    labels: &[String],
+    report: &keel_eval::Report,
+) -> anyhow::Result<Vec<u8>> {
+    let tokens: Vec<usize> = train.texts.iter().map(|t| encoder.count_tokens(t)).collect::<Result<_, _>>()?;
+    let proba = crate::training::predict(head, train)?;
+    let rows = Rows { texts: &train.texts, tokens: Some(&tokens), embeddings: &train.x, proba: &proba };
+    let evaluation =
+        keel_monitor::EvalFigures { accuracy: report.evaluation.accuracy, macro_f1: report.evaluation.macro_f1 };
+    let profile = tokio::task::block_in_place(|| {
+        Profile::build(&rows, labels, Some(evaluation), &keel_monitor::ProfileConfig::default())
+    })?;
+    Ok(profile.to_bytes())
+}
