@@ -8,7 +8,10 @@ use crate::IndexError;
 use crate::document::Document;
 use crate::metrics::Judgements;
 
-fn lines(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, serde_json::Value>)>, IndexError> {
+/// A JSON object read from one line, with its 1-based line number.
+type Line = (usize, serde_json::Map<String, serde_json::Value>);
+
+fn lines(path: &Path) -> Result<Vec<Line>, IndexError> {
     let s = std::fs::read_to_string(path).map_err(|e| IndexError::io(path, e))?;
     let mut out = Vec::new();
     for (i, line) in s.lines().enumerate() {

@@ -474,10 +474,10 @@ mod tests {
     fn filter_only_returns_allowed_nodes() {
         let rows = random_rows(500, 16, 3);
         let g = Hnsw::build(16, &rows, HnswParams::default()).unwrap();
-        let even = |id: u32| id % 2 == 0;
+        let even = |id: u32| id.is_multiple_of(2);
         let hits = g.search(&rows[1], 10, 64, Some(&even));
         assert_eq!(hits.len(), 10);
-        assert!(hits.iter().all(|h| h.0 % 2 == 0));
+        assert!(hits.iter().all(|h| h.0.is_multiple_of(2)));
         assert!(g.exact(&rows[1], 10, Some(&even)).iter().all(|h| h.0 % 2 == 0));
     }
 
