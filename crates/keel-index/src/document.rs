@@ -95,7 +95,14 @@ pub fn read_documents(path: &Path, opts: &ReadOptions) -> Result<(Vec<Document>,
     }
     let (mut docs, mut skipped) = (Vec::new(), Vec::new());
     for f in files {
-        let source = f.display().to_string();
+        // Sources (and so document ids) are relative to the folder indexed, so moving or
+        // re-mounting the folder does not make every document look new.
+        let rel = if meta.is_dir() {
+            f.strip_prefix(path).unwrap_or(&f)
+        } else {
+            Path::new(f.file_name().unwrap_or(f.as_os_str()))
+        };
+        let source = rel.display().to_string();
         match kind(&f) {
             None if meta.is_dir() => skipped.push(Skipped {
                 source,

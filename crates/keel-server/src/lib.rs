@@ -24,6 +24,7 @@ mod metrics;
 mod openapi;
 mod rollout;
 mod routes;
+mod search;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -39,6 +40,7 @@ pub use error::ApiError;
 pub use log::LogOptions;
 pub use rollout::{Challenger, ChallengerMode, Rollout, load_model};
 pub use routes::{Extension, router, router_with};
+pub use search::{SearchService, search_extension, search_routes};
 
 /// A registered model version, loaded and ready to answer.
 #[derive(Debug)]

@@ -31,6 +31,14 @@ pub struct Extension {
     pub openapi_paths: serde_json::Map<String, serde_json::Value>,
 }
 
+impl Extension {
+    /// Both extensions' routes and OpenAPI entries (their paths must differ).
+    pub fn merge(mut self, other: Extension) -> Extension {
+        self.openapi_paths.extend(other.openapi_paths);
+        Extension { routes: self.routes.merge(other.routes), openapi_paths: self.openapi_paths }
+    }
+}
+
 /// The application, ready to serve or to be called in tests with `oneshot`.
 pub fn router(state: Arc<AppState>) -> Router {
     router_with(state, Extension::default())

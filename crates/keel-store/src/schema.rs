@@ -30,10 +30,10 @@ pub(crate) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<()> {
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)")
         .execute(&mut *tx)
         .await?;
-    let current: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(&mut *tx).await?;
-    let current = current.unwrap_or(0);
-    for &(version, sql) in migrations.iter().filter(|(v, _)| *v > current) {
+    // Every migration not yet recorded runs, not only those above the highest applied: version
+    // numbers are reserved per feature, so one can land after a higher one (0003 after 0004).
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *tx).await?;
+    for &(version, sql) in migrations.iter().filter(|(v, _)| !applied.contains(v)) {
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
         sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
             .bind(version)

@@ -74,6 +74,17 @@ pub enum Command {
     /// KEEL_LLM_BASE_URL is set, with the local model as fallback). Identical questions are
     /// answered from the response cache; every call is recorded in the store.
     Ask(crate::cmd::ask::AskArgs),
+    /// Index documents for `keel search`, `keel ask` and /v1/search: text, Markdown, HTML, JSONL
+    /// and CSV files are chunked by tokens with overlap, embedded through the cache, and stored
+    /// in an HNSW vector index and a BM25 index. Incremental: only new or changed documents are
+    /// embedded, deleted ones are removed, and a new generation becomes current atomically.
+    Index(crate::cmd::index::IndexArgs),
+    /// Search the document index: dense (HNSW over embeddings), bm25 (tantivy), or hybrid (both
+    /// fused by reciprocal rank, k = 60), with `--filter field=value` on document metadata.
+    Search(crate::cmd::index::SearchArgs),
+    /// Evaluate retrieval on a BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/*.tsv):
+    /// nDCG@10, recall@k and MRR for each mode, and HNSW recall against exact search.
+    EvalRetrieval(crate::cmd::index::EvalRetrievalArgs),
 }
 
 #[derive(Debug, Args)]
@@ -389,6 +400,13 @@ pub struct ServeArgs {
     pub encoder: EncoderArgs,
     #[command(flatten)]
     pub ops: ServeOps,
+    /// Document index for /v1/search and /v1/answer (default: HOME/index/default, served when
+    /// `keel index` has built it).
+    #[arg(long = "index", value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    /// Serve /v1/search without /v1/answer (does not load the generator).
+    #[arg(long)]
+    pub no_answer: bool,
 }
 
 /// How `keel serve` follows the registry, shares traffic with a challenger and limits requests.

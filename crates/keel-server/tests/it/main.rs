@@ -7,6 +7,7 @@
 mod breaker;
 mod ops;
 mod rollout;
+mod search;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

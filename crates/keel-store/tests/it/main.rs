@@ -482,3 +482,21 @@ async fn concurrent_promotions_leave_exactly_one_production_version() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_migration_missing_below_the_highest_applied_one_still_runs() {
+    let home = tempfile::tempdir().unwrap();
+    let store = Store::open_with(home.path(), None).await.unwrap();
+    assert_eq!(store.llm_usage().await.unwrap().calls, 0);
+    drop(store);
+    // A store made by a build that had migration 4 but not yet 2: no llm tables, no row for 2.
+    let url = format!("sqlite://{}", home.path().join("keel.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("DROP TABLE llm_calls; DROP TABLE llm_cache; DELETE FROM schema_migrations WHERE version = 2")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let store = Store::open_with(home.path(), None).await.unwrap();
+    assert_eq!(store.llm_usage().await.unwrap().calls, 0, "migration 2 ran on reopening");
+}

@@ -1,6 +1,7 @@
 //! One function per command. Each produces its result on stdout (JSON with --json).
 
 pub mod ask;
+pub mod index;
 mod init;
 mod quickstart;
 pub mod run;
@@ -39,6 +40,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store(StoreCommand::Check) => store_check(&home, json).await,
         Command::Serve(args) => serve::run(&home, args).await,
         Command::Ask(args) => ask::run(&home, json, args).await,
+        Command::Index(args) => index::index(&home, json, args).await,
+        Command::Search(args) => index::search(&home, json, args).await,
+        Command::EvalRetrieval(args) => index::eval_retrieval(&home, json, args).await,
     }
 }
 

@@ -77,12 +77,13 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
     let options = Options {
         limits,
         batching,
-        store: Some(store),
+        store: Some(store.clone()),
         rollout,
         admin_token: ops.admin_token.clone(),
         ..Options::default()
     };
-    let state = AppState::with_options(encoder, model, options);
+    let state = AppState::with_options(encoder.clone(), model, options);
+    let extension = documents_extension(home, &args, &store, encoder).await;
     if challenger.is_some() {
         let (_, errors) = state.reload().await;
         for e in errors {
@@ -109,9 +110,55 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
         "listening on http://{addr} (model {}{extra}); Ctrl-C or SIGTERM stops after answering what is in flight",
         tag.as_deref().unwrap_or("none")
     ));
-    keel_server::serve(state, listener, shutdown_signal()).await.context("server failed")?;
+    let app = keel_server::router_with(state.clone(), extension);
+    keel_server::serve_app(state, app, listener, shutdown_signal()).await.context("server failed")?;
     note("stopped");
     Ok(())
+}
+
+/// `/v1/search` and `/v1/answer` over the document index, when `keel index` has built one.
+/// The generator for answers loads from the model cache (fetched once); when it cannot load,
+/// search is still served and the reason is printed.
+async fn documents_extension(
+    home: &Path,
+    args: &ServeArgs,
+    store: &keel_store::Store,
+    encoder: Arc<Encoder>,
+) -> keel_server::Extension {
+    let dir = args.index.clone().unwrap_or_else(|| keel_index::default_dir(home));
+    if !dir.exists() {
+        return keel_server::Extension::default();
+    }
+    let search = match keel_server::SearchService::open(&dir, encoder.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            note(format!("not serving /v1/search or /v1/answer: {e}"));
+            return keel_server::Extension::default();
+        }
+    };
+    let mut extension = keel_server::search_extension(search);
+    if args.no_answer {
+        note(format!("serving /v1/search over {}", dir.display()));
+        return extension;
+    }
+    let pull = keel_embed::PullOptions::from_env();
+    let chain = tokio::task::spawn_blocking(move || keel_llm::chain_from_env(&pull, keel_llm::DEFAULT_LOCAL_WINDOW))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match chain.map(Arc::new) {
+        Ok(chain) => match keel_server::AnswerService::open(&dir, encoder, chain, store.clone()) {
+            Ok(answer) => {
+                extension = extension.merge(keel_server::answer_extension(answer));
+                note(format!("serving /v1/search and /v1/answer over {}", dir.display()));
+            }
+            Err(e) => note(format!("not serving /v1/answer: {e}")),
+        },
+        Err(e) => note(format!(
+            "serving /v1/search only: the generator did not load ({e}); fetch it with `keel model pull smollm2-135m-instruct`"
+        )),
+    }
+    extension
 }
 
 async fn shutdown_signal() {

@@ -16,7 +16,7 @@ fn shared_dir() -> PathBuf {
     }
 }
 
-fn shared_file(rel: &str) -> PathBuf {
+pub fn shared_file(rel: &str) -> PathBuf {
     let path = shared_dir().join(rel);
     assert!(path.is_file(), "{} is missing (set KEEL_SHARED to the shared folder)", path.display());
     path

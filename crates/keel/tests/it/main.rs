@@ -1,7 +1,8 @@
 //! End-to-end tests of the `keel` binary: real model, real data, real HTTP on loopback.
 
+mod documents;
 mod http;
-mod ingest_shared;
+pub mod ingest_shared;
 mod run;
 mod serve_clients;
 mod store_kill;
