@@ -58,6 +58,13 @@ pub async fn run(home: &Path, json: bool, args: QuickstartArgs) -> anyhow::Resul
         args.addr
     ));
     drop(session);
-    let serve = ServeArgs { addr: args.addr, model: Some(tag), encoder: args.encoder, ops: Default::default() };
+    let serve = ServeArgs {
+        addr: args.addr,
+        model: Some(tag),
+        encoder: args.encoder,
+        ops: Default::default(),
+        index: None,
+        no_answer: false,
+    };
     super::serve::run_with(home, serve, Some(encoder)).await
 }
