@@ -24,5 +24,8 @@ pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
 
 /// A status line for humans, on stderr so stdout stays clean for results.
 pub fn note(msg: impl std::fmt::Display) {
-    eprintln!("{msg}");
+    // Not eprintln!: a closed stderr (a supervisor that stopped reading, `2>&-`) must not turn
+    // a clean shutdown into a panic.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{msg}");
 }

@@ -50,14 +50,16 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut seen = String::new();
-        for line in stderr.lines() {
-            let line = line.unwrap();
+        while let Some(Ok(line)) = stderr.next() {
             seen.push_str(&line);
             seen.push('\n');
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 let addr = rest.split_whitespace().next().unwrap().to_owned();
+                // Keep reading (and echo) what the server says, so it never writes to a closed
+                // or full pipe.
+                std::thread::spawn(move || stderr.map_while(Result::ok).for_each(|l| eprintln!("[keel serve] {l}")));
                 return Server { child, addr };
             }
         }
