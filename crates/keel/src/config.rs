@@ -243,9 +243,7 @@ impl Default for GateSection {
 
 impl GateSection {
     pub fn gate(&self) -> keel_eval::Gate {
-        let mut g = keel_eval::Gate::default();
-        g.min_lower = self.min_lower;
-        g.min_point = self.min_point;
+        let mut g = keel_eval::Gate { min_lower: self.min_lower, min_point: self.min_point, ..Default::default() };
         g.bootstrap.resamples = self.resamples;
         g
     }

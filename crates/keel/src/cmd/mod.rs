@@ -2,6 +2,7 @@
 
 pub mod ask;
 mod init;
+pub mod monitor;
 mod quickstart;
 pub mod run;
 mod serve;
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store(StoreCommand::Check) => store_check(&home, json).await,
         Command::Serve(args) => serve::run(&home, args).await,
         Command::Ask(args) => ask::run(&home, json, args).await,
+        Command::Monitor(args) => monitor::run(&home, json, args).await,
     }
 }
 

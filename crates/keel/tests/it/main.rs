@@ -2,6 +2,7 @@
 
 mod http;
 mod ingest_shared;
+mod monitor;
 mod run;
 mod serve_clients;
 mod store_kill;
