@@ -52,13 +52,15 @@ pub fn render_html(r: &DriftReport) -> String {
     h.push_str("<h2>Embeddings</h2><div class=\"cards\">");
     let _ = write!(
         h,
-        "<div class=\"card\"><div>Domain classifier ROC-AUC</div><div class=\"v\">{:.3}</div><div class=\"sub\">{} · threshold {:.2}</div><p class=\"why\">Logistic regression trained to tell {} current rows from {} training rows by their embeddings (projected on the training data's {} main directions, plus what those do not explain), scored on rows it did not see. 0.5 means it cannot; 1.0 means they are different worlds.</p></div>",
+        "<div class=\"card\"><div>Domain classifier ROC-AUC</div><div class=\"v\">{:.3}</div><div class=\"sub\">{} · threshold {:.2}{}</div><p class=\"why\">Logistic regression trained to tell {} current rows from {} training rows by their embeddings (projected on the training data's {} main directions, plus what those do not explain), scored on rows it did not see. 0.5 means it cannot; 1.0 means they are different worlds. Above the threshold, the same procedure is repeated on shuffled labels: the permutation p is the share of shuffles that score as high, and drift needs it below {:.3}.</p></div>",
         e.domain_auc,
         if e.drifted { "drift" } else { "no drift" },
         e.threshold,
+        e.p_value.map(|p| format!(" · permutation p {p:.3}")).unwrap_or_default(),
         e.current_rows,
         e.reference_rows,
-        e.components
+        e.components,
+        r.config.p_value / 2.0
     );
     let _ = write!(
         h,

@@ -15,12 +15,14 @@
 
 mod artifacts;
 mod llm;
+mod monitor;
 mod schema;
 mod steps;
 mod store;
 
 pub use artifacts::{Artifacts, LocalArtifacts, ObjectStoreArtifacts};
 pub use llm::{CachedResponse, LlmCall, LlmUsage};
+pub use monitor::Feedback;
 pub use steps::{NewStep, PipelineEvent, StepRecord};
 pub use store::{
     AliasEvent, Dataset, Lineage, ModelVersion, NewDataset, NewModelVersion, PredictionRecord, Run, RunStatus, Store,

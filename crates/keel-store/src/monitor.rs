@@ -28,7 +28,11 @@ impl Store {
         .await?;
         let mut out: Vec<Feedback> = Vec::new();
         for r in &rows {
-            let f = Feedback { prediction_id: r.try_get("prediction_id")?, label: r.try_get("label")?, at: r.try_get("at")? };
+            let f = Feedback {
+                prediction_id: r.try_get("prediction_id")?,
+                label: r.try_get("label")?,
+                at: r.try_get("at")?,
+            };
             match out.last_mut() {
                 Some(last) if last.prediction_id == f.prediction_id => *last = f,
                 _ => out.push(f),

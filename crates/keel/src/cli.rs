@@ -85,6 +85,24 @@ pub enum Command {
     /// Evaluate retrieval on a BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/*.tsv):
     /// nDCG@10, recall@k and MRR for each mode, and HNSW recall against exact search.
     EvalRetrieval(crate::cmd::index::EvalRetrievalArgs),
+    /// Is live traffic still like the training data, and is the model still right? Compares the
+    /// logged predictions of a version in a time window with the reference profile stored when
+    /// it was trained.
+    ///
+    /// What is tested: text length and the share of words never seen in training, the head's
+    /// confidence and predicted classes (each by Evidently's default test: KS or chi-square below
+    /// 1,000 reference rows, normed Wasserstein or Jensen-Shannon above, PSI beside), and the
+    /// embeddings themselves (a domain classifier: how well logistic regression tells the
+    /// window from training rows, ROC-AUC, drift above 0.55; MMD as a second opinion). A
+    /// distance or an AUC above its threshold counts only when it is also beyond chance for a
+    /// window of this size (KS / chi-square test, permutation test), so a quiet hour of a few
+    /// hundred requests is not called drift. With feedback (POST /v1/feedback) it reports live
+    /// accuracy against the figure at evaluation.
+    /// Ends with one verdict in plain words; `--html` writes a self-contained page with plots.
+    ///
+    /// Examples: `keel monitor sentiment@production --window 24h`;
+    /// `keel monitor sentiment@3 --since 2026-01-01 --until 2026-02-01 --html drift.html --json`.
+    Monitor(MonitorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -449,4 +467,40 @@ mod tests {
         use clap::CommandFactory as _;
         super::Cli::command().debug_assert();
     }
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Version whose prediction log is monitored: NAME@VERSION or NAME@ALIAS (e.g.
+    /// sentiment@production).
+    pub spec: String,
+    /// The window ends now and lasts this long: 90s, 30m, 1h, 7d, 2w (ignored with
+    /// --since/--until).
+    #[arg(long, default_value = "1h")]
+    pub window: String,
+    /// Start of the window (inclusive), as the log writes times: RFC 3339 UTC such as
+    /// 2026-01-01T00:00:00.000Z, or any prefix of it (2026-01-01).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// End of the window (exclusive), same format as --since (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Slices of the window, in time order, for the drift-over-time plot (each needs at least
+    /// --min-bucket-rows rows; fewer slices are used when the window is small).
+    #[arg(long, default_value_t = 8)]
+    pub buckets: usize,
+    #[arg(long, default_value_t = 50, hide = true)]
+    pub min_bucket_rows: usize,
+    /// Write the report as a self-contained HTML page here.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Exit non-zero when the verdict is drift or lower quality (for cron jobs and CI).
+    #[arg(long)]
+    pub fail_on_drift: bool,
+    /// Also write the reference and the window as CSV (reference.csv, reference_embeddings.csv,
+    /// current.csv) into this folder, so another tool can be run on exactly the same rows.
+    #[arg(long, value_name = "DIR")]
+    pub export: Option<PathBuf>,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
 }

@@ -11,7 +11,9 @@ use crate::output;
 #[derive(Debug, Default, serde::Serialize)]
 pub struct EmbedStats {
     pub texts: usize,
+    /// Texts whose vector came from the cache.
     pub cached: usize,
+    /// Distinct texts embedded now (a repeat of one of them counts in neither).
     pub computed: usize,
 }
 
@@ -28,8 +30,21 @@ pub async fn embed_cached(
     let dim = encoder.dim();
     let hashes: Vec<ContentHash> = texts.iter().map(|t| ContentHash::of(t.as_bytes())).collect();
     let mut vectors = store.cached_embeddings(encoder.id(), &hashes).await?;
-    let missing: Vec<usize> = (0..texts.len()).filter(|&i| vectors[i].is_none()).collect();
-    let stats = EmbedStats { texts: texts.len(), cached: texts.len() - missing.len(), computed: missing.len() };
+    // A text that occurs several times (a prediction log repeats inputs) is embedded once.
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut copies: Vec<(usize, usize)> = Vec::new();
+    let mut missing: Vec<usize> = Vec::new();
+    for i in (0..texts.len()).filter(|&i| vectors[i].is_none()) {
+        match first.get(hashes[i].as_str()) {
+            Some(&j) => copies.push((i, j)),
+            None => {
+                first.insert(hashes[i].as_str(), i);
+                missing.push(i);
+            }
+        }
+    }
+    let stats =
+        EmbedStats { texts: texts.len(), cached: texts.len() - missing.len() - copies.len(), computed: missing.len() };
     let bar = output::progress(missing.len() as u64, "embedding", quiet || missing.is_empty());
     for chunk in missing.chunks(CHUNK) {
         let chunk_texts: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
@@ -45,6 +60,9 @@ pub async fn embed_cached(
         }
     }
     bar.finish_and_clear();
+    for (i, j) in copies {
+        vectors[i] = vectors[j].clone();
+    }
     let mut m = Matrix::zeros(texts.len(), dim);
     for (i, v) in vectors.into_iter().enumerate() {
         let v = v.expect("every text is cached or computed");

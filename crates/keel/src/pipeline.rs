@@ -260,12 +260,14 @@ async fn fit_and_register(
     let fallback = store.put_artifact("head/fallback", &trained.fallback.to_bytes()).await?;
     let report_json = store.put_artifact("report/json", report.to_json().as_bytes()).await?;
     let report_html = store.put_artifact("report/html", html.as_bytes()).await?;
+    let profile = crate::cmd::monitor::reference_profile(encoder, &train, &trained.head, &labels, &report)?;
+    let profile = store.put_artifact("profile", &profile).await?;
     let mut metrics = training::metrics(&report, Some(&trained));
     metrics["split_sizes"] =
         json!({"train": rows.train.len(), "validation": rows.validation.len(), "test": rows.test.len()});
     metrics["gate"] = serde_json::to_value(&gate)?;
-    metrics["artifacts"] =
-        json!({"fallback": fallback.as_str(), "report": report_json.as_str(), "report_html": report_html.as_str()});
+    metrics["artifacts"] = json!({"fallback": fallback.as_str(), "report": report_json.as_str(),
+        "report_html": report_html.as_str(), "profile": profile.as_str()});
     let (model, _) = store
         .register_model_version(&NewModelVersion {
             name: req.name.to_owned(),

@@ -7,6 +7,7 @@
 //! backend is not the suite the project promises.
 
 mod llm;
+mod monitor;
 mod steps;
 
 use std::future::Future;

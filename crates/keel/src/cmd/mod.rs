@@ -3,6 +3,7 @@
 pub mod ask;
 pub mod index;
 mod init;
+pub mod monitor;
 mod quickstart;
 pub mod run;
 mod serve;
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Index(args) => index::index(&home, json, args).await,
         Command::Search(args) => index::search(&home, json, args).await,
         Command::EvalRetrieval(args) => index::eval_retrieval(&home, json, args).await,
+        Command::Monitor(args) => monitor::run(&home, json, args).await,
     }
 }
 

@@ -102,17 +102,38 @@ pub async fn run(home: &Path, json: bool, args: MonitorArgs) -> anyhow::Result<(
 
     let (_, encoder) = load_encoder(&args.encoder)?;
     if encoder.id() != model.encoder_id {
-        bail!("{tag} reads embeddings from {}, but {} is loaded; pass the same --encoder", model.encoder_id, encoder.id());
+        bail!(
+            "{tag} reads embeddings from {}, but {} is loaded; pass the same --encoder",
+            model.encoder_id,
+            encoder.id()
+        );
     }
     let texts: Vec<&str> = preds.iter().map(|p| p.input_text.as_str()).collect();
     let (x, stats) = embed_cached(&store, &encoder, &texts, json).await?;
     note(format!("embeddings: {} from cache, {} computed", stats.cached, stats.computed));
-    let tokens: Vec<usize> =
-        texts.iter().map(|t| encoder.count_tokens(t)).collect::<Result<_, _>>().context("tokenizing logged inputs")?;
+    // Logs repeat inputs: each distinct text is tokenized once.
+    let mut counted: HashMap<&str, usize> = HashMap::new();
+    let mut tokens = Vec::with_capacity(texts.len());
+    for &t in &texts {
+        let n = match counted.get(t) {
+            Some(&n) => n,
+            None => {
+                let n = encoder.count_tokens(t).context("tokenizing logged inputs")?;
+                counted.insert(t, n);
+                n
+            }
+        };
+        tokens.push(n);
+    }
     let proba = served_proba(&preds, &profile.labels);
     let cfg = MonitorConfig::default();
     let rows = Rows { texts: &texts, tokens: Some(&tokens), embeddings: &x, proba: &proba };
     let observed = Observation::new(&profile, &rows)?;
+
+    if let Some(dir) = &args.export {
+        export_csv(dir, &profile, &observed)?;
+        note(format!("reference and window as CSV in {}", dir.display()));
+    }
 
     // Live quality from the feedback given to these predictions.
     let feedback = store.feedback_for_window(&since, &until).await?;
@@ -175,4 +196,61 @@ pub fn reference_profile(
         Profile::build(&rows, labels, Some(evaluation), &keel_monitor::ProfileConfig::default())
     })?;
     Ok(profile.to_bytes())
+}
+
+/// Writes the reference and the window as CSV for another drift tool (scripts/bench-monitor
+/// runs Evidently on them): `reference.csv` (the per-row statistics and predicted class of the
+/// profile's rows; a statistic kept for fewer rows leaves its later cells empty),
+/// `reference_embeddings.csv` (the profile's projected sample, `f0..fK` with the residual norm
+/// last) and `current.csv` (the window: statistics, predicted class and projections per row).
+fn export_csv(dir: &Path, profile: &Profile, observed: &Observation) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let label = |c: u32| profile.labels.get(c as usize).cloned().unwrap_or_else(|| format!("#{c}"));
+    let names: Vec<&str> = profile.columns.iter().map(|c| c.name.as_str()).collect();
+    let f = profile.components + 1;
+    let features: Vec<String> = (0..f).map(|j| format!("f{j}")).collect();
+    let write = |name: &str, body: String| -> anyhow::Result<()> {
+        let path = dir.join(name);
+        std::fs::write(&path, body).with_context(|| format!("cannot write {}", path.display()))
+    };
+
+    let mut s = format!("{},predicted_class\n", names.join(","));
+    let n = profile.columns.iter().map(|c| c.values.len()).max().unwrap_or(0).max(profile.predicted.len());
+    for i in 0..n {
+        for c in &profile.columns {
+            if let Some(v) = c.values.get(i) {
+                let _ = write!(s, "{v}");
+            }
+            s.push(',');
+        }
+        if let Some(&p) = profile.predicted.get(i) {
+            s.push_str(&label(p));
+        }
+        s.push('\n');
+    }
+    write("reference.csv", s)?;
+
+    let mut s = format!("{}\n", features.join(","));
+    for row in profile.sample.chunks(f) {
+        let cells: Vec<String> = row.iter().map(f32::to_string).collect();
+        let _ = writeln!(s, "{}", cells.join(","));
+    }
+    write("reference_embeddings.csv", s)?;
+
+    let mut s = format!("{},predicted_class,{}\n", names.join(","), features.join(","));
+    for i in 0..observed.n {
+        for name in &names {
+            if let Some(v) = observed.column(name).and_then(|c| c.values.get(i)) {
+                let _ = write!(s, "{v}");
+            }
+            s.push(',');
+        }
+        s.push_str(&label(observed.predicted[i]));
+        for v in &observed.features[i * f..(i + 1) * f] {
+            let _ = write!(s, ",{v}");
+        }
+        s.push('\n');
+    }
+    write("current.csv", s)
 }

@@ -395,6 +395,17 @@ impl Pass<'_> {
         Ok((Part::new(x, &y, &texts, &rows.test), labels))
     }
 
+    /// The training split, as the train step saw it.
+    async fn train_part(&mut self, dataset: &Dataset, encoder_id: &str) -> anyhow::Result<(Part, Vec<String>)> {
+        self.vectors(dataset, encoder_id).await?;
+        let split = self.split_cfg();
+        let records = self.records.as_deref().unwrap_or_default();
+        let (labels, y, rows) = pipeline::label_and_split(records, &split)?;
+        let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
+        let x = self.x.as_ref().expect("vectors loaded");
+        Ok((Part::new(x, &y, &texts, &rows.train), labels))
+    }
+
     // ---- the steps ----
 
     async fn ingest(&mut self, files: &[PathBuf]) -> anyhow::Result<Value> {
@@ -612,10 +623,18 @@ impl Pass<'_> {
         gated: &Value,
     ) -> anyhow::Result<Value> {
         let run_id = self.ensure_run().await?;
-        let store = self.store();
         let gate: GateOutcome = serde_json::from_value(gated["gate"].clone())?;
-        let mut report: Report = serde_json::from_slice(&store.read_artifact(&hash(evaluated, "report")?).await?)?;
+        let mut report: Report =
+            serde_json::from_slice(&self.store().read_artifact(&hash(evaluated, "report")?).await?)?;
         report.gate = gate.decision.clone();
+        // The reference `keel monitor` compares live traffic with: the training split's texts,
+        // embeddings and the head's predictions (deterministic bytes, like every artifact here).
+        let (train, labels) = self.train_part(dataset, encoder_id).await?;
+        let encoder = self.session.load_encoder(self.cfg, &self.loaded.dir)?;
+        let head = load_head_artifact(self.store(), &hash(trained, "head")?).await?;
+        let profile = crate::cmd::monitor::reference_profile(&encoder, &train, &head, &labels, &report)?;
+        let store = self.store();
+        let profile = store.put_artifact("profile", &profile).await?;
         let html = keel_eval::render_html(&report);
         let report_json = store.put_artifact("report/json", report.to_json().as_bytes()).await?;
         let report_html = store.put_artifact("report/html", html.as_bytes()).await?;
@@ -635,7 +654,7 @@ impl Pass<'_> {
         metrics["split_sizes"] = trained["split_sizes"].clone();
         metrics["gate"] = serde_json::to_value(&gate)?;
         metrics["artifacts"] = json!({"fallback": trained["fallback"], "report": report_json.as_str(),
-            "report_html": report_html.as_str()});
+            "report_html": report_html.as_str(), "profile": profile.as_str()});
         metrics["pipeline"] =
             json!({"train_key": train_key.as_str(), "config": self.loaded.path.display().to_string()});
         let (model, _) = store

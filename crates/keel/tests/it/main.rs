@@ -3,6 +3,7 @@
 mod documents;
 mod http;
 pub mod ingest_shared;
+mod monitor;
 mod run;
 mod serve_clients;
 mod store_kill;

@@ -136,6 +136,7 @@ fn artifacts(v: &Value) -> Value {
         "fallback": m["metrics"]["artifacts"]["fallback"],
         "report": m["metrics"]["artifacts"]["report"],
         "report_html": m["metrics"]["artifacts"]["report_html"],
+        "profile": m["metrics"]["artifacts"]["profile"],
         "accuracy": m["metrics"]["accuracy"],
     })
 }
