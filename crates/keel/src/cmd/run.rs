@@ -36,7 +36,7 @@ use crate::context;
 use crate::embedding::embed_cached;
 use crate::output::{self, note};
 use crate::pipeline::{self, GateOutcome};
-use crate::training::{self, Part};
+use crate::training::{self, Part, SplitRows};
 
 const ALL_STEPS: [Step; 7] =
     [Step::Ingest, Step::Embed, Step::Train, Step::Evaluate, Step::Gate, Step::Register, Step::Promote];
@@ -384,26 +384,21 @@ impl Pass<'_> {
         SplitConfig { validation: self.cfg.split.validation, test: self.cfg.split.test, seed: self.cfg.project.seed }
     }
 
-    /// Embeddings, labels and texts of the test split.
-    async fn test_part(&mut self, dataset: &Dataset, encoder_id: &str) -> anyhow::Result<(Part, Vec<String>)> {
+    /// Embeddings, labels and texts of one split (`|r| &r.test`, `|r| &r.train`), as the train
+    /// step saw it.
+    async fn part(
+        &mut self,
+        dataset: &Dataset,
+        encoder_id: &str,
+        which: fn(&SplitRows) -> &Vec<usize>,
+    ) -> anyhow::Result<(Part, Vec<String>)> {
         self.vectors(dataset, encoder_id).await?;
         let split = self.split_cfg();
         let records = self.records.as_deref().unwrap_or_default();
         let (labels, y, rows) = pipeline::label_and_split(records, &split)?;
         let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
         let x = self.x.as_ref().expect("vectors loaded");
-        Ok((Part::new(x, &y, &texts, &rows.test), labels))
-    }
-
-    /// The training split, as the train step saw it.
-    async fn train_part(&mut self, dataset: &Dataset, encoder_id: &str) -> anyhow::Result<(Part, Vec<String>)> {
-        self.vectors(dataset, encoder_id).await?;
-        let split = self.split_cfg();
-        let records = self.records.as_deref().unwrap_or_default();
-        let (labels, y, rows) = pipeline::label_and_split(records, &split)?;
-        let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
-        let x = self.x.as_ref().expect("vectors loaded");
-        Ok((Part::new(x, &y, &texts, &rows.train), labels))
+        Ok((Part::new(x, &y, &texts, which(&rows)), labels))
     }
 
     // ---- the steps ----
@@ -536,7 +531,7 @@ impl Pass<'_> {
     }
 
     async fn evaluate(&mut self, dataset: &Dataset, encoder_id: &str, trained: &Value) -> anyhow::Result<Value> {
-        let (test, labels) = self.test_part(dataset, encoder_id).await?;
+        let (test, labels) = self.part(dataset, encoder_id, |r| &r.test).await?;
         let store = self.store();
         let head = load_head_artifact(store, &hash(trained, "head")?).await?;
         let details: Value = serde_json::from_slice(&store.read_artifact(&hash(trained, "details")?).await?)?;
@@ -587,7 +582,7 @@ impl Pass<'_> {
                 p.encoder_id
             )),
             Some(p) => {
-                let (test, labels) = self.test_part(dataset, encoder_id).await?;
+                let (test, labels) = self.part(dataset, encoder_id, |r| &r.test).await?;
                 let ours = load_head_artifact(self.store(), &hash(trained, "head")?).await?;
                 let proba = training::predict(&ours, &test)?;
                 let theirs = pipeline::load_head(self.store(), p).await?;
@@ -629,7 +624,7 @@ impl Pass<'_> {
         report.gate = gate.decision.clone();
         // The reference `keel monitor` compares live traffic with: the training split's texts,
         // embeddings and the head's predictions (deterministic bytes, like every artifact here).
-        let (train, labels) = self.train_part(dataset, encoder_id).await?;
+        let (train, labels) = self.part(dataset, encoder_id, |r| &r.train).await?;
         let encoder = self.session.load_encoder(self.cfg, &self.loaded.dir)?;
         let head = load_head_artifact(self.store(), &hash(trained, "head")?).await?;
         let profile = crate::cmd::monitor::reference_profile(&encoder, &train, &head, &labels, &report)?;
