@@ -7,8 +7,8 @@
 //! per server (the local model holds one KV cache), others wait on a semaphore with a deadline
 //! and get 429 with Retry-After when it passes.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -16,13 +16,14 @@ use axum::extract::rejection::JsonRejection;
 use axum::routing::post;
 use axum::{Json, Router};
 use keel_embed::Encoder;
-use keel_index::{Index, IndexError, Mode, Query};
+use keel_index::{IndexError, Mode, Query};
 use keel_llm::{Chain, LlmError, Params, Passage};
 use keel_store::Store;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use crate::search::LiveIndex;
 use crate::{ApiError, Extension};
 
 /// Most chunks one request may ask for.
@@ -34,9 +35,7 @@ const QUEUE_WAIT: Duration = Duration::from_secs(30);
 
 /// Retrieval (index + encoder), generation (a chain) and the store that caches and records.
 pub struct AnswerService {
-    dir: PathBuf,
-    index: RwLock<Arc<Index>>,
-    encoder: Arc<Encoder>,
+    live: LiveIndex,
     chain: Arc<Chain>,
     store: Store,
     busy: Semaphore,
@@ -44,41 +43,14 @@ pub struct AnswerService {
 
 impl std::fmt::Debug for AnswerService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AnswerService").field("dir", &self.dir).field("chain", &self.chain).finish()
+        f.debug_struct("AnswerService").field("dir", &self.live.dir).field("chain", &self.chain).finish()
     }
 }
 
 impl AnswerService {
     /// The encoder must be the one the index in `dir` was built with.
     pub fn open(dir: &Path, encoder: Arc<Encoder>, chain: Arc<Chain>, store: Store) -> Result<Arc<Self>, IndexError> {
-        let index = Index::open(dir)?;
-        if index.encoder_id() != encoder.id() {
-            return Err(IndexError::Invalid(format!(
-                "the index at {} was built with {}, the server runs {}",
-                dir.display(),
-                index.encoder_id(),
-                encoder.id()
-            )));
-        }
-        Ok(Arc::new(Self {
-            dir: dir.to_path_buf(),
-            index: RwLock::new(Arc::new(index)),
-            encoder,
-            chain,
-            store,
-            busy: Semaphore::new(1),
-        }))
-    }
-
-    /// The open index, or the new generation if `keel index` made one current.
-    fn current(&self) -> Result<Arc<Index>, IndexError> {
-        let open = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if keel_index::current_generation(&self.dir)? == Some(open.generation()) {
-            return Ok(open);
-        }
-        let fresh = Arc::new(Index::open(&self.dir)?);
-        *self.index.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
-        Ok(fresh)
+        Ok(Arc::new(Self { live: LiveIndex::open(dir, encoder)?, chain, store, busy: Semaphore::new(1) }))
     }
 }
 
@@ -159,7 +131,7 @@ async fn answer(
     let vector = if req.mode == Mode::Bm25 {
         None
     } else {
-        let (enc, q) = (svc.encoder.clone(), req.question.clone());
+        let (enc, q) = (svc.live.encoder.clone(), req.question.clone());
         let v = tokio::task::spawn_blocking(move || enc.embed(&[q.as_str()]))
             .await
             .map_err(ApiError::internal)?
@@ -169,7 +141,8 @@ async fn answer(
     let passages = {
         let (svc, question, k, mode) = (svc.clone(), req.question.clone(), req.k, req.mode);
         tokio::task::spawn_blocking(move || -> Result<Vec<Passage>, ApiError> {
-            let index = svc.current().map_err(|e| ApiError::unavailable(format!("the index cannot be read: {e}")))?;
+            let index =
+                svc.live.current().map_err(|e| ApiError::unavailable(format!("the index cannot be read: {e}")))?;
             let hits = index.search(&Query::new(&question, vector.as_deref(), k, mode)).map_err(|e| match e {
                 IndexError::Invalid(m) => ApiError::unprocessable(m),
                 other => ApiError::internal(other),

@@ -25,18 +25,19 @@ use crate::{ApiError, Extension};
 /// Most hits one request may ask for.
 pub const MAX_K: usize = 100;
 
-/// An index folder and the encoder its queries are embedded with.
+/// An index folder kept open, and the encoder its queries are embedded with: the state
+/// `/v1/search` and `/v1/answer` share.
 #[derive(Debug)]
-pub struct SearchService {
-    dir: PathBuf,
+pub(crate) struct LiveIndex {
+    pub(crate) dir: PathBuf,
     index: RwLock<Arc<Index>>,
-    encoder: Arc<Encoder>,
+    pub(crate) encoder: Arc<Encoder>,
 }
 
-impl SearchService {
+impl LiveIndex {
     /// Opens the current generation in `dir`; the encoder must be the one the index was built
     /// with.
-    pub fn open(dir: &Path, encoder: Arc<Encoder>) -> Result<Arc<Self>, IndexError> {
+    pub(crate) fn open(dir: &Path, encoder: Arc<Encoder>) -> Result<Self, IndexError> {
         let index = Index::open(dir)?;
         if index.encoder_id() != encoder.id() {
             return Err(IndexError::Invalid(format!(
@@ -46,11 +47,11 @@ impl SearchService {
                 encoder.id()
             )));
         }
-        Ok(Arc::new(Self { dir: dir.to_path_buf(), index: RwLock::new(Arc::new(index)), encoder }))
+        Ok(Self { dir: dir.to_path_buf(), index: RwLock::new(Arc::new(index)), encoder })
     }
 
     /// The index to answer with: the open one, or the new generation if one became current.
-    fn current(&self) -> Result<Arc<Index>, IndexError> {
+    pub(crate) fn current(&self) -> Result<Arc<Index>, IndexError> {
         let open = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
         if keel_index::current_generation(&self.dir)? == Some(open.generation()) {
             return Ok(open);
@@ -58,6 +59,20 @@ impl SearchService {
         let fresh = Arc::new(Index::open(&self.dir)?);
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
         Ok(fresh)
+    }
+}
+
+/// An index folder and the encoder its queries are embedded with.
+#[derive(Debug)]
+pub struct SearchService {
+    live: LiveIndex,
+}
+
+impl SearchService {
+    /// Opens the current generation in `dir`; the encoder must be the one the index was built
+    /// with.
+    pub fn open(dir: &Path, encoder: Arc<Encoder>) -> Result<Arc<Self>, IndexError> {
+        Ok(Arc::new(Self { live: LiveIndex::open(dir, encoder)? }))
     }
 }
 
@@ -131,7 +146,7 @@ async fn search(
     let vector = if req.mode == Mode::Bm25 {
         None
     } else {
-        let (enc, q) = (svc.encoder.clone(), req.query.clone());
+        let (enc, q) = (svc.live.encoder.clone(), req.query.clone());
         let v = tokio::task::spawn_blocking(move || enc.embed(&[q.as_str()]))
             .await
             .map_err(ApiError::internal)?
@@ -139,7 +154,7 @@ async fn search(
         v.into_iter().next()
     };
     let resp = tokio::task::spawn_blocking(move || -> Result<SearchResponse, ApiError> {
-        let index = svc.current().map_err(|e| ApiError::unavailable(format!("the index cannot be read: {e}")))?;
+        let index = svc.live.current().map_err(|e| ApiError::unavailable(format!("the index cannot be read: {e}")))?;
         let mut q = Query::new(&req.query, vector.as_deref(), req.k, req.mode)
             .with_filter(Filter(req.filter.into_iter().collect()));
         if let Some(k) = req.rrf_k {
