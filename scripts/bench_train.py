@@ -59,7 +59,10 @@ def sklearn_lr(train, test):
     # The minimised objective in Keel's scale (mean log loss + (l2/2)·||W||²), to compare optima.
     p = clf.predict_proba(xtr)[np.arange(len(ytr)), np.searchsorted(clf.classes_, ytr)]
     objective = float(-np.mean(np.log(p)) + 0.5 * 1e-4 * np.sum(clf.coef_.astype(np.float64) ** 2))
-    print(json.dumps({"impl": "scikit-learn", "train_rows": len(ytr), "test_rows": len(yte), "C": c,
+    from threadpoolctl import threadpool_info
+
+    blas = max((p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"), default=None)
+    print(json.dumps({"impl": "scikit-learn", "blas_threads": blas, "train_rows": len(ytr), "test_rows": len(yte), "C": c,
                       "test_accuracy": acc, "fit_seconds": fit_s, "iterations": int(np.max(clf.n_iter_)),
                       "final_loss": objective}))
 

@@ -3,12 +3,18 @@
 //! one JSON line. Used by `scripts/bench-train` beside scikit-learn on the same vectors.
 //!
 //!     cargo run --release -p keel-train --example lr_bench -- train.jsonl test.jsonl
+//!
+//! With a third argument, a tolerance, it instead chooses the L2 strength by 5-fold
+//! cross-validation (`fit_cv_with`, the fits inside it converged to that tolerance) and prints
+//! the grid, the choice, the test accuracy and the time:
+//!
+//!     lr_bench train.jsonl test.jsonl 1e-4
 
 use std::io::BufRead;
 use std::time::Instant;
 
 use keel_core::Matrix;
-use keel_train::{LrConfig, fit};
+use keel_train::{LrConfig, fit, fit_cv_with};
 
 fn load(path: &str) -> (Vec<String>, Vec<Vec<f32>>) {
     let f = std::io::BufReader::new(std::fs::File::open(path).unwrap_or_else(|e| panic!("cannot open {path}: {e}")));
@@ -30,7 +36,7 @@ fn load(path: &str) -> (Vec<String>, Vec<Vec<f32>>) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    assert!(args.len() == 3, "usage: lr_bench TRAIN.jsonl TEST.jsonl");
+    assert!(args.len() == 3 || args.len() == 4, "usage: lr_bench TRAIN.jsonl TEST.jsonl [CV_TOL]");
     let (train_labels, train_rows) = load(&args[1]);
     let (test_labels, test_rows) = load(&args[2]);
     let mut names = train_labels.clone();
@@ -40,6 +46,22 @@ fn main() {
     let d = train_rows[0].len();
     let x = Matrix::from_rows(&train_rows, d).expect("equal-length embeddings");
     let y: Vec<usize> = train_labels.iter().map(|l| index(l).expect("known label")).collect();
+    if let Some(tol) = args.get(3) {
+        let tol: f64 = tol.parse().expect("CV_TOL is a number");
+        let start = Instant::now();
+        let (model, cv) = fit_cv_with(&x, &y, names.clone(), &[], 5, 0, tol).expect("training succeeds");
+        let secs = start.elapsed().as_secs_f64();
+        let hits =
+            test_rows.iter().zip(&test_labels).filter(|(r, l)| index(l).is_some_and(|c| model.predict(r) == c)).count();
+        println!(
+            "{}",
+            serde_json::json!({
+                "impl": "keel fit_cv", "cv_tol": tol, "seconds": secs, "chosen_l2": cv.chosen_l2,
+                "grid": cv.grid, "test_accuracy": hits as f64 / test_labels.len() as f64,
+            })
+        );
+        return;
+    }
     let cfg = LrConfig::default();
     let start = Instant::now();
     let (model, report) = fit(&x, &y, names.clone(), &cfg).expect("training succeeds");

@@ -8,9 +8,10 @@
 //! Every output element is summed by one accumulator lane in an order fixed by this source:
 //! the vector code keeps independent per-lane sums (`[f64; 4]`, `[f64; 8]` arrays) and combines
 //! them in a written-out order, with separate multiplies and adds (Rust never fuses them into
-//! FMA on its own, and no `mul_add` is used). The same source is compiled twice — for the
-//! x86-64 baseline (SSE2) and with AVX enabled, picked at run time — and the two compute the
-//! same IEEE operations in the same order, so they give bit-identical sums; a test checks it.
+//! FMA on its own, and no `mul_add` is used). The same source is compiled three times — for
+//! the x86-64 baseline (SSE2), with AVX, and with AVX-512 (one `[f64; 8]` tile column per
+//! register), picked at run time — and all compute the same IEEE operations in the same order,
+//! so they give bit-identical sums; a test checks it.
 
 use keel_core::Matrix;
 
@@ -71,14 +72,22 @@ pub(crate) enum Isa {
     /// 256-bit vectors (checked at run time).
     #[cfg(target_arch = "x86_64")]
     Avx,
+    /// 512-bit vectors (checked at run time).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Isa {
     /// The fastest compilation this CPU can run.
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx") {
-            return Isa::Avx;
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx") {
+                return Isa::Avx;
+            }
         }
         Isa::Portable
     }
@@ -90,6 +99,8 @@ pub(crate) fn accumulate(isa: Isa, x: &Matrix, y: &[usize], rows: std::ops::Rang
         Isa::Portable => accumulate_body(x, y, rows, p, out),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx => avx::accumulate(x, y, rows, p, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => avx::accumulate_wide(x, y, rows, p, out),
     }
 }
 
@@ -108,6 +119,18 @@ mod avx {
         // SAFETY: the CPU supports AVX (checked just above), the only requirement of a
         // `#[target_feature(enable = "avx")]` function; the body is safe Rust.
         unsafe { accumulate_avx(x, y, rows, p, out) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn accumulate_avx512(x: &Matrix, y: &[usize], rows: std::ops::Range<usize>, p: &Packed, out: &mut Sums) {
+        accumulate_body(x, y, rows, p, out);
+    }
+
+    pub(super) fn accumulate_wide(x: &Matrix, y: &[usize], rows: std::ops::Range<usize>, p: &Packed, out: &mut Sums) {
+        assert!(std::arch::is_x86_feature_detected!("avx512f"), "Isa::Avx512 chosen on a CPU without AVX-512");
+        // SAFETY: the CPU supports AVX-512 F (checked just above), the only requirement of a
+        // `#[target_feature(enable = "avx512f")]` function; the body is safe Rust.
+        unsafe { accumulate_avx512(x, y, rows, p, out) }
     }
 }
 
@@ -179,7 +202,35 @@ fn logits(xt: &[f64], w: &[f64], bias: &[f64], z: &mut [f64], kp: usize, dp: usi
         let (w2, w3) = rest.split_at(dp);
         let ws = [w0.as_chunks::<8>().0, w1.as_chunks::<8>().0, w2.as_chunks::<8>().0, w3.as_chunks::<8>().0];
         let mut total = [[0.0f64; TILE_ROWS]; 4];
-        for (g, xg) in xt.chunks_exact(8).enumerate() {
+        let groups = xt.chunks_exact(8).len();
+        // Two feature groups at a time, each with its own accumulators (eight independent
+        // chains of adds: enough to keep both adders busy), then added to the total in group
+        // order; every lane does the same operations in the same order as one group at a time.
+        let mut g = 0;
+        while g + 2 <= groups {
+            let (xa, xb) = (&xt[g * 8..g * 8 + 8], &xt[(g + 1) * 8..(g + 1) * 8 + 8]);
+            let wa = [ws[0][g], ws[1][g], ws[2][g], ws[3][g]];
+            let wb = [ws[0][g + 1], ws[1][g + 1], ws[2][g + 1], ws[3][g + 1]];
+            let mut acc_a = [[0.0f64; TILE_ROWS]; 4];
+            let mut acc_b = [[0.0f64; TILE_ROWS]; 4];
+            for j in 0..8 {
+                for c in 0..4 {
+                    for r in 0..TILE_ROWS {
+                        acc_a[c][r] += wa[c][j] * xa[j][r];
+                        acc_b[c][r] += wb[c][j] * xb[j][r];
+                    }
+                }
+            }
+            for c in 0..4 {
+                for r in 0..TILE_ROWS {
+                    total[c][r] += acc_a[c][r];
+                    total[c][r] += acc_b[c][r];
+                }
+            }
+            g += 2;
+        }
+        if g < groups {
+            let xg = &xt[g * 8..g * 8 + 8];
             let wg = [ws[0][g], ws[1][g], ws[2][g], ws[3][g]];
             let mut acc = [[0.0f64; TILE_ROWS]; 4];
             for (j, xv) in xg.iter().enumerate() {
@@ -233,7 +284,32 @@ fn gradient(xs: &[f64], res: &[f64], g: &mut [f64], kp: usize, dp: usize) {
             g2.as_chunks_mut::<8>().0,
             g3.as_chunks_mut::<8>().0,
         ];
-        for j in 0..dp / 8 {
+        // Two feature groups at a time (eight independent chains of adds, as in `logits`);
+        // each lane's sum is the same sequence of operations as one group at a time.
+        let groups = dp / 8;
+        let mut j = 0;
+        while j + 2 <= groups {
+            let mut acc_a = [[0.0f64; 8]; 4];
+            let mut acc_b = [[0.0f64; 8]; 4];
+            for r in 0..TILE_ROWS {
+                let (xa, xb) = (rows[r][j], rows[r][j + 1]);
+                let rv = res[r][cq];
+                for c in 0..4 {
+                    for l in 0..8 {
+                        acc_a[c][l] += rv[c] * xa[l];
+                        acc_b[c][l] += rv[c] * xb[l];
+                    }
+                }
+            }
+            for c in 0..4 {
+                for l in 0..8 {
+                    gs[c][j][l] += acc_a[c][l];
+                    gs[c][j + 1][l] += acc_b[c][l];
+                }
+            }
+            j += 2;
+        }
+        if j < groups {
             let mut acc = [[0.0f64; 8]; 4];
             for r in 0..TILE_ROWS {
                 let xv = rows[r][j];

@@ -41,7 +41,7 @@ mod rng;
 use keel_core::Matrix;
 use serde::{Deserialize, Serialize};
 
-pub use cv::{CvPoint, CvReport, DEFAULT_L2_GRID, fit_cv, stratified_folds};
+pub use cv::{CV_TOL, CvPoint, CvReport, DEFAULT_L2_GRID, fit_cv, fit_cv_with, stratified_folds};
 pub use head::{Calibrated, Head, Input, InputKind};
 pub use lbfgs::StopReason;
 pub use majority::Majority;
@@ -182,7 +182,9 @@ pub(crate) fn fit_from(
         return Err(TrainError::TooFewClasses { present });
     }
 
-    let params = lbfgs::Params { memory: 10, max_iter: cfg.max_iter, gtol: cfg.tol, ftol: 64.0 * f64::EPSILON };
+    // 30 curvature pairs, not the customary 10: on 20 Newsgroups and Reuters R8 embeddings it
+    // took 93 and 64 evaluations against 107 and 91, for a negligible 2·30·(k·d) per iteration.
+    let params = lbfgs::Params { memory: 30, max_iter: cfg.max_iter, gtol: cfg.tol, ftol: 64.0 * f64::EPSILON };
     let x0 = start.unwrap_or_else(|| vec![0.0; obj.n_params()]);
     if x0.len() != obj.n_params() {
         return Err(TrainError::InvalidConfig(format!(

@@ -92,6 +92,16 @@ impl<'a> Objective<'a> {
         self
     }
 
+    /// Runs the 256-bit AVX compilation where the CPU has AVX, even where AVX-512 is available
+    /// (elsewhere: unchanged). The result is bit-identical (this exists so tests can show that).
+    pub fn avx256(mut self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx") {
+            self.isa = Isa::Avx;
+        }
+        self
+    }
+
     pub fn n_classes(&self) -> usize {
         self.n_classes
     }

@@ -60,8 +60,9 @@ fn blocked_kernel_matches_the_reference_on_awkward_shapes() {
 
 #[test]
 fn vector_and_portable_kernels_give_identical_bits() {
-    // On a CPU with AVX the default objective runs the AVX compilation; `portable()` forces the
-    // baseline one. Equal bits mean models trained on either kind of machine are identical.
+    // On a CPU with AVX(-512) the default objective runs that compilation; `portable()` forces
+    // the baseline one, `avx256()` the 256-bit one. Equal bits mean models trained on any of
+    // these kinds of machine are identical.
     for (n, k, d) in [(37usize, 5usize, 13usize), (2000, 20, 384), (999, 2, 50)] {
         let (x, y) = gaussian_blobs(n / k, k, d, 3.0, 40 + n as u64);
         let fast = Objective::new(&x, &y, k, 1e-4).unwrap();
@@ -72,6 +73,11 @@ fn vector_and_portable_kernels_give_identical_bits() {
         let v2 = Objective::new(&x, &y, k, 1e-4).unwrap().portable().with_threads(1).eval(&params, &mut g2);
         assert_eq!(v1.total.to_bits(), v2.total.to_bits(), "{n}x{d}x{k}");
         assert!(g1.iter().zip(&g2).all(|(a, b)| a.to_bits() == b.to_bits()), "{n}x{d}x{k}: gradients differ");
+        // And the 256-bit compilation where the default is the 512-bit one.
+        let mut g3 = vec![0.0; params.len()];
+        let v3 = Objective::new(&x, &y, k, 1e-4).unwrap().avx256().eval(&params, &mut g3);
+        assert_eq!(v1.total.to_bits(), v3.total.to_bits(), "{n}x{d}x{k} (AVX)");
+        assert!(g1.iter().zip(&g3).all(|(a, b)| a.to_bits() == b.to_bits()), "{n}x{d}x{k}: AVX gradients differ");
     }
 }
 
