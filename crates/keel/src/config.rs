@@ -270,11 +270,13 @@ pub struct Monitor {
     pub retrain_on_drift: bool,
     /// Hours of logged predictions a drift check looks at.
     pub window_hours: u64,
+    /// Seconds between drift checks of the served alias under `keel run --watch`.
+    pub check_every_secs: f64,
 }
 
 impl Default for Monitor {
     fn default() -> Self {
-        Self { retrain_on_drift: true, window_hours: 24 }
+        Self { retrain_on_drift: true, window_hours: 24, check_every_secs: 3600.0 }
     }
 }
 

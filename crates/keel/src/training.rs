@@ -67,6 +67,7 @@ pub fn train_heads(
     seed: u64,
     checkpoint: &Path,
 ) -> anyhow::Result<Trained> {
+    let started = std::time::Instant::now();
     let (base, details) = match args.kind {
         HeadKind::Logistic => {
             let (m, cv) = keel_train::fit_cv(&train.x, &train.y, labels.to_vec(), &[], CV_FOLDS, seed)?;
@@ -94,18 +95,22 @@ pub fn train_heads(
             (Head::Mlp(m), json!({"mlp": {"config": cfg, "report": report}}))
         }
     };
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), head = base.kind(), "head trained");
     let logits = base.logits_batch(&validation.x)?;
     let calibration = keel_eval::fit_temperature(&logits, &validation.y);
     let head = base.with_temperature(calibration.temperature as f32);
 
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "temperature fitted");
     let majority = Head::Majority(Majority::fit(&train.y, labels.to_vec())?);
     let ngram_cfg = NgramConfig { seed, ..NgramConfig::default() };
     let (ngram, _) = NgramModel::fit(&train.texts, &train.y, labels.to_vec(), &ngram_cfg)?;
     let fallback = Head::Ngram(ngram);
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "n-gram baseline trained");
     let baselines = vec![
         BaselineResult::new("majority class", &test.y, &majority.predict_proba_batch(&test.x)?, labels),
         BaselineResult::new("word and character n-grams", &test.y, &fallback.predict_proba_texts(&test.texts)?, labels),
     ];
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "baselines evaluated");
     Ok(Trained { head, fallback, details, calibration, baselines })
 }
 

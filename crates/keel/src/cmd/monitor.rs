@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use keel_core::{ContentHash, Matrix};
-use keel_monitor::{MonitorConfig, Observation, Profile, Rows};
+use keel_embed::Encoder;
+use keel_monitor::{DriftReport, MonitorConfig, Observation, Profile, Rows};
 use keel_store::{ModelVersion, PredictionRecord, Store};
 
 use crate::cli::MonitorArgs;
@@ -89,65 +90,20 @@ pub async fn run(home: &Path, json: bool, args: MonitorArgs) -> anyhow::Result<(
             until.clone().unwrap_or_else(|| rfc3339(now + Duration::from_secs(1))),
         ),
     };
-    let tag = model.tag();
-    let all = store.predictions(&since, &until).await?;
-    let preds: Vec<&PredictionRecord> = all.iter().filter(|p| p.model == tag).collect();
-    if preds.len() < 2 {
-        bail!(
-            "{} logged predictions of {tag} in [{since}, {until}): too few to compare (widen --window or --since)",
-            preds.len()
-        );
-    }
-    note(format!("{} predictions of {tag} between {since} and {until}", preds.len()));
-
     let (_, encoder) = load_encoder(&args.encoder)?;
-    if encoder.id() != model.encoder_id {
+    let tag = model.tag();
+    let Some(Checked { mut report, observed, predictions: preds }) =
+        check(&store, &model, &profile, &encoder, &since, &until, json).await?
+    else {
         bail!(
-            "{tag} reads embeddings from {}, but {} is loaded; pass the same --encoder",
-            model.encoder_id,
-            encoder.id()
+            "fewer than {MIN_PREDICTIONS} logged predictions of {tag} in [{since}, {until}): too few to compare (widen --window or --since)"
         );
-    }
-    let texts: Vec<&str> = preds.iter().map(|p| p.input_text.as_str()).collect();
-    let (x, stats) = embed_cached(&store, &encoder, &texts, json).await?;
-    note(format!("embeddings: {} from cache, {} computed", stats.cached, stats.computed));
-    // Logs repeat inputs: each distinct text is tokenized once.
-    let mut counted: HashMap<&str, usize> = HashMap::new();
-    let mut tokens = Vec::with_capacity(texts.len());
-    for &t in &texts {
-        let n = match counted.get(t) {
-            Some(&n) => n,
-            None => {
-                let n = encoder.count_tokens(t).context("tokenizing logged inputs")?;
-                counted.insert(t, n);
-                n
-            }
-        };
-        tokens.push(n);
-    }
-    let proba = served_proba(&preds, &profile.labels);
-    let cfg = MonitorConfig::default();
-    let rows = Rows { texts: &texts, tokens: Some(&tokens), embeddings: &x, proba: &proba };
-    let observed = Observation::new(&profile, &rows)?;
-
+    };
     if let Some(dir) = &args.export {
         export_csv(dir, &profile, &observed)?;
         note(format!("reference and window as CSV in {}", dir.display()));
     }
 
-    // Live quality from the feedback given to these predictions.
-    let feedback = store.feedback_for_window(&since, &until).await?;
-    let truth: HashMap<&str, &str> = feedback.iter().map(|f| (f.prediction_id.as_str(), f.label.as_str())).collect();
-    let (mut y, mut rows_fb) = (Vec::new(), Vec::new());
-    for (i, p) in preds.iter().enumerate() {
-        if let Some(c) = truth.get(p.id.as_str()).and_then(|l| profile.labels.iter().position(|x| x == l)) {
-            y.push(c);
-            rows_fb.push(i);
-        }
-    }
-    let quality = keel_monitor::live_quality(&y, &proba.select_rows(&rows_fb), &profile, &cfg);
-
-    let mut report = tokio::task::block_in_place(|| keel_monitor::compare(&profile, &observed, quality, &cfg));
     report.title = format!("{tag}: {} predictions, {since} – {until}", preds.len());
     // Drift over time: equal slices of the window by row order (the log is time-ordered).
     let buckets = args.buckets.max(1).min(preds.len() / args.min_bucket_rows.max(2)).max(1);
@@ -161,6 +117,7 @@ pub async fn run(home: &Path, json: bool, args: MonitorArgs) -> anyhow::Result<(
                 (label, observed.select(&idx))
             })
             .collect();
+        let cfg = MonitorConfig::default();
         report.over_time = tokio::task::block_in_place(|| keel_monitor::over_time(&profile, &windows, &cfg));
     }
     if let Some(path) = &args.html {
@@ -176,6 +133,85 @@ pub async fn run(home: &Path, json: bool, args: MonitorArgs) -> anyhow::Result<(
         bail!("{}", report.verdict.summary);
     }
     Ok(())
+}
+
+/// What one drift check saw: the report, the window's observation, and its predictions.
+pub struct Checked {
+    pub report: DriftReport,
+    pub observed: Observation,
+    pub predictions: Vec<PredictionRecord>,
+}
+
+/// Fewest logged predictions a drift check compares with the reference.
+pub const MIN_PREDICTIONS: usize = 2;
+
+/// Compares `model`'s logged predictions in `[since, until)` with its reference profile:
+/// embeddings of the logged texts (from the cache where present), token counts, served
+/// probabilities, and the live quality of the predictions that received feedback. `None` when
+/// the window holds fewer than [`MIN_PREDICTIONS`]; an error when `encoder` is not the model's.
+pub async fn check(
+    store: &Store,
+    model: &ModelVersion,
+    profile: &Profile,
+    encoder: &Encoder,
+    since: &str,
+    until: &str,
+    quiet: bool,
+) -> anyhow::Result<Option<Checked>> {
+    let tag = model.tag();
+    let preds: Vec<PredictionRecord> =
+        store.predictions(since, until).await?.into_iter().filter(|p| p.model == tag).collect();
+    if preds.len() < MIN_PREDICTIONS {
+        return Ok(None);
+    }
+    if !quiet {
+        note(format!("{} predictions of {tag} between {since} and {until}", preds.len()));
+    }
+    if encoder.id() != model.encoder_id {
+        bail!(
+            "{tag} reads embeddings from {}, but {} is loaded; pass the same --encoder",
+            model.encoder_id,
+            encoder.id()
+        );
+    }
+    let texts: Vec<&str> = preds.iter().map(|p| p.input_text.as_str()).collect();
+    let (x, stats) = embed_cached(store, encoder, &texts, quiet).await?;
+    if !quiet {
+        note(format!("embeddings: {} from cache, {} computed", stats.cached, stats.computed));
+    }
+    // Logs repeat inputs: each distinct text is tokenized once.
+    let mut counted: HashMap<&str, usize> = HashMap::new();
+    let mut tokens = Vec::with_capacity(texts.len());
+    for &t in &texts {
+        let n = match counted.get(t) {
+            Some(&n) => n,
+            None => {
+                let n = encoder.count_tokens(t).context("tokenizing logged inputs")?;
+                counted.insert(t, n);
+                n
+            }
+        };
+        tokens.push(n);
+    }
+    let refs: Vec<&PredictionRecord> = preds.iter().collect();
+    let proba = served_proba(&refs, &profile.labels);
+    let cfg = MonitorConfig::default();
+    let rows = Rows { texts: &texts, tokens: Some(&tokens), embeddings: &x, proba: &proba };
+    let observed = Observation::new(profile, &rows)?;
+
+    // Live quality from the feedback given to these predictions.
+    let feedback = store.feedback_for_window(since, until).await?;
+    let truth: HashMap<&str, &str> = feedback.iter().map(|f| (f.prediction_id.as_str(), f.label.as_str())).collect();
+    let (mut y, mut rows_fb) = (Vec::new(), Vec::new());
+    for (i, p) in preds.iter().enumerate() {
+        if let Some(c) = truth.get(p.id.as_str()).and_then(|l| profile.labels.iter().position(|x| x == l)) {
+            y.push(c);
+            rows_fb.push(i);
+        }
+    }
+    let quality = keel_monitor::live_quality(&y, &proba.select_rows(&rows_fb), profile, &cfg);
+    let report = tokio::task::block_in_place(|| keel_monitor::compare(profile, &observed, quality, &cfg));
+    Ok(Some(Checked { report, observed, predictions: preds }))
 }
 
 /// The reference profile of a new version, from its training split: what `keel monitor`

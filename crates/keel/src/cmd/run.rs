@@ -971,18 +971,24 @@ async fn watch(session: &mut Session, loaded: &Loaded, args: &RunArgs, json: boo
     let interval = Duration::from_secs_f64(args.interval.unwrap_or(loaded.config.watch.interval_secs).max(0.05));
     let files = loaded.source_paths()?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    if loaded.config.monitor.retrain_on_drift {
-        let why = "drift checks are not part of this build (no `keel monitor`): watching source files only";
-        note(format!("watch: {why}"));
-        session.store.log_pipeline_event(&project, "note", why, &json!({})).await?;
-    }
+    let monitor = &loaded.config.monitor;
+    let drift_every = Duration::from_secs_f64(monitor.check_every_secs.max(0.05));
+    let mut last_drift_check = Instant::now();
     let mut trigger = "watch started".to_owned();
     let mut force = args.force;
     loop {
         let seen = source_hashes(&files).unwrap_or_default();
         match run_once(session, loaded, force.take(), json, &trigger).await {
             Ok(o) => {
-                let (kind, reason) = if o.reused {
+                let (kind, reason) = if o.reused && trigger.starts_with("drift") {
+                    (
+                        "skip",
+                        format!(
+                            "{trigger}; but every step is up to date: the sources hold no new labelled rows to retrain \
+                         on (add labelled examples of the recent traffic to them)"
+                        ),
+                    )
+                } else if o.reused {
                     ("skip", "every step up to date: nothing to do".to_owned())
                 } else {
                     ("run", format!("{}: {} is {} ({})", trigger, o.model.tag(), o.gate.alias, o.gate.reason))
@@ -998,7 +1004,10 @@ async fn watch(session: &mut Session, loaded: &Loaded, args: &RunArgs, json: boo
                     )
                     .await?;
                 if json {
-                    println!("{}", serde_json::to_string(&json!({"trigger": trigger, "outcome": o}))?);
+                    println!(
+                        "{}",
+                        serde_json::to_string(&json!({"trigger": trigger, "decision": reason, "outcome": o}))?
+                    );
                 } else {
                     note(format!("watch: {reason}"));
                     print_outcome(&o);
@@ -1021,6 +1030,23 @@ async fn watch(session: &mut Session, loaded: &Loaded, args: &RunArgs, json: boo
                 _ = tokio::signal::ctrl_c() => return stop(session, &project, "interrupted").await,
                 _ = term.recv() => return stop(session, &project, "terminated").await,
             }
+            if monitor.retrain_on_drift && last_drift_check.elapsed() >= drift_every {
+                last_drift_check = Instant::now();
+                match drift_trigger(session, loaded).await {
+                    Ok(Some(why)) => {
+                        trigger = why;
+                        session.store.log_pipeline_event(&project, "trigger", &trigger, &json!({})).await?;
+                        note(format!("watch: {trigger}"));
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let why = format!("drift check failed: {e:#}");
+                        note(format!("watch: {why}"));
+                        session.store.log_pipeline_event(&project, "error", &why, &json!({})).await?;
+                    }
+                }
+            }
             let Ok(now) = source_hashes(&files) else { continue };
             if now == seen {
                 pending = None;
@@ -1041,6 +1067,34 @@ async fn watch(session: &mut Session, loaded: &Loaded, args: &RunArgs, json: boo
             pending = Some(now);
         }
     }
+}
+
+/// Checks the served alias's logged predictions of the last `[monitor] window_hours` against
+/// its reference profile. `Some(reason)` when the verdict is drift or lower live quality;
+/// `None` when there is nothing to check (no such alias yet, too few predictions) or no drift.
+async fn drift_trigger(session: &mut Session, loaded: &Loaded) -> anyhow::Result<Option<String>> {
+    let cfg = &loaded.config;
+    let spec = format!("{}@{}", cfg.project.name, cfg.serve.alias);
+    let Ok(model) = session.store.resolve(&spec).await else { return Ok(None) };
+    let profile = super::monitor::load_profile(&session.store, &model).await?;
+    let encoder = session.load_encoder(cfg, &loaded.dir)?;
+    let now = std::time::SystemTime::now();
+    let window = Duration::from_secs(cfg.monitor.window_hours.saturating_mul(3600));
+    let (since, until) = (super::monitor::rfc3339(now - window), super::monitor::rfc3339(now));
+    let Some(checked) = super::monitor::check(&session.store, &model, &profile, &encoder, &since, &until, true).await?
+    else {
+        return Ok(None);
+    };
+    let v = &checked.report.verdict;
+    Ok((v.drift || v.quality_degraded).then(|| {
+        format!(
+            "drift in {}'s last {} h ({} predictions): {}",
+            model.tag(),
+            cfg.monitor.window_hours,
+            checked.predictions.len(),
+            v.summary
+        )
+    }))
 }
 
 async fn stop(session: &Session, project: &str, why: &str) -> anyhow::Result<()> {

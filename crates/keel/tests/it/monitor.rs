@@ -81,4 +81,31 @@ fn monitor_compares_logged_predictions_with_the_stored_profile() {
     let failing = monitor(home.path(), &["--fail-on-drift"]);
     assert!(!failing.status.success());
     assert!(String::from_utf8_lossy(&failing.stderr).contains("drift"));
+
+    // `keel run --watch` checks the served alias for drift on its own. The sources have not
+    // changed, so the drift-triggered run has nothing new to train on and says so.
+    let examples = home.path().join("examples");
+    let toml = std::fs::read_to_string(examples.join("keel.toml")).unwrap();
+    let toml = toml.replace("[monitor]", "[monitor]\ncheck_every_secs = 0.2");
+    let watched = examples.join("keel-watch.toml");
+    std::fs::write(&watched, toml).unwrap();
+    let mut child = keel(home.path())
+        .args(["run", "--watch", "--json", "--limit", "600", "--interval", "0.2", "--config"])
+        .arg(&watched)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut next = || -> serde_json::Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    let started = next();
+    assert_eq!(started["outcome"]["reused"], true, "the quickstart already ran this project: {started}");
+    let drifted = next();
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success(), "the watcher stops cleanly on SIGTERM");
+    let trigger = drifted["trigger"].as_str().unwrap();
+    assert!(trigger.starts_with("drift in sentiment@1's last 24 h (300 predictions): drift"), "{trigger}");
+    assert_eq!(drifted["outcome"]["reused"], true, "{drifted}");
+    let decision = drifted["decision"].as_str().unwrap();
+    assert!(decision.contains("no new labelled rows"), "{decision}");
 }
