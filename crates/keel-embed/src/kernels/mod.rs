@@ -1,6 +1,7 @@
 //! Compute kernels for the native BERT engine: f32 GEMM (own AVX2 + FMA kernel over weights packed
-//! at load on AVX2 CPUs, the `gemm` crate on AVX-512 ones), int8-weight GEMM (AVX-512 VNNI
-//! `vpdpwssd` or AVX2 `vpmaddwd`), bias / residual / GELU fused into the GEMM's store, and the
+//! at load on AVX2 CPUs, the `gemm` crate on AVX-512 ones), int8-weight GEMM over 8-bit
+//! activations (AVX-512 VNNI `vpdpbusd`, else i16 `vpdpwssd` / AVX2 `vpmaddwd`), bias / residual /
+//! GELU fused into the GEMM's store, and the
 //! exp-heavy passes (GELU, attention with its softmax) compiled for AVX-512 / AVX2.
 //!
 //! This is the only module of the crate allowed to use `unsafe`. Every entry point is a safe
@@ -12,7 +13,7 @@
 mod avx2;
 mod int8;
 
-pub use int8::{QMatrix, qgemm, quantize_rows};
+pub use int8::{QAct, QMatrix, qlinear, quantize};
 
 /// What a linear layer does with `x · Wᵀ + bias` before storing it.
 #[derive(Clone, Copy)]
@@ -650,14 +651,14 @@ mod tests {
                 }
             }
             let q = QMatrix::new(isa, &w, n, k);
-            let (mut qa, mut qs) = (vec![0i16; m * k], vec![0f32; m]);
-            quantize_rows(isa, &x, k, &mut qa, &mut qs);
+            let mut act = QAct::default();
+            quantize(isa, 2, &x, k, &q, &mut act);
             let mut o = vec![0f32; m * n];
-            qgemm(isa, 2, &qa, &qs, &q, &bias, Epilogue::Residual(&res), &mut o);
+            qlinear(isa, 2, &act, &q, &bias, Epilogue::Residual(&res), &mut o);
             for ((a, p), r) in o.iter().zip(&plain).zip(&res) {
                 assert!((a - (p + r)).abs() < 2e-2, "{isa:?} int8 residual {a} vs {}", p + r);
             }
-            qgemm(isa, 1, &qa, &qs, &q, &bias, Epilogue::Gelu, &mut o);
+            qlinear(isa, 1, &act, &q, &bias, Epilogue::Gelu, &mut o);
             for (a, p) in o.iter().zip(&plain) {
                 assert!((a - gelu(*p)).abs() < 2e-2, "{isa:?} int8 gelu");
             }
