@@ -109,6 +109,8 @@ pub(crate) struct Scratch {
     ff: Vec<f32>,
     scores: Vec<f32>,
     qact: QAct,
+    /// Where a GEMM quantizes its output for the next layer while it reads `qact`.
+    qspare: QAct,
     starts: Vec<usize>,
 }
 
@@ -199,18 +201,23 @@ impl Bert {
 
         self.embed_tokens(seqs, &mut sc.x[..total * h], threads);
         let (x, tmp) = (&mut sc.x[..total * h], &mut sc.tmp[..total * h]);
-        for layer in &self.layers {
+        // In int8 mode each LayerNorm also quantizes its output for the next linear layer
+        // (`quantized`: `sc.qact` already holds that layer's input).
+        let mut quantized = false;
+        for (l, layer) in self.layers.iter().enumerate() {
             let qkv = &mut sc.qkv[..total * 3 * h];
-            self.linear(&layer.qkv, x, Epilogue::Bias, qkv, threads, &mut sc.qact);
+            self.linear(&layer.qkv, x, Epilogue::Bias, qkv, threads, &mut sc.qact, quantized);
             self.attention(seqs, qkv, &sc.starts, &mut sc.scores, &mut sc.ctx, max_len, threads);
             // tmp = x + attention output; x = LayerNorm(tmp).
             let ctx = &sc.ctx[..total * h];
-            self.linear(&layer.attn_out, ctx, Epilogue::Residual(x), tmp, threads, &mut sc.qact);
-            self.norm_into(tmp, x, &layer.ln1, threads);
+            self.linear(&layer.attn_out, ctx, Epilogue::Residual(x), tmp, threads, &mut sc.qact, false);
+            quantized = self.norm_into(tmp, x, &layer.ln1, threads, Some(&layer.ff_in), &mut sc.qact);
             let ff = &mut sc.ff[..total * self.inter];
-            self.linear(&layer.ff_in, x, Epilogue::Gelu, ff, threads, &mut sc.qact);
-            self.linear(&layer.ff_out, ff, Epilogue::Residual(x), tmp, threads, &mut sc.qact);
-            self.norm_into(tmp, x, &layer.ln2, threads);
+            let acts = (&mut sc.qact, &mut sc.qspare);
+            quantized = self.linear_then(&layer.ff_in, x, Epilogue::Gelu, ff, threads, acts, quantized, &layer.ff_out);
+            self.linear(&layer.ff_out, ff, Epilogue::Residual(x), tmp, threads, &mut sc.qact, quantized);
+            let next = self.layers.get(l + 1).map(|n| &n.qkv);
+            quantized = self.norm_into(tmp, x, &layer.ln2, threads, next, &mut sc.qact);
         }
         for ((s, &start), o) in seqs.iter().zip(&sc.starts).zip(out.iter_mut()) {
             let n = s.ids.len();
@@ -245,24 +252,59 @@ impl Bert {
                 t += 1;
             }
         }
-        let (norm, eps) = (&self.emb_ln, self.eps);
-        par_rows(x, h, threads, |rows| {
-            for row in rows.chunks_exact_mut(h) {
-                layer_norm(row, norm, eps);
-            }
-        });
+        let (norm, eps, isa) = (&self.emb_ln, self.eps, self.isa);
+        par_rows(x, h, threads, |rows| kernels::layer_norm(isa, rows, &norm.gamma, &norm.beta, eps));
     }
 
-    /// `out = epi(input · Wᵀ + bias)` over all `rows = input.len() / k` rows.
+    /// `out = epi(input · Wᵀ + bias)` over all `rows = input.len() / k` rows; in int8 mode
+    /// `quantized` says `qact` already holds `input` quantized for `lin`.
     #[allow(clippy::too_many_arguments)]
-    fn linear(&self, lin: &Linear, input: &[f32], epi: Epilogue<'_>, out: &mut [f32], threads: usize, qact: &mut QAct) {
+    fn linear(
+        &self,
+        lin: &Linear,
+        input: &[f32],
+        epi: Epilogue<'_>,
+        out: &mut [f32],
+        threads: usize,
+        qact: &mut QAct,
+        quantized: bool,
+    ) {
         match &lin.w {
             LinearWeights::Int8(q) => {
-                kernels::quantize(self.isa, threads, input, lin.k, q, qact);
+                if !quantized {
+                    kernels::quantize(self.isa, threads, input, lin.k, q, qact);
+                }
                 kernels::qlinear(self.isa, threads, qact, q, &lin.bias, epi, out);
             }
             LinearWeights::F32(w) => kernels::linear_f32(self.isa, threads, input, w, &lin.bias, epi, out),
         }
+    }
+
+    /// [`Bert::linear`], then in int8 mode quantizes `out` for `next` into `qact` (fused with
+    /// the GEMM where the kernels allow; `spare` is the second buffer that takes) and returns true.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_then(
+        &self,
+        lin: &Linear,
+        input: &[f32],
+        epi: Epilogue<'_>,
+        out: &mut [f32],
+        threads: usize,
+        (qact, spare): (&mut QAct, &mut QAct),
+        quantized: bool,
+        next: &Linear,
+    ) -> bool {
+        let (LinearWeights::Int8(q), LinearWeights::Int8(nq)) = (&lin.w, &next.w) else {
+            self.linear(lin, input, epi, out, threads, qact, quantized);
+            return false;
+        };
+        if !quantized {
+            kernels::quantize(self.isa, threads, input, lin.k, q, qact);
+        }
+        // The next layer's activations go to `spare` while `qact` is read; then they swap.
+        kernels::qlinear_then(self.isa, threads, qact, q, &lin.bias, epi, out, Some((nq, &mut *spare)));
+        std::mem::swap(qact, spare);
+        true
     }
 
     /// Self-attention per (sequence, head) from `qkv` into `ctx` (token-major, heads side by
@@ -327,32 +369,30 @@ impl Bert {
         }
     }
 
-    /// `x = LayerNorm(src)`, row by row.
-    fn norm_into(&self, src: &[f32], x: &mut [f32], norm: &Norm, threads: usize) {
-        let (h, eps) = (self.hidden, self.eps);
-        let f = |(xs, srcs): (&mut [f32], &[f32])| {
-            for (row, s) in xs.chunks_exact_mut(h).zip(srcs.chunks_exact(h)) {
-                row.copy_from_slice(s);
-                layer_norm(row, norm, eps);
-            }
+    /// `x = LayerNorm(src)`, row by row. When `next` has int8 weights, also quantizes `x` for it
+    /// into `qact` (block by block while the rows are in cache) and returns true.
+    fn norm_into(
+        &self,
+        src: &[f32],
+        x: &mut [f32],
+        norm: &Norm,
+        threads: usize,
+        next: Option<&Linear>,
+        qact: &mut QAct,
+    ) -> bool {
+        let (h, eps, isa) = (self.hidden, self.eps, self.isa);
+        let ln = |first: usize, rows: &mut [f32]| {
+            rows.copy_from_slice(&src[first * h..first * h + rows.len()]);
+            kernels::layer_norm(isa, rows, &norm.gamma, &norm.beta, eps);
         };
-        let rows = x.len() / h;
-        if threads > 1 && rows > 1 {
-            let per = rows.div_ceil(threads) * h;
-            x.par_chunks_mut(per).zip(src.par_chunks(per)).for_each(f);
-        } else {
-            f((x, src));
+        if let Some(Linear { w: LinearWeights::Int8(q), .. }) = next {
+            kernels::quantize_after(isa, threads, x, h, q, qact, ln);
+            return true;
         }
-    }
-}
-
-fn layer_norm(row: &mut [f32], norm: &Norm, eps: f32) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    let inv = 1.0 / (var + eps).sqrt();
-    for ((r, g), b) in row.iter_mut().zip(&norm.gamma).zip(&norm.beta) {
-        *r = (*r - mean) * inv * g + b;
+        let rows = x.len() / h;
+        let per = if threads > 1 && rows > 1 { rows.div_ceil(threads) } else { rows.max(1) };
+        x.par_chunks_mut(per * h).enumerate().for_each(|(c, xs)| ln(c * per, xs));
+        false
     }
 }
 

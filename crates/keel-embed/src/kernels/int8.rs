@@ -145,8 +145,141 @@ pub fn quantize(isa: Isa, threads: usize, x: &[f32], k: usize, w: &QMatrix, act:
     }
 }
 
+/// Like [`quantize`], but first runs `prep(first_row, rows)` in place on each block of a few rows
+/// of `x` (the rows `first_row..`), so that the rows are still in L1 when they are quantized
+/// (e.g. LayerNorm, whose output feeds the next linear layer).
+pub fn quantize_after<F>(isa: Isa, threads: usize, x: &mut [f32], k: usize, w: &QMatrix, act: &mut QAct, prep: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    const BLOCK: usize = 8;
+    assert_eq!(k, w.k, "activation width");
+    let rows = x.len() / k;
+    assert_eq!(x.len(), rows * k);
+    act.rows = rows;
+    act.k = k;
+    act.is_u8 = w.u8_kernel();
+    grow(&mut act.scales, rows);
+    let per = if threads > 1 { rows.div_ceil(threads).max(1) } else { rows.max(1) };
+    let scales = &mut act.scales[..rows];
+    if act.is_u8 {
+        grow(&mut act.u8s, rows * k);
+        grow(&mut act.zeros, rows);
+        let (q, z) = (&mut act.u8s[..rows * k], &mut act.zeros[..rows]);
+        x.par_chunks_mut(per * k)
+            .zip(q.par_chunks_mut(per * k))
+            .zip(scales.par_chunks_mut(per).zip(z.par_chunks_mut(per)))
+            .enumerate()
+            .for_each(|(c, ((x, q), (s, z)))| {
+                for (b, (((x, q), s), z)) in x
+                    .chunks_mut(BLOCK * k)
+                    .zip(q.chunks_mut(BLOCK * k))
+                    .zip(s.chunks_mut(BLOCK))
+                    .zip(z.chunks_mut(BLOCK))
+                    .enumerate()
+                {
+                    prep(c * per + b * BLOCK, x);
+                    quantize_u8(isa, x, k, U8Out::Codes(q, z), s);
+                }
+            });
+    } else {
+        grow(&mut act.i16s, rows * k);
+        let q = &mut act.i16s[..rows * k];
+        x.par_chunks_mut(per * k).zip(q.par_chunks_mut(per * k)).zip(scales.par_chunks_mut(per)).enumerate().for_each(
+            |(c, ((x, q), s))| {
+                for (b, ((x, q), s)) in
+                    x.chunks_mut(BLOCK * k).zip(q.chunks_mut(BLOCK * k)).zip(s.chunks_mut(BLOCK)).enumerate()
+                {
+                    prep(c * per + b * BLOCK, x);
+                    quantize_u8(isa, x, k, U8Out::Centered(q), s);
+                }
+            },
+        );
+    }
+}
+
 /// `out = epi(x · wᵀ + bias)` for the activations `act` quantized by [`quantize`] for `w`.
 pub fn qlinear(isa: Isa, threads: usize, act: &QAct, w: &QMatrix, bias: &[f32], epi: Epilogue<'_>, out: &mut [f32]) {
+    qlinear_then(isa, threads, act, w, bias, epi, out, None)
+}
+
+/// [`qlinear`], then (with `next`) [`quantize`] of `out` for the next layer's weights into its
+/// activations. On the `vpdpbusd` kernel for both, fused: each block of a few dozen output rows
+/// is quantized right after it is computed, while it is still in L2.
+#[allow(clippy::too_many_arguments)]
+pub fn qlinear_then(
+    isa: Isa,
+    threads: usize,
+    act: &QAct,
+    w: &QMatrix,
+    bias: &[f32],
+    epi: Epilogue<'_>,
+    out: &mut [f32],
+    next: Option<(&QMatrix, &mut QAct)>,
+) {
+    /// Output rows per fused block (a multiple of the kernel's 6-row tile).
+    const MB: usize = 48;
+    let (m, n, k) = (act.rows, w.n, w.k);
+    assert!(act.k == k && out.len() >= m * n && bias.len() == n, "qlinear operand sizes");
+    let Some((nw, nact)) = next else {
+        return qlinear_only(isa, threads, act, w, bias, epi, out);
+    };
+    if !(act.is_u8 && nw.u8_kernel()) || m == 0 {
+        qlinear_only(isa, threads, act, w, bias, epi, out);
+        return quantize(isa, threads, &out[..m * n], n, nw, nact);
+    }
+    assert_eq!(nw.k, n, "next layer's input width");
+    nact.rows = m;
+    nact.k = n;
+    nact.is_u8 = true;
+    grow(&mut nact.u8s, m * n);
+    grow(&mut nact.zeros, m);
+    grow(&mut nact.scales, m);
+    let per = if threads > 1 && m >= 2 { m.div_ceil(threads) } else { m };
+    out[..m * n]
+        .par_chunks_mut(per * n)
+        .zip(nact.u8s[..m * n].par_chunks_mut(per * n))
+        .zip(nact.scales[..m].par_chunks_mut(per).zip(nact.zeros[..m].par_chunks_mut(per)))
+        .enumerate()
+        .for_each(|(c, ((o, q), (s, z)))| {
+            let mut b = 0;
+            while b < s.len() {
+                let e = (b + MB).min(s.len());
+                let rows = c * per + b..c * per + e;
+                qgemm_u8_rows(act, w, bias, rows.clone(), epi.rows(rows, n), &mut o[b * n..e * n]);
+                let codes = U8Out::Codes(&mut q[b * n..e * n], &mut z[b..e]);
+                quantize_u8(isa, &o[b * n..e * n], n, codes, &mut s[b..e]);
+                b = e;
+            }
+        });
+}
+
+/// Rows `rows` of `act` through the `vpdpbusd` kernel into `o` (those rows of the output).
+fn qgemm_u8_rows(
+    act: &QAct,
+    w: &QMatrix,
+    bias: &[f32],
+    rows: std::ops::Range<usize>,
+    epi: Epilogue<'_>,
+    o: &mut [f32],
+) {
+    let (n, k) = (w.n, w.k);
+    let (a, sa, za) = (&act.u8s[rows.start * k..rows.end * k], &act.scales[rows.clone()], &act.zeros[rows.clone()]);
+    assert!(act.is_u8 && w.packed8.len() == n * k && w.sums.len() == n && bias.len() == n && o.len() >= sa.len() * n);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `packed8` exists only when `Isa::detect` found AVX-512 F/BW/VNNI (`QMatrix::new`),
+    // with n % 64 == 0 and k % 4 == 0; the assert above and `quantize` bound a (rows x k), the
+    // row vectors (rows), packed8 (n x k), the column vectors (n), bias (n) and o (rows x n);
+    // `epi.ptr` checks the residual (rows x n).
+    unsafe {
+        vnni::qgemm_u8(a, sa, za, k, w, bias, epi.ptr(sa.len() * n), o)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (a, sa, za, epi, o);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn qlinear_only(isa: Isa, threads: usize, act: &QAct, w: &QMatrix, bias: &[f32], epi: Epilogue<'_>, out: &mut [f32]) {
     let (m, n, k) = (act.rows, w.n, w.k);
     assert!(act.k == k && out.len() >= m * n && bias.len() == n, "qlinear operand sizes");
     if !act.is_u8 {
@@ -155,20 +288,8 @@ pub fn qlinear(isa: Isa, threads: usize, act: &QAct, w: &QMatrix, bias: &[f32], 
     if let Epilogue::Residual(r) = epi {
         assert!(r.len() >= m * n, "qlinear residual size");
     }
-    let run = |rows: std::ops::Range<usize>, epi: Epilogue<'_>, o: &mut [f32]| {
-        let (a, sa, za) = (&act.u8s[rows.start * k..rows.end * k], &act.scales[rows.clone()], &act.zeros[rows.clone()]);
-        assert!(w.packed8.len() == n * k && w.sums.len() == n && o.len() >= sa.len() * n);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `packed8` exists only for `Isa::Avx512Vnni` (the CPU has AVX-512 F/BW/VNNI,
-        // `Isa::detect`), with n % 64 == 0 and k % 4 == 0; the assert above and `quantize` bound
-        // a (rows x k), the row vectors (rows), packed8 (n x k), the column vectors (n), bias (n)
-        // and out (rows x n); `epi.ptr` checked the residual (rows x n).
-        unsafe {
-            vnni::qgemm_u8(a, sa, za, k, w, bias, epi.ptr(sa.len() * n), o)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (a, sa, za, epi, o, isa);
-    };
+    let run =
+        |rows: std::ops::Range<usize>, epi: Epilogue<'_>, o: &mut [f32]| qgemm_u8_rows(act, w, bias, rows, epi, o);
     if m == 0 {
         return;
     }
@@ -199,6 +320,13 @@ fn quantize_u8(isa: Isa, x: &[f32], k: usize, out: U8Out<'_>, scales: &mut [f32]
         U8Out::Centered(q) => assert!(q.len() >= rows * k),
     }
     match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::detect` returns these only when the CPU has AVX-512 F/BW; the asserts
+        // above bound x and the outputs (rows x k codes, rows zero points and scales).
+        Isa::Avx512Vnni | Isa::Avx512 if matches!(out, U8Out::Codes(..)) => {
+            let U8Out::Codes(q, z) = out else { unreachable!() };
+            unsafe { vnni::quantize_codes(x, k, q, z, scales) }
+        }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::detect` returns these only when the CPU has AVX-512 F/BW (and AVX2 +
         // FMA); the function is safe Rust compiled with those features.
@@ -437,6 +565,67 @@ mod vnni {
         }
     }
 
+    /// `quantize_u8_body` into u8 codes with AVX-512 intrinsics; the same results (`vcvtps2dq`
+    /// rounds half to even like the body's `ROUND_MAGIC`, and |x / s| <= 255).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW; `x` holds whole rows of `k`, `q` as many values, `zeros` and
+    /// `scales` one per row.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize_codes(x: &[f32], k: usize, q: &mut [u8], zeros: &mut [i32], scales: &mut [f32]) {
+        let rows = x.len() / k;
+        debug_assert!(q.len() >= rows * k && zeros.len() >= rows && scales.len() >= rows);
+        let tail = k % 16;
+        let tail_mask: __mmask16 = (1u32 << tail).wrapping_sub(1) as u16;
+        for i in 0..rows {
+            // SAFETY: row i has k values in x and q; full vectors cover k - tail of them, the
+            // masked ones the rest.
+            unsafe {
+                let xp = x.as_ptr().add(i * k);
+                let qp = q.as_mut_ptr().add(i * k);
+                let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                let mut c = 0;
+                while c + 16 <= k {
+                    let v = _mm512_loadu_ps(xp.add(c));
+                    lo = _mm512_min_ps(lo, v);
+                    hi = _mm512_max_ps(hi, v);
+                    c += 16;
+                }
+                if tail > 0 {
+                    let v = _mm512_maskz_loadu_ps(tail_mask, xp.add(c));
+                    lo = _mm512_min_ps(lo, v);
+                    hi = _mm512_max_ps(hi, v);
+                }
+                let (lo, hi) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
+                let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+                scales[i] = scale;
+                let inv = 1.0 / scale;
+                let magic = super::ROUND_MAGIC.to_bits() as i32;
+                let z = (((-lo * inv) + super::ROUND_MAGIC).to_bits() as i32 - magic).clamp(0, 255);
+                zeros[i] = z;
+                let (vinv, vz) = (_mm512_set1_ps(inv), _mm512_set1_epi32(z));
+                let (v0, v255) = (_mm512_setzero_si512(), _mm512_set1_epi32(255));
+                // A macro, not a closure, so the intrinsics inline under this function's features.
+                macro_rules! code {
+                    ($v:expr) => {{
+                        let r = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps($v, vinv)), vz);
+                        _mm512_min_epi32(_mm512_max_epi32(r, v0), v255)
+                    }};
+                }
+                let mut c = 0;
+                while c + 16 <= k {
+                    let r = code!(_mm512_loadu_ps(xp.add(c)));
+                    _mm_storeu_si128(qp.add(c) as *mut __m128i, _mm512_cvtepi32_epi8(r));
+                    c += 16;
+                }
+                if tail > 0 {
+                    let r = code!(_mm512_maskz_loadu_ps(tail_mask, xp.add(c)));
+                    _mm512_mask_cvtepi32_storeu_epi8(qp.add(c) as *mut i8, tail_mask, r);
+                }
+            }
+        }
+    }
+
     /// Per-column vectors of one 64-column block.
     struct Cols {
         sums: *const i32,
@@ -633,6 +822,7 @@ mod tests {
 
     #[test]
     fn u8_codes_reconstruct_rows() {
+        // k = 40: two vectors of 16 and a tail of 8 in the AVX-512 quantizer.
         let (m, k) = (5, 40);
         let mut x = data(m * k, 37, 41, 0.05, 0.3);
         x[7] = 0.0; // row 0 keeps its sign mix; row 4 all-zero below
@@ -645,6 +835,9 @@ mod tests {
         let mut s2 = vec![0f32; m];
         quantize_u8(Isa::detect(), &x, k, U8Out::Centered(&mut c), &mut s2);
         assert_eq!(s, s2);
+        let (mut q3, mut z3, mut s3) = (vec![0u8; m * k], vec![0i32; m], vec![0f32; m]);
+        quantize_u8(Isa::detect(), &x, k, U8Out::Codes(&mut q3, &mut z3), &mut s3);
+        assert_eq!((&q, &z, &s), (&q3, &z3, &s3));
         for i in 0..m {
             for kk in 0..k {
                 let (qi, ci) = (i32::from(q[i * k + kk]), i32::from(c[i * k + kk]));
