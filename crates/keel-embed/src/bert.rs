@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::error::EmbedError;
-use crate::kernels::{self, Epilogue, F32Matrix, Isa, QMatrix};
+use crate::kernels::{self, Epilogue, F32Matrix, Isa, QAct, QMatrix};
 
 /// Numeric precision of the linear layers' weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,8 +23,9 @@ pub enum Precision {
     #[default]
     F32,
     /// Weights quantized to int8 per output channel at load; activations quantized per row at
-    /// run time (to 14-bit integers: 8-bit ones missed cosine 0.99 on short inputs); i32
-    /// accumulation with AVX-512 VNNI or AVX2. Attention and normalisation stay f32.
+    /// run time, asymmetrically to 8 bits (a zero point per row); i32 accumulation with AVX-512
+    /// VNNI `vpdpbusd`, or the same integers through i16 kernels elsewhere. Worst reference
+    /// cosine to f32 0.9935. Attention and normalisation stay f32.
     Int8,
 }
 
@@ -96,7 +97,6 @@ pub(crate) struct Bert {
     emb_ln: Norm,
     layers: Vec<Layer>,
     isa: Isa,
-    precision: Precision,
 }
 
 /// Buffers one forward pass needs; grown on demand, never shrunk.
@@ -108,8 +108,9 @@ pub(crate) struct Scratch {
     tmp: Vec<f32>,
     ff: Vec<f32>,
     scores: Vec<f32>,
-    qa: Vec<i16>,
-    qs: Vec<f32>,
+    qact: QAct,
+    /// Where a GEMM quantizes its output for the next layer while it reads `qact`.
+    qspare: QAct,
     starts: Vec<usize>,
 }
 
@@ -170,7 +171,6 @@ impl Bert {
             emb_ln,
             layers,
             isa,
-            precision,
         })
     }
 
@@ -198,25 +198,26 @@ impl Bert {
         grow(&mut sc.tmp, total * h);
         grow(&mut sc.ff, total * self.inter);
         grow(&mut sc.scores, threads.max(1) * (max_len + h / heads) * max_len);
-        if self.precision == Precision::Int8 {
-            grow(&mut sc.qa, total * self.inter.max(h));
-            grow(&mut sc.qs, total);
-        }
 
         self.embed_tokens(seqs, &mut sc.x[..total * h], threads);
         let (x, tmp) = (&mut sc.x[..total * h], &mut sc.tmp[..total * h]);
-        for layer in &self.layers {
+        // In int8 mode each LayerNorm also quantizes its output for the next linear layer
+        // (`quantized`: `sc.qact` already holds that layer's input).
+        let mut quantized = false;
+        for (l, layer) in self.layers.iter().enumerate() {
             let qkv = &mut sc.qkv[..total * 3 * h];
-            self.linear(&layer.qkv, x, Epilogue::Bias, qkv, threads, &mut sc.qa, &mut sc.qs);
+            self.linear(&layer.qkv, x, Epilogue::Bias, qkv, threads, &mut sc.qact, quantized);
             self.attention(seqs, qkv, &sc.starts, &mut sc.scores, &mut sc.ctx, max_len, threads);
             // tmp = x + attention output; x = LayerNorm(tmp).
             let ctx = &sc.ctx[..total * h];
-            self.linear(&layer.attn_out, ctx, Epilogue::Residual(x), tmp, threads, &mut sc.qa, &mut sc.qs);
-            self.norm_into(tmp, x, &layer.ln1, threads);
+            self.linear(&layer.attn_out, ctx, Epilogue::Residual(x), tmp, threads, &mut sc.qact, false);
+            quantized = self.norm_into(tmp, x, &layer.ln1, threads, Some(&layer.ff_in), &mut sc.qact);
             let ff = &mut sc.ff[..total * self.inter];
-            self.linear(&layer.ff_in, x, Epilogue::Gelu, ff, threads, &mut sc.qa, &mut sc.qs);
-            self.linear(&layer.ff_out, ff, Epilogue::Residual(x), tmp, threads, &mut sc.qa, &mut sc.qs);
-            self.norm_into(tmp, x, &layer.ln2, threads);
+            let acts = (&mut sc.qact, &mut sc.qspare);
+            quantized = self.linear_then(&layer.ff_in, x, Epilogue::Gelu, ff, threads, acts, quantized, &layer.ff_out);
+            self.linear(&layer.ff_out, ff, Epilogue::Residual(x), tmp, threads, &mut sc.qact, quantized);
+            let next = self.layers.get(l + 1).map(|n| &n.qkv);
+            quantized = self.norm_into(tmp, x, &layer.ln2, threads, next, &mut sc.qact);
         }
         for ((s, &start), o) in seqs.iter().zip(&sc.starts).zip(out.iter_mut()) {
             let n = s.ids.len();
@@ -251,15 +252,12 @@ impl Bert {
                 t += 1;
             }
         }
-        let (norm, eps) = (&self.emb_ln, self.eps);
-        par_rows(x, h, threads, |rows| {
-            for row in rows.chunks_exact_mut(h) {
-                layer_norm(row, norm, eps);
-            }
-        });
+        let (norm, eps, isa) = (&self.emb_ln, self.eps, self.isa);
+        par_rows(x, h, threads, |rows| kernels::layer_norm(isa, rows, &norm.gamma, &norm.beta, eps));
     }
 
-    /// `out = epi(input · Wᵀ + bias)` over all `rows = input.len() / k` rows.
+    /// `out = epi(input · Wᵀ + bias)` over all `rows = input.len() / k` rows; in int8 mode
+    /// `quantized` says `qact` already holds `input` quantized for `lin`.
     #[allow(clippy::too_many_arguments)]
     fn linear(
         &self,
@@ -268,28 +266,45 @@ impl Bert {
         epi: Epilogue<'_>,
         out: &mut [f32],
         threads: usize,
-        qa: &mut [i16],
-        qs: &mut [f32],
+        qact: &mut QAct,
+        quantized: bool,
     ) {
-        let rows = input.len() / lin.k;
         match &lin.w {
             LinearWeights::Int8(q) => {
-                let (qa, qs) = (&mut qa[..rows * lin.k], &mut qs[..rows]);
-                let (k, isa) = (lin.k, self.isa);
-                if threads > 1 {
-                    let per = rows.div_ceil(threads);
-                    input
-                        .par_chunks(per * k)
-                        .zip(qa.par_chunks_mut(per * k))
-                        .zip(qs.par_chunks_mut(per))
-                        .for_each(|((x, a), s)| kernels::quantize_rows(isa, x, k, a, s));
-                } else {
-                    kernels::quantize_rows(isa, input, k, qa, qs);
+                if !quantized {
+                    kernels::quantize(self.isa, threads, input, lin.k, q, qact);
                 }
-                kernels::qgemm(self.isa, threads, qa, qs, q, &lin.bias, epi, out);
+                kernels::qlinear(self.isa, threads, qact, q, &lin.bias, epi, out);
             }
             LinearWeights::F32(w) => kernels::linear_f32(self.isa, threads, input, w, &lin.bias, epi, out),
         }
+    }
+
+    /// [`Bert::linear`], then in int8 mode quantizes `out` for `next` into `qact` (fused with
+    /// the GEMM where the kernels allow; `spare` is the second buffer that takes) and returns true.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_then(
+        &self,
+        lin: &Linear,
+        input: &[f32],
+        epi: Epilogue<'_>,
+        out: &mut [f32],
+        threads: usize,
+        (qact, spare): (&mut QAct, &mut QAct),
+        quantized: bool,
+        next: &Linear,
+    ) -> bool {
+        let (LinearWeights::Int8(q), LinearWeights::Int8(nq)) = (&lin.w, &next.w) else {
+            self.linear(lin, input, epi, out, threads, qact, quantized);
+            return false;
+        };
+        if !quantized {
+            kernels::quantize(self.isa, threads, input, lin.k, q, qact);
+        }
+        // The next layer's activations go to `spare` while `qact` is read; then they swap.
+        kernels::qlinear_then(self.isa, threads, qact, q, &lin.bias, epi, out, Some((nq, &mut *spare)));
+        std::mem::swap(qact, spare);
+        true
     }
 
     /// Self-attention per (sequence, head) from `qkv` into `ctx` (token-major, heads side by
@@ -354,32 +369,30 @@ impl Bert {
         }
     }
 
-    /// `x = LayerNorm(src)`, row by row.
-    fn norm_into(&self, src: &[f32], x: &mut [f32], norm: &Norm, threads: usize) {
-        let (h, eps) = (self.hidden, self.eps);
-        let f = |(xs, srcs): (&mut [f32], &[f32])| {
-            for (row, s) in xs.chunks_exact_mut(h).zip(srcs.chunks_exact(h)) {
-                row.copy_from_slice(s);
-                layer_norm(row, norm, eps);
-            }
+    /// `x = LayerNorm(src)`, row by row. When `next` has int8 weights, also quantizes `x` for it
+    /// into `qact` (block by block while the rows are in cache) and returns true.
+    fn norm_into(
+        &self,
+        src: &[f32],
+        x: &mut [f32],
+        norm: &Norm,
+        threads: usize,
+        next: Option<&Linear>,
+        qact: &mut QAct,
+    ) -> bool {
+        let (h, eps, isa) = (self.hidden, self.eps, self.isa);
+        let ln = |first: usize, rows: &mut [f32]| {
+            rows.copy_from_slice(&src[first * h..first * h + rows.len()]);
+            kernels::layer_norm(isa, rows, &norm.gamma, &norm.beta, eps);
         };
-        let rows = x.len() / h;
-        if threads > 1 && rows > 1 {
-            let per = rows.div_ceil(threads) * h;
-            x.par_chunks_mut(per).zip(src.par_chunks(per)).for_each(f);
-        } else {
-            f((x, src));
+        if let Some(Linear { w: LinearWeights::Int8(q), .. }) = next {
+            kernels::quantize_after(isa, threads, x, h, q, qact, ln);
+            return true;
         }
-    }
-}
-
-fn layer_norm(row: &mut [f32], norm: &Norm, eps: f32) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    let inv = 1.0 / (var + eps).sqrt();
-    for ((r, g), b) in row.iter_mut().zip(&norm.gamma).zip(&norm.beta) {
-        *r = (*r - mean) * inv * g + b;
+        let rows = x.len() / h;
+        let per = if threads > 1 && rows > 1 { rows.div_ceil(threads) } else { rows.max(1) };
+        x.par_chunks_mut(per * h).enumerate().for_each(|(c, xs)| ln(c * per, xs));
+        false
     }
 }
 

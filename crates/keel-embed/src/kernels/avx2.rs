@@ -3,7 +3,7 @@
 //!
 //! - f32: weights packed `[n / 16][k][16]`; a 6 x 16 register tile (12 accumulators) broadcasts
 //!   one activation per row and multiplies it by 16 packed weights with two FMAs.
-//! - int8 weights / 14-bit activations: weights widened to i16 and packed `[n / 16][k / 2][16][2]`
+//! - int8 weights / i16 activations (8-bit codes centred on their zero point): weights widened to i16 and packed `[n / 16][k / 2][16][2]`
 //!   (the layout the AVX-512 VNNI kernel uses too); `vpmaddwd` multiplies a broadcast pair of
 //!   activations by 8 columns x 2 weights and adds pairs into i32 lanes, then `vpaddd`
 //!   accumulates. A 4 x 16 tile.
