@@ -86,7 +86,8 @@ fn monitor_compares_logged_predictions_with_the_stored_profile() {
     // changed, so the drift-triggered run has nothing new to train on and says so.
     let examples = home.path().join("examples");
     let toml = std::fs::read_to_string(examples.join("keel.toml")).unwrap();
-    let toml = toml.replace("[monitor]", "[monitor]\ncheck_every_secs = 0.2");
+    assert!(!toml.contains("[monitor]"), "the example leaves [monitor] at its defaults");
+    let toml = format!("{toml}\n[monitor]\ncheck_every_secs = 0.2\n");
     let watched = examples.join("keel-watch.toml");
     std::fs::write(&watched, toml).unwrap();
     let mut child = keel(home.path())
@@ -96,8 +97,19 @@ fn monitor_compares_logged_predictions_with_the_stored_profile() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    let mut next = || -> serde_json::Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stdout) {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = lines.recv_timeout(std::time::Duration::from_secs(150)).expect("a watch decision in time");
+        serde_json::from_str(&line).unwrap()
+    };
     let started = next();
     assert_eq!(started["outcome"]["reused"], true, "the quickstart already ran this project: {started}");
     let drifted = next();
