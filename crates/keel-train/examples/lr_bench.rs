@@ -46,18 +46,21 @@ fn main() {
     let d = train_rows[0].len();
     let x = Matrix::from_rows(&train_rows, d).expect("equal-length embeddings");
     let y: Vec<usize> = train_labels.iter().map(|l| index(l).expect("known label")).collect();
+    let accuracy = |model: &keel_train::LogisticRegression| {
+        let hits =
+            test_rows.iter().zip(&test_labels).filter(|(r, l)| index(l).is_some_and(|c| model.predict(r) == c)).count();
+        hits as f64 / test_labels.len() as f64
+    };
     if let Some(tol) = args.get(3) {
         let tol: f64 = tol.parse().expect("CV_TOL is a number");
         let start = Instant::now();
         let (model, cv) = fit_cv_with(&x, &y, names.clone(), &[], 5, 0, tol).expect("training succeeds");
         let secs = start.elapsed().as_secs_f64();
-        let hits =
-            test_rows.iter().zip(&test_labels).filter(|(r, l)| index(l).is_some_and(|c| model.predict(r) == c)).count();
         println!(
             "{}",
             serde_json::json!({
                 "impl": "keel fit_cv", "cv_tol": tol, "seconds": secs, "chosen_l2": cv.chosen_l2,
-                "grid": cv.grid, "test_accuracy": hits as f64 / test_labels.len() as f64,
+                "grid": cv.grid, "test_accuracy": accuracy(&model),
             })
         );
         return;
@@ -66,13 +69,11 @@ fn main() {
     let start = Instant::now();
     let (model, report) = fit(&x, &y, names.clone(), &cfg).expect("training succeeds");
     let secs = start.elapsed().as_secs_f64();
-    let hits =
-        test_rows.iter().zip(&test_labels).filter(|(r, l)| index(l).is_some_and(|c| model.predict(r) == c)).count();
     println!(
         "{}",
         serde_json::json!({
             "impl": "keel", "train_rows": y.len(), "test_rows": test_labels.len(), "l2": cfg.l2,
-            "test_accuracy": hits as f64 / test_labels.len() as f64, "fit_seconds": secs,
+            "test_accuracy": accuracy(&model), "fit_seconds": secs,
             "iterations": report.iterations, "evaluations": report.evaluations,
             "ms_per_evaluation": secs * 1e3 / report.evaluations as f64, "converged": report.converged,
             "final_loss": report.final_loss, "grad_max": report.grad_max,
