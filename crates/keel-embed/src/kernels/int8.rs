@@ -107,6 +107,27 @@ pub struct QAct {
     is_u8: bool,
 }
 
+impl QAct {
+    /// Sizes the buffers for `len / k` rows quantized for `w`'s kernel and records the shape;
+    /// returns the row count and the rows per thread for `threads`.
+    fn prepare(&mut self, len: usize, k: usize, w: &QMatrix, threads: usize) -> (usize, usize) {
+        assert_eq!(k, w.k, "activation width");
+        let rows = len / k;
+        assert_eq!(len, rows * k);
+        self.rows = rows;
+        self.k = k;
+        self.is_u8 = w.u8_kernel();
+        grow(&mut self.scales, rows);
+        if self.is_u8 {
+            grow(&mut self.u8s, rows * k);
+            grow(&mut self.zeros, rows);
+        } else {
+            grow(&mut self.i16s, rows * k);
+        }
+        (rows, if threads > 1 { rows.div_ceil(threads).max(1) } else { rows.max(1) })
+    }
+}
+
 fn grow<T: Default + Clone>(v: &mut Vec<T>, n: usize) {
     if v.len() < n {
         v.resize(n, T::default());
@@ -118,25 +139,15 @@ fn grow<T: Default + Clone>(v: &mut Vec<T>, n: usize) {
 /// `vpdpbusd` (AVX-512 VNNI), else `q - z` as i16 for the i16 kernels, so that every kernel
 /// computes the same integer sums. `threads > 1` splits the rows over the current rayon pool.
 pub fn quantize(isa: Isa, threads: usize, x: &[f32], k: usize, w: &QMatrix, act: &mut QAct) {
-    assert_eq!(k, w.k, "activation width");
-    let rows = x.len() / k;
-    assert_eq!(x.len(), rows * k);
-    act.rows = rows;
-    act.k = k;
-    act.is_u8 = w.u8_kernel();
-    grow(&mut act.scales, rows);
-    let per = if threads > 1 { rows.div_ceil(threads).max(1) } else { rows.max(1) };
+    let (rows, per) = act.prepare(x.len(), k, w, threads);
     let scales = &mut act.scales[..rows];
     if act.is_u8 {
-        grow(&mut act.u8s, rows * k);
-        grow(&mut act.zeros, rows);
         let (q, z) = (&mut act.u8s[..rows * k], &mut act.zeros[..rows]);
         x.par_chunks(per * k)
             .zip(q.par_chunks_mut(per * k))
             .zip(scales.par_chunks_mut(per).zip(z.par_chunks_mut(per)))
             .for_each(|((x, q), (s, z))| quantize_u8(isa, x, k, U8Out::Codes(q, z), s));
     } else {
-        grow(&mut act.i16s, rows * k);
         let q = &mut act.i16s[..rows * k];
         x.par_chunks(per * k)
             .zip(q.par_chunks_mut(per * k))
@@ -153,18 +164,9 @@ where
     F: Fn(usize, &mut [f32]) + Sync + Send,
 {
     const BLOCK: usize = 8;
-    assert_eq!(k, w.k, "activation width");
-    let rows = x.len() / k;
-    assert_eq!(x.len(), rows * k);
-    act.rows = rows;
-    act.k = k;
-    act.is_u8 = w.u8_kernel();
-    grow(&mut act.scales, rows);
-    let per = if threads > 1 { rows.div_ceil(threads).max(1) } else { rows.max(1) };
+    let (rows, per) = act.prepare(x.len(), k, w, threads);
     let scales = &mut act.scales[..rows];
     if act.is_u8 {
-        grow(&mut act.u8s, rows * k);
-        grow(&mut act.zeros, rows);
         let (q, z) = (&mut act.u8s[..rows * k], &mut act.zeros[..rows]);
         x.par_chunks_mut(per * k)
             .zip(q.par_chunks_mut(per * k))
@@ -183,7 +185,6 @@ where
                 }
             });
     } else {
-        grow(&mut act.i16s, rows * k);
         let q = &mut act.i16s[..rows * k];
         x.par_chunks_mut(per * k).zip(q.par_chunks_mut(per * k)).zip(scales.par_chunks_mut(per)).enumerate().for_each(
             |(c, ((x, q), s))| {
