@@ -200,12 +200,25 @@ pub struct HeadSection {
     pub mlp_hidden: usize,
     pub mlp_max_epochs: usize,
     pub mlp_patience: usize,
+    /// Logistic regression under `keel run`: keep the L2 strength the production version's
+    /// cross-validation chose while at most this share of the training rows differ from the
+    /// rows it was chosen on (0: cross-validate every time).
+    pub l2_reuse_max_change: f64,
 }
+
+/// Default of `[head] l2_reuse_max_change`.
+pub const L2_REUSE_MAX_CHANGE: f64 = 0.05;
 
 impl Default for HeadSection {
     fn default() -> Self {
         let d = HeadArgs::default();
-        Self { kind: d.kind, mlp_hidden: d.mlp_hidden, mlp_max_epochs: d.mlp_max_epochs, mlp_patience: d.mlp_patience }
+        Self {
+            kind: d.kind,
+            mlp_hidden: d.mlp_hidden,
+            mlp_max_epochs: d.mlp_max_epochs,
+            mlp_patience: d.mlp_patience,
+            l2_reuse_max_change: L2_REUSE_MAX_CHANGE,
+        }
     }
 }
 
@@ -365,6 +378,9 @@ fn validate(c: Config) -> anyhow::Result<Config> {
     }
     if !(0.0..=1.0).contains(&c.validation.max_quarantined_share) {
         bail!("[validation] max_quarantined_share is a share of rows, between 0 and 1");
+    }
+    if !(0.0..=1.0).contains(&c.head.l2_reuse_max_change) {
+        bail!("[head] l2_reuse_max_change is a share of training rows, between 0 and 1 (0: always cross-validate)");
     }
     Ok(c)
 }

@@ -29,7 +29,9 @@ pub async fn embed_cached(
 ) -> anyhow::Result<(Matrix, EmbedStats)> {
     let dim = encoder.dim();
     let hashes: Vec<ContentHash> = texts.iter().map(|t| ContentHash::of(t.as_bytes())).collect();
+    let started = std::time::Instant::now();
     let mut vectors = store.cached_embeddings(encoder.id(), &hashes).await?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), texts = texts.len(), "embedding cache read");
     // A text that occurs several times (a prediction log repeats inputs) is embedded once.
     let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut copies: Vec<(usize, usize)> = Vec::new();
@@ -60,6 +62,7 @@ pub async fn embed_cached(
         }
     }
     bar.finish_and_clear();
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), computed = missing.len(), "missing texts embedded");
     for (i, j) in copies {
         vectors[i] = vectors[j].clone();
     }

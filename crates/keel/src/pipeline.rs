@@ -223,7 +223,16 @@ async fn fit_and_register(
     // test split is touched once, below, for the report and the gate.
     let checkpoint = store.home().join("checkpoints").join(format!("{}.mlp", key.as_str()));
     let trained = tokio::task::block_in_place(|| {
-        training::train_heads(&train, &validation, &test, &labels, req.head, req.seed, &checkpoint)
+        training::train_heads(
+            &train,
+            &validation,
+            &test,
+            &labels,
+            req.head,
+            req.seed,
+            &checkpoint,
+            &training::L2Choice::CrossValidate,
+        )
     })?;
     let proba = training::predict(&trained.head, &test)?;
     let title = format!("{}: {} head on {}", req.name, trained.head.kind(), ingest.dataset.fields.name);

@@ -55,9 +55,20 @@ pub struct Trained {
     pub baselines: Vec<BaselineResult>,
 }
 
+/// How the logistic regression's L2 strength is set.
+#[derive(Clone, Debug, PartialEq)]
+pub enum L2Choice {
+    /// By [`CV_FOLDS`]-fold cross-validation on the training split.
+    CrossValidate,
+    /// Kept from an earlier cross-validation (`keel run`, when the training rows changed
+    /// little); `note` says where from and is stored with the head's details.
+    Keep { l2: f64, note: serde_json::Value },
+}
+
 /// Trains the chosen head on `train` (the MLP stops early on `validation`), fits its
 /// temperature on `validation`, and trains the majority and n-gram baselines on `train`.
-/// Deterministic for a given seed. `checkpoint` is where the MLP saves each epoch.
+/// Deterministic for a given seed and `l2`. `checkpoint` is where the MLP saves each epoch.
+#[allow(clippy::too_many_arguments)]
 pub fn train_heads(
     train: &Part,
     validation: &Part,
@@ -66,14 +77,20 @@ pub fn train_heads(
     args: &HeadArgs,
     seed: u64,
     checkpoint: &Path,
+    l2: &L2Choice,
 ) -> anyhow::Result<Trained> {
     let started = std::time::Instant::now();
-    let (base, details) = match args.kind {
-        HeadKind::Logistic => {
+    let (base, details) = match (args.kind, l2) {
+        (HeadKind::Logistic, L2Choice::CrossValidate) => {
             let (m, cv) = keel_train::fit_cv(&train.x, &train.y, labels.to_vec(), &[], CV_FOLDS, seed)?;
             (Head::Logistic(m), json!({"cross_validation": cv}))
         }
-        HeadKind::Mlp => {
+        (HeadKind::Logistic, L2Choice::Keep { l2, note }) => {
+            let cfg = keel_train::LrConfig { l2: *l2, ..keel_train::LrConfig::default() };
+            let (m, fit) = keel_train::fit(&train.x, &train.y, labels.to_vec(), &cfg)?;
+            (Head::Logistic(m), json!({"l2_kept": {"l2": l2, "from": note, "fit": fit}}))
+        }
+        (HeadKind::Mlp, _) => {
             let cfg = MlpConfig {
                 hidden: args.mlp_hidden,
                 max_epochs: args.mlp_max_epochs,

@@ -223,8 +223,25 @@ pub fn reference_profile(
     labels: &[String],
     report: &keel_eval::Report,
 ) -> anyhow::Result<Vec<u8>> {
-    let tokens: Vec<usize> = train.texts.iter().map(|t| encoder.count_tokens(t)).collect::<Result<_, _>>()?;
+    let started = std::time::Instant::now();
+    // Tokenizing the training split is most of the profile's cost: one share per core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let share = train.texts.len().div_ceil(cores).max(1);
+    let counted: Vec<Result<Vec<usize>, keel_embed::EmbedError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = train
+            .texts
+            .chunks(share)
+            .map(|part| s.spawn(move || part.iter().map(|t| encoder.count_tokens(t)).collect()))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("token counting does not panic")).collect()
+    });
+    let mut tokens = Vec::with_capacity(train.texts.len());
+    for part in counted {
+        tokens.extend(part?);
+    }
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "profile: tokens counted");
     let proba = crate::training::predict(head, train)?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "profile: training split predicted");
     let rows = Rows { texts: &train.texts, tokens: Some(&tokens), embeddings: &train.x, proba: &proba };
     let evaluation =
         keel_monitor::EvalFigures { accuracy: report.evaluation.accuracy, macro_f1: report.evaluation.macro_f1 };

@@ -30,7 +30,7 @@ use keel_store::{Dataset, ModelVersion, NewDataset, NewModelVersion, NewStep, Ru
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::cli::{RunArgs, Step};
+use crate::cli::{HeadKind, RunArgs, Step};
 use crate::config::{self, Config, Loaded, SourceFormat};
 use crate::context;
 use crate::embedding::embed_cached;
@@ -494,7 +494,9 @@ impl Pass<'_> {
     }
 
     async fn embed(&mut self, dataset: &Dataset) -> anyhow::Result<Value> {
+        let started = Instant::now();
         let encoder = self.session.load_encoder(self.cfg, &self.loaded.dir)?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "encoder loaded");
         let texts: Vec<String> = self.records(dataset).await?.iter().map(|r| r.text.clone()).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let (x, stats) = embed_cached(&self.session.store, &encoder, &refs, self.quiet).await?;
@@ -516,18 +518,95 @@ impl Pass<'_> {
         let checkpoint = self.store().home().join("checkpoints").join(format!("{}.mlp", key.as_str()));
         let head_args = self.cfg.head.args();
         let seed = self.cfg.project.seed;
+        let fingerprints = row_fingerprints(records, &y, &labels, &rows.train);
+        let (l2, kept_origin) = self.l2_choice(key, encoder_id, &labels, &fingerprints).await?;
         let trained = tokio::task::block_in_place(|| {
-            training::train_heads(&train, &validation, &test, &labels, &head_args, seed, &checkpoint)
+            training::train_heads(&train, &validation, &test, &labels, &head_args, seed, &checkpoint, &l2)
         })?;
         let store = self.store();
+        // Where the L2 strength was chosen: these rows, by cross-validation, or the production
+        // version's origin, carried forward while the rows stay close to it.
+        let l2_origin = match (kept_origin, &trained.details["cross_validation"]["chosen_l2"]) {
+            (Some(origin), _) => origin,
+            (None, Value::Number(chosen)) => {
+                let bytes: Vec<u8> = fingerprints.iter().flat_map(|f| f.to_le_bytes()).collect();
+                let rows = store.put_artifact("train/rows", &bytes).await?;
+                json!({"l2": chosen, "rows": rows.as_str(), "train_key": key.as_str()})
+            }
+            (None, _) => Value::Null,
+        };
         let head = store.put_artifact("head", &trained.head.to_bytes()).await?;
         let fallback = store.put_artifact("head/fallback", &trained.fallback.to_bytes()).await?;
         let details = json!({"head": trained.head.kind(), "details": trained.details,
             "calibration": trained.calibration, "baselines": trained.baselines});
         let details_artifact = store.put_artifact("train/details", details.to_string().as_bytes()).await?;
         Ok(json!({"head": head.as_str(), "fallback": fallback.as_str(), "details": details_artifact.as_str(),
-            "labels": labels,
+            "labels": labels, "l2_origin": l2_origin,
             "split_sizes": {"train": rows.train.len(), "validation": rows.validation.len(), "test": rows.test.len()}}))
+    }
+
+    /// Cross-validate the L2 strength again, or keep the one the production version's training
+    /// carried: kept when the head is logistic regression on the same encoder and labels and at
+    /// most `[head] l2_reuse_max_change` of the training rows (text and label) differ from the
+    /// rows that strength was cross-validated on. Cross-validation is most of the training
+    /// time, and a strength chosen on nearly the same rows is the one it would choose again.
+    /// Also returns the origin to record when kept. Production cannot move between this and
+    /// the train step's record (promotion comes later in the pass), so a step redone after a
+    /// kill makes the same choice.
+    async fn l2_choice(
+        &self,
+        key: &ContentHash,
+        encoder_id: &str,
+        labels: &[String],
+        rows: &[u64],
+    ) -> anyhow::Result<(training::L2Choice, Option<Value>)> {
+        let cv = Ok((training::L2Choice::CrossValidate, None));
+        let max_change = self.cfg.head.l2_reuse_max_change;
+        if self.cfg.head.kind != HeadKind::Logistic || max_change <= 0.0 {
+            return cv;
+        }
+        let Some(prev) = self.production_before(key.as_str()).await? else { return cv };
+        if prev.encoder_id != encoder_id {
+            return cv;
+        }
+        let Some(prev_key) = prev.metrics["pipeline"]["train_key"].as_str() else { return cv };
+        let Some(step) = self.store().find_step(&self.project, step_name(Step::Train), prev_key).await? else {
+            return cv;
+        };
+        let out = &step.fields.output;
+        let origin = &out["l2_origin"];
+        let (Some(l2), Some(origin_rows)) = (origin["l2"].as_f64(), origin["rows"].as_str()) else { return cv };
+        if out["labels"] != json!(labels) {
+            return cv;
+        }
+        let Some(origin_hash) = ContentHash::parse(origin_rows) else { return cv };
+        let bytes = self.store().read_artifact(&origin_hash).await?;
+        let old: Vec<u64> =
+            bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk"))).collect();
+        let share = changed_share(&old, rows);
+        let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+        if share > max_change {
+            if !self.quiet {
+                note(format!(
+                    "train     cross-validating L2 again: {} of the training rows differ from those {}'s was chosen on (above [head] l2_reuse_max_change = {})",
+                    pct(share),
+                    prev.tag(),
+                    pct(max_change)
+                ));
+            }
+            return cv;
+        }
+        if !self.quiet {
+            note(format!(
+                "train     keeping L2 = {l2:e} from {}: {} of the training rows differ from those it was cross-validated on (at most {} allowed by [head] l2_reuse_max_change)",
+                prev.tag(),
+                pct(share),
+                pct(max_change)
+            ));
+        }
+        let note = json!({"version": prev.tag(), "changed_share": share, "max_change": max_change,
+            "cross_validated_in": origin["train_key"]});
+        Ok((training::L2Choice::Keep { l2, note }, Some(origin.clone())))
     }
 
     async fn evaluate(&mut self, dataset: &Dataset, encoder_id: &str, trained: &Value) -> anyhow::Result<Value> {
@@ -627,10 +706,13 @@ impl Pass<'_> {
         let (train, labels) = self.part(dataset, encoder_id, |r| &r.train).await?;
         let encoder = self.session.load_encoder(self.cfg, &self.loaded.dir)?;
         let head = load_head_artifact(self.store(), &hash(trained, "head")?).await?;
+        let started = Instant::now();
         let profile = crate::cmd::monitor::reference_profile(&encoder, &train, &head, &labels, &report)?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "reference profile built");
         let store = self.store();
         let profile = store.put_artifact("profile", &profile).await?;
         let html = keel_eval::render_html(&report);
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "report rendered");
         let report_json = store.put_artifact("report/json", report.to_json().as_bytes()).await?;
         let report_html = store.put_artifact("report/html", html.as_bytes()).await?;
         let details: Value = serde_json::from_slice(&store.read_artifact(&hash(trained, "details")?).await?)?;
@@ -692,6 +774,41 @@ impl Pass<'_> {
 async fn load_head_artifact(store: &Store, hash: &ContentHash) -> anyhow::Result<keel_train::Head> {
     let bytes = store.read_artifact(hash).await?;
     keel_train::Head::from_bytes(&bytes).context("cannot load a trained head")
+}
+
+/// One 64-bit fingerprint per training row (its text and label), sorted: what the L2 reuse
+/// rule compares between runs.
+fn row_fingerprints(records: &[Record], y: &[usize], labels: &[String], rows: &[usize]) -> Vec<u64> {
+    let mut out: Vec<u64> = rows
+        .iter()
+        .map(|&i| {
+            let mut h = Hasher::new();
+            h.field(records[i].text.as_bytes()).field(labels[y[i]].as_bytes());
+            let hex = h.finish();
+            u64::from_str_radix(&hex.as_str()[..16], 16).expect("hex digest")
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Share of rows that changed between two sorted multisets of fingerprints: half the rows in
+/// one and not the other, over the larger one's size (one edited row of a hundred: 1%).
+fn changed_share(old: &[u64], new: &[u64]) -> f64 {
+    let (mut i, mut j, mut common) = (0, 0, 0usize);
+    while i < old.len() && j < new.len() {
+        match old[i].cmp(&new[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                common += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let larger = old.len().max(new.len());
+    if larger == 0 { 0.0 } else { (old.len() + new.len() - 2 * common) as f64 / (2 * larger) as f64 }
 }
 
 /// What a pass over the steps ended with.

@@ -124,6 +124,41 @@ fn run_skips_done_steps_plans_and_forces_one() {
     assert_eq!(pipeline[0]["metrics"]["reason"], reason);
 }
 
+#[test]
+fn run_keeps_the_cross_validated_l2_while_the_training_rows_change_little() {
+    let home = tempfile::tempdir().unwrap();
+    let config = project(home.path(), 240, "");
+    let first = run(home.path(), &config, &[]);
+    let chosen = first["model"]["metrics"]["cross_validation"]["chosen_l2"].as_f64().unwrap();
+
+    // Two more rows: under 5% of the training rows differ, so the strength is kept and says
+    // where from, and the candidate still goes through the gate.
+    project(home.path(), 242, "");
+    let second = run(home.path(), &config, &[]);
+    let m = &second["model"]["metrics"];
+    assert_eq!(m["cross_validation"], Value::Null, "no cross-validation: {m}");
+    assert_eq!(m["l2_kept"]["l2"].as_f64(), Some(chosen), "{m}");
+    assert_eq!(m["l2_kept"]["from"]["version"], "reviews@1", "{m}");
+    let share = m["l2_kept"]["from"]["changed_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share <= 0.05, "{share}");
+    assert!(second["gate"]["reason"].as_str().unwrap().contains("reviews@1"), "{}", second["gate"]);
+
+    // A quarter more rows: cross-validated again.
+    project(home.path(), 300, "");
+    let third = run(home.path(), &config, &[]);
+    let m = &third["model"]["metrics"];
+    assert!(m["cross_validation"]["chosen_l2"].is_number(), "{m}");
+    assert_eq!(m["l2_kept"], Value::Null, "{m}");
+
+    // And with l2_reuse_max_change = 0 every run cross-validates.
+    let home = tempfile::tempdir().unwrap();
+    let config = project(home.path(), 240, "\n[head]\nl2_reuse_max_change = 0.0\n");
+    run(home.path(), &config, &[]);
+    project(home.path(), 242, "\n[head]\nl2_reuse_max_change = 0.0\n");
+    let again = run(home.path(), &config, &[]);
+    assert!(again["model"]["metrics"]["cross_validation"]["chosen_l2"].is_number(), "{}", again["model"]);
+}
+
 /// The artifacts that must not depend on how often a run was interrupted.
 fn artifacts(v: &Value) -> Value {
     let m = &v["model"];
