@@ -7,11 +7,14 @@
 //!
 //! Every output element is summed by one accumulator lane in an order fixed by this source:
 //! the vector code keeps independent per-lane sums (`[f64; 4]`, `[f64; 8]` arrays) and combines
-//! them in a written-out order, with separate multiplies and adds (Rust never fuses them into
-//! FMA on its own, and no `mul_add` is used). The same source is compiled three times — for
-//! the x86-64 baseline (SSE2), with AVX, and with AVX-512 (one `[f64; 8]` tile column per
-//! register), picked at run time — and all compute the same IEEE operations in the same order,
-//! so they give bit-identical sums; a test checks it.
+//! them in a written-out order. Each product is added with a fused multiply-add
+//! ([`f64::mul_add`]: one rounding, which IEEE 754 defines exactly), so the compilations agree
+//! although only some have the instruction. The same source is compiled three times — for the
+//! x86-64 baseline (SSE2; `mul_add` is then the C library's correctly rounded `fma`, slow but
+//! exact), with AVX2 + FMA, and with AVX-512 (one `[f64; 8]` tile column per register), picked
+//! at run time — and all compute the same IEEE operations in the same order, so they give
+//! bit-identical sums; a test checks it. Fusing halves the instructions of the two products
+//! against a separate multiply and add, which is what bounds this kernel.
 
 use keel_core::Matrix;
 
@@ -69,7 +72,7 @@ impl Sums {
 pub(crate) enum Isa {
     /// x86-64 baseline / any other architecture.
     Portable,
-    /// 256-bit vectors (checked at run time).
+    /// 256-bit vectors with FMA (AVX2 + FMA, checked at run time).
     #[cfg(target_arch = "x86_64")]
     Avx,
     /// 512-bit vectors (checked at run time).
@@ -82,10 +85,10 @@ impl Isa {
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
                 return Isa::Avx512;
             }
-            if std::arch::is_x86_feature_detected!("avx") {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                 return Isa::Avx;
             }
         }
@@ -109,27 +112,33 @@ pub(crate) fn accumulate(isa: Isa, x: &Matrix, y: &[usize], rows: std::ops::Rang
 mod avx {
     use super::*;
 
-    #[target_feature(enable = "avx")]
+    #[target_feature(enable = "avx2,fma")]
     fn accumulate_avx(x: &Matrix, y: &[usize], rows: std::ops::Range<usize>, p: &Packed, out: &mut Sums) {
         accumulate_body(x, y, rows, p, out);
     }
 
     pub(super) fn accumulate(x: &Matrix, y: &[usize], rows: std::ops::Range<usize>, p: &Packed, out: &mut Sums) {
-        assert!(std::arch::is_x86_feature_detected!("avx"), "Isa::Avx chosen on a CPU without AVX");
-        // SAFETY: the CPU supports AVX (checked just above), the only requirement of a
-        // `#[target_feature(enable = "avx")]` function; the body is safe Rust.
+        assert!(
+            std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            "Isa::Avx chosen on a CPU without AVX2 + FMA"
+        );
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only requirement of a
+        // `#[target_feature(enable = "avx2,fma")]` function; the body is safe Rust.
         unsafe { accumulate_avx(x, y, rows, p, out) }
     }
 
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,fma")]
     fn accumulate_avx512(x: &Matrix, y: &[usize], rows: std::ops::Range<usize>, p: &Packed, out: &mut Sums) {
         accumulate_body(x, y, rows, p, out);
     }
 
     pub(super) fn accumulate_wide(x: &Matrix, y: &[usize], rows: std::ops::Range<usize>, p: &Packed, out: &mut Sums) {
-        assert!(std::arch::is_x86_feature_detected!("avx512f"), "Isa::Avx512 chosen on a CPU without AVX-512");
-        // SAFETY: the CPU supports AVX-512 F (checked just above), the only requirement of a
-        // `#[target_feature(enable = "avx512f")]` function; the body is safe Rust.
+        assert!(
+            std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma"),
+            "Isa::Avx512 chosen on a CPU without AVX-512 F + FMA"
+        );
+        // SAFETY: the CPU supports AVX-512 F and FMA (checked just above), the only requirement
+        // of a `#[target_feature(enable = "avx512f,fma")]` function; the body is safe Rust.
         unsafe { accumulate_avx512(x, y, rows, p, out) }
     }
 }
@@ -204,7 +213,7 @@ fn logits(xt: &[f64], w: &[f64], bias: &[f64], z: &mut [f64], kp: usize, dp: usi
         let mut total = [[0.0f64; TILE_ROWS]; 4];
         let groups = xt.chunks_exact(8).len();
         // Two feature groups at a time, each with its own accumulators (eight independent
-        // chains of adds: enough to keep both adders busy), then added to the total in group
+        // chains of fused multiply-adds: enough to keep both FMA units busy), then added to the total in group
         // order; every lane does the same operations in the same order as one group at a time.
         let mut g = 0;
         while g + 2 <= groups {
@@ -216,8 +225,8 @@ fn logits(xt: &[f64], w: &[f64], bias: &[f64], z: &mut [f64], kp: usize, dp: usi
             for j in 0..8 {
                 for c in 0..4 {
                     for r in 0..TILE_ROWS {
-                        acc_a[c][r] += wa[c][j] * xa[j][r];
-                        acc_b[c][r] += wb[c][j] * xb[j][r];
+                        acc_a[c][r] = wa[c][j].mul_add(xa[j][r], acc_a[c][r]);
+                        acc_b[c][r] = wb[c][j].mul_add(xb[j][r], acc_b[c][r]);
                     }
                 }
             }
@@ -236,7 +245,7 @@ fn logits(xt: &[f64], w: &[f64], bias: &[f64], z: &mut [f64], kp: usize, dp: usi
             for (j, xv) in xg.iter().enumerate() {
                 for c in 0..4 {
                     for r in 0..TILE_ROWS {
-                        acc[c][r] += wg[c][j] * xv[r];
+                        acc[c][r] = wg[c][j].mul_add(xv[r], acc[c][r]);
                     }
                 }
             }
@@ -284,7 +293,7 @@ fn gradient(xs: &[f64], res: &[f64], g: &mut [f64], kp: usize, dp: usize) {
             g2.as_chunks_mut::<8>().0,
             g3.as_chunks_mut::<8>().0,
         ];
-        // Two feature groups at a time (eight independent chains of adds, as in `logits`);
+        // Two feature groups at a time (eight independent chains of fused multiply-adds, as in `logits`);
         // each lane's sum is the same sequence of operations as one group at a time.
         let groups = dp / 8;
         let mut j = 0;
@@ -296,8 +305,8 @@ fn gradient(xs: &[f64], res: &[f64], g: &mut [f64], kp: usize, dp: usize) {
                 let rv = res[r][cq];
                 for c in 0..4 {
                     for l in 0..8 {
-                        acc_a[c][l] += rv[c] * xa[l];
-                        acc_b[c][l] += rv[c] * xb[l];
+                        acc_a[c][l] = rv[c].mul_add(xa[l], acc_a[c][l]);
+                        acc_b[c][l] = rv[c].mul_add(xb[l], acc_b[c][l]);
                     }
                 }
             }
@@ -316,7 +325,7 @@ fn gradient(xs: &[f64], res: &[f64], g: &mut [f64], kp: usize, dp: usize) {
                 let rv = res[r][cq];
                 for c in 0..4 {
                     for l in 0..8 {
-                        acc[c][l] += rv[c] * xv[l];
+                        acc[c][l] = rv[c].mul_add(xv[l], acc[c][l]);
                     }
                 }
             }

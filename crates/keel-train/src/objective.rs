@@ -92,11 +92,12 @@ impl<'a> Objective<'a> {
         self
     }
 
-    /// Runs the 256-bit AVX compilation where the CPU has AVX, even where AVX-512 is available
-    /// (elsewhere: unchanged). The result is bit-identical (this exists so tests can show that).
+    /// Runs the 256-bit AVX2 + FMA compilation where the CPU has both, even where AVX-512 is
+    /// available (elsewhere: unchanged). The result is bit-identical (this exists so tests can
+    /// show that).
     pub fn avx256(mut self) -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             self.isa = Isa::Avx;
         }
         self
