@@ -67,11 +67,35 @@ def sklearn_lr(train, test):
                       "final_loss": objective}))
 
 
+def summary(name, log):
+    """One line per data set: each side's accuracy, median and fastest fit over the rounds, and
+    Keel's speed as a ratio of each scikit-learn setting's (above 1: Keel faster)."""
+    import statistics
+
+    runs = {}
+    for line in open(log):
+        d = json.loads(line)
+        key = "keel" if d["impl"] == "keel" else f"sklearn_blas{d['blas_threads']}"
+        runs.setdefault(key, []).append(d)
+    out = {"dataset": name, "rounds": len(runs.get("keel", []))}
+    for key, rs in runs.items():
+        fits = [r["fit_seconds"] for r in rs]
+        out[key] = {"test_accuracy": rs[0]["test_accuracy"], "median_fit_seconds": round(statistics.median(fits), 3),
+                    "fastest_fit_seconds": round(min(fits), 3), "fits": [round(f, 3) for f in fits]}
+    keel = out.get("keel")
+    if keel:
+        for key in [k for k in runs if k != "keel"]:
+            out[f"speedup_vs_{key}_median"] = round(out[key]["median_fit_seconds"] / keel["median_fit_seconds"], 2)
+    print(json.dumps({"summary": out}))
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "prep":
         prep(sys.argv[2], sys.argv[3])
     elif cmd == "sklearn":
         sklearn_lr(sys.argv[2], sys.argv[3])
+    elif cmd == "summary":
+        summary(sys.argv[2], sys.argv[3])
     else:
         sys.exit(f"unknown command {cmd}")
