@@ -13,8 +13,8 @@
 //! x86-64 baseline (SSE2; `mul_add` is then the C library's correctly rounded `fma`, slow but
 //! exact), with AVX2 + FMA, and with AVX-512 (one `[f64; 8]` tile column per register), picked
 //! at run time — and all compute the same IEEE operations in the same order, so they give
-//! bit-identical sums; a test checks it. Fusing halves the instructions of the two products
-//! against a separate multiply and add, which is what bounds this kernel.
+//! bit-identical sums; a test checks it. Fusing halves the arithmetic instructions of the two
+//! products against a separate multiply and add.
 
 use keel_core::Matrix;
 
@@ -85,15 +85,27 @@ impl Isa {
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            if has_avx512_fma() {
                 return Isa::Avx512;
             }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if has_avx2_fma() {
                 return Isa::Avx;
             }
         }
         Isa::Portable
     }
+}
+
+/// Whether this CPU can run the AVX2 + FMA compilation.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// Whether this CPU can run the AVX-512 compilation.
+#[cfg(target_arch = "x86_64")]
+fn has_avx512_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// Adds the loss and gradient sums of `rows` of `(x, y)` at the packed weights into `out`.
@@ -118,10 +130,7 @@ mod avx {
     }
 
     pub(super) fn accumulate(x: &Matrix, y: &[usize], rows: std::ops::Range<usize>, p: &Packed, out: &mut Sums) {
-        assert!(
-            std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
-            "Isa::Avx chosen on a CPU without AVX2 + FMA"
-        );
+        assert!(has_avx2_fma(), "Isa::Avx chosen on a CPU without AVX2 + FMA");
         // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only requirement of a
         // `#[target_feature(enable = "avx2,fma")]` function; the body is safe Rust.
         unsafe { accumulate_avx(x, y, rows, p, out) }
@@ -133,10 +142,7 @@ mod avx {
     }
 
     pub(super) fn accumulate_wide(x: &Matrix, y: &[usize], rows: std::ops::Range<usize>, p: &Packed, out: &mut Sums) {
-        assert!(
-            std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma"),
-            "Isa::Avx512 chosen on a CPU without AVX-512 F + FMA"
-        );
+        assert!(has_avx512_fma(), "Isa::Avx512 chosen on a CPU without AVX-512 F + FMA");
         // SAFETY: the CPU supports AVX-512 F and FMA (checked just above), the only requirement
         // of a `#[target_feature(enable = "avx512f,fma")]` function; the body is safe Rust.
         unsafe { accumulate_avx512(x, y, rows, p, out) }
@@ -213,8 +219,9 @@ fn logits(xt: &[f64], w: &[f64], bias: &[f64], z: &mut [f64], kp: usize, dp: usi
         let mut total = [[0.0f64; TILE_ROWS]; 4];
         let groups = xt.chunks_exact(8).len();
         // Two feature groups at a time, each with its own accumulators (eight independent
-        // chains of fused multiply-adds: enough to keep both FMA units busy), then added to the total in group
-        // order; every lane does the same operations in the same order as one group at a time.
+        // chains of fused multiply-adds: enough to keep both FMA units busy), then added to the
+        // total in group order; every lane does the same operations in the same order as one
+        // group at a time.
         let mut g = 0;
         while g + 2 <= groups {
             let (xa, xb) = (&xt[g * 8..g * 8 + 8], &xt[(g + 1) * 8..(g + 1) * 8 + 8]);
@@ -293,8 +300,8 @@ fn gradient(xs: &[f64], res: &[f64], g: &mut [f64], kp: usize, dp: usize) {
             g2.as_chunks_mut::<8>().0,
             g3.as_chunks_mut::<8>().0,
         ];
-        // Two feature groups at a time (eight independent chains of fused multiply-adds, as in `logits`);
-        // each lane's sum is the same sequence of operations as one group at a time.
+        // Two feature groups at a time (eight independent chains of fused multiply-adds, as in
+        // `logits`); each lane's sum is the same sequence of operations as one group at a time.
         let groups = dp / 8;
         let mut j = 0;
         while j + 2 <= groups {

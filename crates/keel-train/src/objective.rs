@@ -97,7 +97,7 @@ impl<'a> Objective<'a> {
     /// show that).
     pub fn avx256(mut self) -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if kernel::has_avx2_fma() {
             self.isa = Isa::Avx;
         }
         self
