@@ -24,6 +24,7 @@ mod metrics;
 mod report;
 mod rng;
 mod slices;
+mod version;
 
 pub use bootstrap::{
     BootstrapConfig, Interval, MetricIntervals, bootstrap_interval, bootstrap_intervals, paired_macro_f1_diff, quantile,
@@ -39,6 +40,7 @@ pub use metrics::{
 };
 pub use report::{BaselineResult, Report, ReportInput, ReportedWrong, build_report};
 pub use slices::{LENGTH_BUCKETS, Slice, WrongExample, confidently_wrong, label_keys, length_keys, slice_metrics};
+pub use version::{CalibrationChange, GateOutcome, PipelineOrigin, SplitSizes, VersionArtifacts, VersionMetrics};
 
 use std::fmt::Write as _;
 

@@ -100,7 +100,8 @@ pub(crate) async fn load_version(
 /// The version's n-gram fallback head, if it has one that loads. Serving goes on without it: the
 /// server then answers 503 instead of a degraded answer when the encoder fails.
 async fn load_fallback(store: &Store, version: &ModelVersion) -> Option<Head> {
-    let Some(hash) = version.metrics["artifacts"]["fallback"].as_str() else {
+    let artifacts = keel_eval::VersionArtifacts::recorded_in(&version.metrics);
+    let Some(hash) = artifacts.fallback.as_deref() else {
         tracing::warn!(model = %version.tag(), "no fallback head: classify answers 503 if the encoder fails");
         return None;
     };

@@ -1,7 +1,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use keel_data::{Format, ReadOptions};
+
+use crate::config::{EncoderSection, Precision};
+use crate::stages::StepKind;
+use crate::stages::train::{HeadKind, HeadSpec};
 
 /// Keel: train, evaluate, register and serve text models from one binary.
 ///
@@ -124,6 +130,26 @@ pub struct EncoderArgs {
     pub precision: EncoderPrecision,
 }
 
+impl EncoderArgs {
+    /// The `[encoder]` section these flags amount to.
+    pub fn section(&self) -> EncoderSection {
+        EncoderSection {
+            name: self.encoder_name.clone(),
+            precision: match self.precision {
+                EncoderPrecision::Fp32 => Precision::F32,
+                EncoderPrecision::Int8 => Precision::Int8,
+            },
+            batch_size: self.batch_size.max(1),
+            model_dir: self.model_dir.as_ref().map(|d| d.display().to_string()),
+        }
+    }
+
+    /// Resolves (fetching on first use) and loads the encoder these flags name.
+    pub fn load(&self) -> anyhow::Result<(keel_embed::InstalledModel, std::sync::Arc<keel_embed::Encoder>)> {
+        crate::context::load_encoder(&self.section(), std::path::Path::new(""))
+    }
+}
+
 /// `--precision` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EncoderPrecision {
@@ -220,6 +246,34 @@ impl Default for ColumnArgs {
     }
 }
 
+impl ColumnArgs {
+    /// The reader's options these flags ask for.
+    pub fn read_options(&self) -> anyhow::Result<ReadOptions> {
+        let format = match self.delimiter.as_deref() {
+            None => None,
+            Some("\\t" | "tab" | "\t") => Some(Format::Delimited { delimiter: b'\t' }),
+            Some(d) if d.len() == 1 => Some(Format::Delimited { delimiter: d.as_bytes()[0] }),
+            Some(d) => bail!("--delimiter must be one character (or \\t), not {d:?}"),
+        };
+        Ok(ReadOptions {
+            text_col: self.text_col.clone(),
+            label_col: Some(self.label_col.clone()),
+            id_col: self.id_col.clone(),
+            format,
+            has_header: self.no_header.then_some(false),
+            skip_after_header: self.skip_rows,
+            limit: self.limit,
+            lossy_utf8: self.lossy_utf8,
+            max_text_chars: (self.max_text_chars > 0).then_some(self.max_text_chars),
+            max_record_bytes: self.max_record_bytes,
+            normalize: !self.no_normalize,
+            strip_html: self.strip_html,
+            labels: self.labels.clone(),
+            drop_duplicates: self.drop_duplicates,
+        })
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     /// CSV, TSV/.tab or JSONL file, optionally .gz or .bz2 compressed.
@@ -249,10 +303,9 @@ pub struct TrainArgs {
     pub no_promote: bool,
 }
 
-/// Which classifier reads the embeddings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HeadKind {
+/// Which classifier reads the embeddings (`--head`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HeadArg {
     /// Multinomial logistic regression, L2 strength chosen by 5-fold cross-validation on the
     /// training split. Fast, convex, rarely beaten on frozen embeddings.
     Logistic,
@@ -261,11 +314,20 @@ pub enum HeadKind {
     Mlp,
 }
 
-#[derive(Debug, Clone, Args, serde::Serialize)]
+impl From<HeadArg> for HeadKind {
+    fn from(h: HeadArg) -> Self {
+        match h {
+            HeadArg::Logistic => HeadKind::Logistic,
+            HeadArg::Mlp => HeadKind::Mlp,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct HeadArgs {
     /// Classifier on top of the embeddings.
-    #[arg(long = "head", value_enum, default_value_t = HeadKind::Logistic)]
-    pub kind: HeadKind,
+    #[arg(long = "head", value_enum, default_value_t = HeadArg::Logistic)]
+    pub kind: HeadArg,
     /// MLP: width of the hidden layer.
     #[arg(long, default_value_t = 256)]
     pub mlp_hidden: usize,
@@ -277,9 +339,15 @@ pub struct HeadArgs {
     pub mlp_patience: usize,
 }
 
-impl Default for HeadArgs {
-    fn default() -> Self {
-        Self { kind: HeadKind::Logistic, mlp_hidden: 256, mlp_max_epochs: 100, mlp_patience: 5 }
+impl HeadArgs {
+    /// The head these flags ask for.
+    pub fn spec(&self) -> HeadSpec {
+        HeadSpec {
+            kind: self.kind.into(),
+            mlp_hidden: self.mlp_hidden,
+            mlp_max_epochs: self.mlp_max_epochs,
+            mlp_patience: self.mlp_patience,
+        }
     }
 }
 
@@ -330,17 +398,11 @@ pub struct InitArgs {
     pub force: bool,
 }
 
-/// The steps of `keel run`, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Step {
-    Ingest,
-    Embed,
-    Train,
-    Evaluate,
-    Gate,
-    Register,
-    Promote,
+/// `--force STEP`: one of `keel run`'s steps, by name.
+fn step_parser() -> impl clap::builder::TypedValueParser<Value = StepKind> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(StepKind::ALL.map(StepKind::name))
+        .map(|s| StepKind::ALL.into_iter().find(|k| k.name() == s).unwrap_or(StepKind::Ingest))
 }
 
 #[derive(Debug, Args)]
@@ -352,8 +414,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub plan: bool,
     /// Run this step again even though its inputs did not change.
-    #[arg(long, value_enum, value_name = "STEP")]
-    pub force: Option<Step>,
+    #[arg(long, value_name = "STEP", value_parser = step_parser())]
+    pub force: Option<StepKind>,
     /// Keep running: re-run when a source file's content changes, every --interval seconds.
     #[arg(long)]
     pub watch: bool,

@@ -7,7 +7,41 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{HeadArgs, HeadKind};
+use keel_data::{Format, ReadOptions};
+
+use crate::stages::train::{HeadKind, HeadSpec};
+
+impl Config {
+    /// The reader's options `[source]` and `[validation]` declare.
+    pub fn read_options(&self) -> anyhow::Result<ReadOptions> {
+        let (s, v) = (&self.source, &self.validation);
+        let format = match (s.delimiter.as_deref(), s.format) {
+            (Some("\\t" | "tab" | "\t"), _) => Some(Format::Delimited { delimiter: b'\t' }),
+            (Some(d), _) if d.len() == 1 => Some(Format::Delimited { delimiter: d.as_bytes()[0] }),
+            (Some(d), _) => bail!("[source] delimiter must be one character (or \\t), not {d:?}"),
+            (None, SourceFormat::Auto) => None,
+            (None, SourceFormat::Csv) => Some(Format::Delimited { delimiter: b',' }),
+            (None, SourceFormat::Tsv) => Some(Format::Delimited { delimiter: b'\t' }),
+            (None, SourceFormat::Jsonl) => Some(Format::JsonLines),
+        };
+        Ok(ReadOptions {
+            text_col: s.text_col.clone(),
+            label_col: Some(s.label_col.clone()),
+            id_col: s.id_col.clone(),
+            format,
+            has_header: s.header,
+            skip_after_header: s.skip_rows,
+            limit: s.limit,
+            lossy_utf8: v.lossy_utf8,
+            max_text_chars: (v.max_text_chars > 0).then_some(v.max_text_chars),
+            max_record_bytes: v.max_record_bytes,
+            normalize: v.normalize,
+            strip_html: v.strip_html,
+            labels: v.labels.clone(),
+            drop_duplicates: v.drop_duplicates,
+        })
+    }
+}
 
 /// The file `keel init` writes. It parses to [`Config::default`] plus the example's paths
 /// (checked by a unit test), so every documented key is real.
@@ -91,6 +125,9 @@ pub struct Source {
     pub skip_rows: Option<usize>,
     /// Read only the first N data rows of each file.
     pub limit: Option<usize>,
+    /// A field delimiter other than the format's (one character, or `\t`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<String>,
     pub filter: Filter,
 }
 
@@ -105,6 +142,7 @@ impl Default for Source {
             header: None,
             skip_rows: None,
             limit: None,
+            delimiter: None,
             filter: Filter::default(),
         }
     }
@@ -211,7 +249,7 @@ pub const L2_REUSE_MAX_CHANGE: f64 = 0.05;
 
 impl Default for HeadSection {
     fn default() -> Self {
-        let d = HeadArgs::default();
+        let d = HeadSpec::default();
         Self {
             kind: d.kind,
             mlp_hidden: d.mlp_hidden,
@@ -223,8 +261,9 @@ impl Default for HeadSection {
 }
 
 impl HeadSection {
-    pub fn args(&self) -> HeadArgs {
-        HeadArgs {
+    /// The head to train.
+    pub fn spec(&self) -> HeadSpec {
+        HeadSpec {
             kind: self.kind,
             mlp_hidden: self.mlp_hidden,
             mlp_max_epochs: self.mlp_max_epochs,
@@ -306,15 +345,33 @@ impl Default for Watch {
     }
 }
 
+/// Where a configuration came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    /// A keel.toml file.
+    File,
+    /// The flags of `keel train`.
+    Flags,
+}
+
 /// A parsed keel.toml with the folder its relative paths start from.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: Config,
     pub path: PathBuf,
     pub dir: PathBuf,
+    pub declared_by: Declared,
 }
 
 impl Loaded {
+    /// The setting that keeps a passing version as a candidate, in the user's words.
+    pub fn held_by(&self) -> &'static str {
+        match self.declared_by {
+            Declared::File => "[gate] promote = false",
+            Declared::Flags => "--no-promote",
+        }
+    }
+
     /// The source files, with variables expanded and relative paths resolved.
     pub fn source_paths(&self) -> anyhow::Result<Vec<PathBuf>> {
         self.config
@@ -336,7 +393,7 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     })?;
     let config = parse(&text).with_context(|| format!("{} is not a valid keel.toml", path.display()))?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
-    Ok(Loaded { config, path: path.to_owned(), dir })
+    Ok(Loaded { config, path: path.to_owned(), dir, declared_by: Declared::File })
 }
 
 /// Parses keel.toml text. An unknown key is an error naming its table and the nearest valid

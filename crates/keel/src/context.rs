@@ -1,32 +1,48 @@
 //! What most commands need: the store, the encoder, and facts about this process.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use keel_embed::{Encoder, EncoderConfig, InstalledModel, Precision, PullOptions};
+use keel_embed::{Encoder, EncoderConfig, InstalledModel, PullOptions};
 use keel_store::Store;
 
-use crate::cli::{EncoderArgs, EncoderPrecision};
+use crate::config::{self, EncoderSection, Precision};
 
 pub async fn open_store(home: &Path) -> anyhow::Result<Store> {
     Store::open(home).await.with_context(|| format!("cannot open the store at {}", home.display()))
 }
 
-/// Resolves the encoder model (fetching it on first use) and loads it.
-pub fn load_encoder(args: &EncoderArgs) -> anyhow::Result<(InstalledModel, Arc<Encoder>)> {
+/// Resolves the encoder model `[encoder]` names (fetching it on first use): from its
+/// `model_dir` (relative to `dir`), else `KEEL_MODEL_DIR`, else the user cache and the network.
+pub fn pull_encoder(cfg: &EncoderSection, dir: &Path) -> anyhow::Result<InstalledModel> {
     let mut opts = PullOptions::from_env();
-    opts.model_dir = args.model_dir.clone();
-    let installed = keel_embed::pull(&args.encoder_name, &opts)
-        .with_context(|| format!("cannot get encoder model {}", args.encoder_name))?;
-    let precision = match args.precision {
-        EncoderPrecision::Fp32 => Precision::F32,
-        EncoderPrecision::Int8 => Precision::Int8,
+    if let Some(d) = &cfg.model_dir {
+        let d = PathBuf::from(config::expand_vars(d)?);
+        opts.model_dir = Some(if d.is_absolute() { d } else { dir.join(d) });
+    } else if let Some(d) = std::env::var_os("KEEL_MODEL_DIR") {
+        opts.model_dir = Some(d.into());
+    }
+    keel_embed::pull(&cfg.name, &opts).with_context(|| format!("cannot get encoder model {}", cfg.name))
+}
+
+/// Loads an installed encoder model with `[encoder]`'s precision and batch size.
+pub fn load_installed(cfg: &EncoderSection, installed: &InstalledModel) -> anyhow::Result<Arc<Encoder>> {
+    let precision = match cfg.precision {
+        Precision::F32 => keel_embed::Precision::F32,
+        Precision::Int8 => keel_embed::Precision::Int8,
     };
-    let cfg = EncoderConfig { batch_size: args.batch_size.max(1), precision, ..EncoderConfig::default() };
-    let encoder = Encoder::load(&installed, cfg)
+    let ecfg = EncoderConfig { batch_size: cfg.batch_size.max(1), precision, ..EncoderConfig::default() };
+    let encoder = Encoder::load(installed, ecfg)
         .with_context(|| format!("cannot load encoder from {}", installed.dir.display()))?;
-    Ok((installed, Arc::new(encoder)))
+    Ok(Arc::new(encoder))
+}
+
+/// [`pull_encoder`] then [`load_installed`].
+pub fn load_encoder(cfg: &EncoderSection, dir: &Path) -> anyhow::Result<(InstalledModel, Arc<Encoder>)> {
+    let installed = pull_encoder(cfg, dir)?;
+    let encoder = load_installed(cfg, &installed)?;
+    Ok((installed, encoder))
 }
 
 pub fn code_version() -> String {

@@ -6,8 +6,7 @@ mod config;
 mod context;
 mod embedding;
 mod output;
-mod pipeline;
-mod training;
+mod stages;
 
 use clap::Parser;
 

@@ -10,7 +10,7 @@ use keel_index::{Index, Mode, Query};
 use keel_llm::{Params, Passage};
 
 use crate::cli::EncoderArgs;
-use crate::context::{load_encoder, open_store};
+use crate::context::open_store;
 use crate::output::{self, note};
 
 #[derive(Debug, Args)]
@@ -63,7 +63,7 @@ pub async fn run(home: &Path, json: bool, args: AskArgs) -> anyhow::Result<()> {
     let vector = if mode == Mode::Bm25 {
         None
     } else {
-        let (_, encoder) = load_encoder(&args.encoder)?;
+        let (_, encoder) = args.encoder.load()?;
         anyhow::ensure!(
             encoder.id() == index.encoder_id(),
             "the index was built with {}, not {}; pass --encoder or rebuild it",

@@ -15,7 +15,7 @@ use keel_index::{Chunker, Filter, Index, IndexOptions, Mode, Query, dedupe_docs}
 use serde_json::json;
 
 use crate::cli::EncoderArgs;
-use crate::context::{load_encoder, open_store};
+use crate::context::open_store;
 use crate::embedding::{EmbedStats, embed_cached};
 use crate::output::{self, note};
 
@@ -161,7 +161,7 @@ pub async fn index(home: &Path, json: bool, args: IndexArgs) -> anyhow::Result<(
     let (docs, skipped) = keel_index::read_documents(&args.path, &read)
         .with_context(|| format!("cannot read documents from {}", args.path.display()))?;
     anyhow::ensure!(!docs.is_empty(), "no documents in {} ({} skipped)", args.path.display(), skipped.len());
-    let (installed, encoder) = load_encoder(&args.encoder)?;
+    let (installed, encoder) = args.encoder.load()?;
     let store = open_store(home).await?;
     let (report, stats) =
         update_index(&store, &encoder, &installed.dir, &dir, docs, args.settings.options(), json).await?;
@@ -213,7 +213,7 @@ pub async fn search(home: &Path, json: bool, args: SearchArgs) -> anyhow::Result
     let vector = if mode == Mode::Bm25 {
         None
     } else {
-        let (_, encoder) = load_encoder(&args.encoder)?;
+        let (_, encoder) = args.encoder.load()?;
         anyhow::ensure!(
             encoder.id() == index.encoder_id(),
             "the index was built with {}, not {}; pass --encoder or rebuild it",
@@ -288,7 +288,7 @@ pub async fn eval_retrieval(home: &Path, json: bool, args: EvalRetrievalArgs) ->
         .index_dir
         .clone()
         .unwrap_or_else(|| home.join("index").join(format!("eval-{}", corpus_hash.short())));
-    let (installed, encoder) = load_encoder(&args.encoder)?;
+    let (installed, encoder) = args.encoder.load()?;
     let store = open_store(home).await?;
     let n_docs = docs.len();
     note(format!("indexing {n_docs} documents into {}", dir.display()));

@@ -22,7 +22,7 @@ pub fn run(json: bool, args: InitArgs) -> anyhow::Result<()> {
     }
     // What is written must be what `keel run` accepts.
     config::parse(&text)?;
-    crate::training::write_atomically(&args.path, text.as_bytes())
+    crate::stages::train::write_atomically(&args.path, text.as_bytes())
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", args.path.display()))?;
     if json {
         return output::json(&json!({"config": args.path, "written": true}));

@@ -7,19 +7,23 @@ pub mod monitor;
 mod quickstart;
 pub mod run;
 mod serve;
+mod summary;
+mod train;
 
 use std::io::Write;
 
 use anyhow::Context as _;
+use serde::Deserialize as _;
 use serde_json::json;
 
 use crate::cli::{
     Cli, Command, EmbedArgs, EvalArgs, IngestArgs, LineageArgs, ModelCommand, PromoteArgs, RollbackArgs, StoreCommand,
-    TrainArgs,
 };
-use crate::context::{load_encoder, open_store};
+use crate::config::Filter;
+use crate::context::open_store;
 use crate::output::{self, note};
-use crate::pipeline;
+use crate::stages::evaluate::{self, EvalRequest};
+use crate::stages::ingest::IngestRequest;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli { home, json, command } = cli;
@@ -31,7 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(ModelCommand::List) => model_list(json),
         Command::Embed(args) => embed(&home, json, args).await,
         Command::Ingest(args) => ingest(&home, json, args).await,
-        Command::Train(args) => train(&home, json, args).await,
+        Command::Train(args) => train::train(&home, json, args).await,
         Command::Eval(args) => eval(&home, json, args).await,
         Command::Models => models(&home, json).await,
         Command::Runs(args) => runs(&home, json, args.limit).await,
@@ -86,7 +90,7 @@ fn model_list(json: bool) -> anyhow::Result<()> {
 
 async fn embed(home: &std::path::Path, json: bool, args: EmbedArgs) -> anyhow::Result<()> {
     let texts = keel_embed::read_texts(&args.file, args.field.as_deref())?;
-    let (_, encoder) = load_encoder(&args.encoder)?;
+    let (_, encoder) = args.encoder.load()?;
     let store = open_store(home).await?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let (vectors, stats) = crate::embedding::embed_cached(&store, &encoder, &refs, false).await?;
@@ -122,9 +126,38 @@ async fn embed(home: &std::path::Path, json: bool, args: EmbedArgs) -> anyhow::R
     Ok(())
 }
 
+/// `keel ingest`'s result: the dataset version and what the reader counted.
+#[derive(Debug, serde::Serialize)]
+struct IngestOutcome {
+    dataset: keel_store::Dataset,
+    /// False when this exact dataset version was already in the store.
+    created: bool,
+    quarantine_by_reason: Vec<(String, usize)>,
+    /// Where the quarantined rows are, with their reasons and source lines.
+    quarantine_file: String,
+    /// Everything the reader counted: format used, blank lines, duplicates, repairs, ...
+    stats: keel_data::IngestStats,
+}
+
 async fn ingest(home: &std::path::Path, json: bool, args: IngestArgs) -> anyhow::Result<()> {
     let store = open_store(home).await?;
-    let outcome = pipeline::ingest(&store, &args.file, &args.columns).await?;
+    let req = IngestRequest {
+        files: vec![args.file.clone()],
+        read: args.columns.read_options()?,
+        filter: Filter::default(),
+        min_records: 0,
+        max_quarantined_share: 1.0,
+    };
+    let result = crate::stages::ingest::ingest(&store, &req).await?;
+    let i = result.ingested;
+    let stats = i.files.into_iter().next().context("ingest read no file")?;
+    let outcome = IngestOutcome {
+        dataset: result.dataset,
+        created: i.created,
+        quarantine_by_reason: i.quarantine_by_reason,
+        quarantine_file: i.quarantine_file,
+        stats,
+    };
     if json {
         return output::json(&outcome);
     }
@@ -154,78 +187,21 @@ async fn ingest(home: &std::path::Path, json: bool, args: IngestArgs) -> anyhow:
         "  text      {} normalised (raw kept beside), {} exact duplicates ({} with another label), {} UTF-8 repairs",
         s.normalised, s.exact_duplicates, s.conflicting_duplicates, s.repaired_utf8
     );
-    print_quarantine(&outcome);
-    Ok(())
-}
-
-fn print_quarantine(outcome: &pipeline::IngestOutcome) {
     for (reason, n) in &outcome.quarantine_by_reason {
         println!("  quarantined {n:>6}  {reason}");
     }
     if !outcome.quarantine_by_reason.is_empty() {
         println!("  quarantined rows, with line numbers and reasons: {}", outcome.quarantine_file);
     }
-}
-
-pub fn print_trained(outcome: &pipeline::TrainOutcome) {
-    let m = &outcome.model;
-    let d = &outcome.ingest.dataset.fields;
-    println!(
-        "data      {} rows read from {}: {} accepted, {} quarantined",
-        d.rows_read, d.source, d.n_records, d.n_quarantined
-    );
-    print_quarantine(&outcome.ingest);
-    if let Some(e) = &outcome.embedding {
-        println!("embedded  {} texts ({} from cache, {} computed)", e.texts, e.cached, e.computed);
-    }
-    let sizes = &m.metrics["split_sizes"];
-    println!(
-        "model     {} {}",
-        m.tag(),
-        if outcome.reused { "(up to date: nothing changed since it was trained)" } else { "(new)" }
-    );
-    println!("split     {} train / {} validation / {} test", sizes["train"], sizes["validation"], sizes["test"]);
-    let num = |k: &str| m.metrics[k].as_f64().unwrap_or(f64::NAN);
-    let iv = |k: &str| {
-        let i = &m.metrics["intervals"][k];
-        match (i["lo"].as_f64(), i["hi"].as_f64()) {
-            (Some(lo), Some(hi)) => format!(" [{lo:.4}, {hi:.4}]"),
-            _ => String::new(),
-        }
-    };
-    if let Some(head) = m.metrics["head"].as_str() {
-        println!("head      {head}, temperature {:.3} fitted on validation", num("temperature"));
-    }
-    println!(
-        "accuracy  {:.4}{}   share of test rows labelled correctly (95% interval)",
-        num("accuracy"),
-        iv("accuracy")
-    );
-    println!(
-        "macro-F1  {:.4}{}   F1 averaged over labels, so each label counts the same",
-        num("macro_f1"),
-        iv("macro_f1")
-    );
-    if let Some(bs) = m.metrics["baselines"].as_array() {
-        for b in bs {
-            println!(
-                "baseline  {:.4} macro-F1: {}",
-                b["macro_f1"].as_f64().unwrap_or(f64::NAN),
-                b["name"].as_str().unwrap_or("?")
-            );
-        }
-    }
-    println!("gate      {}", outcome.gate.reason);
-    println!("aliases   {}", if m.aliases.is_empty() { "-".into() } else { m.aliases.join(", ") });
-    if let Some(r) = &outcome.report_html {
-        println!("report    {r}");
-    }
+    Ok(())
 }
 
 async fn eval(home: &std::path::Path, json: bool, args: EvalArgs) -> anyhow::Result<()> {
     let store = open_store(home).await?;
-    let (_, encoder) = load_encoder(&args.encoder)?;
-    let out = pipeline::eval(&store, &encoder, &args.spec, args.against.as_deref(), args.html.as_deref(), json).await?;
+    let (_, encoder) = args.encoder.load()?;
+    let req =
+        EvalRequest { spec: &args.spec, against: args.against.as_deref(), html: args.html.as_deref(), quiet: json };
+    let out = evaluate::eval(&store, &encoder, &req).await?;
     if json {
         return output::json(&out);
     }
@@ -234,29 +210,6 @@ async fn eval(home: &std::path::Path, json: bool, args: EvalArgs) -> anyhow::Res
         println!("gate: {n}");
     }
     println!("report: {}", out.report_html);
-    Ok(())
-}
-
-async fn train(home: &std::path::Path, json: bool, args: TrainArgs) -> anyhow::Result<()> {
-    let store = open_store(home).await?;
-    let (_, encoder) = load_encoder(&args.encoder)?;
-    let req = pipeline::TrainRequest {
-        name: &args.name,
-        file: &args.file,
-        columns: &args.columns,
-        seed: args.seed,
-        head: &args.head,
-        promote: !args.no_promote,
-        quiet: json,
-    };
-    let outcome = pipeline::train(&store, &encoder, &req).await?;
-    if json {
-        return output::json(&outcome);
-    }
-    print_trained(&outcome);
-    if outcome.model.aliases.iter().any(|a| a == "candidate") {
-        println!("next      keel promote {} to serve it anyway", outcome.model.tag());
-    }
     Ok(())
 }
 
@@ -271,11 +224,12 @@ async fn models(home: &std::path::Path, json: bool) -> anyhow::Result<()> {
     }
     println!("{:<24} {:>9} {:>9} {:<22} {:<20} created", "model", "accuracy", "macro-F1", "aliases", "encoder");
     for v in versions {
+        let figures = keel_eval::VersionMetrics::parse(&v.metrics).ok();
         println!(
             "{:<24} {:>9.4} {:>9.4} {:<22} {:<20} {}",
             v.tag(),
-            v.metrics["accuracy"].as_f64().unwrap_or(f64::NAN),
-            v.metrics["macro_f1"].as_f64().unwrap_or(f64::NAN),
+            figures.as_ref().map_or(f64::NAN, |m| m.accuracy),
+            figures.as_ref().map_or(f64::NAN, |m| m.macro_f1),
             v.aliases.join(","),
             v.encoder_id,
             v.created_at
@@ -294,7 +248,15 @@ async fn runs(home: &std::path::Path, json: bool, limit: i64) -> anyhow::Result<
     for r in runs {
         let result = match (&r.metrics, &r.error) {
             (_, Some(e)) => e.clone(),
-            (Some(m), _) => format!("accuracy {:.4}", m["accuracy"].as_f64().unwrap_or(f64::NAN)),
+            (Some(m), _) => {
+                /// The one figure every run kind records.
+                #[derive(serde::Deserialize)]
+                struct Figures {
+                    accuracy: Option<f64>,
+                }
+                let accuracy = Figures::deserialize(m).ok().and_then(|f| f.accuracy);
+                format!("accuracy {:.4}", accuracy.unwrap_or(f64::NAN))
+            }
             _ => String::new(),
         };
         println!("{:<32} {:<8} {:<10} {:<26} {}", r.id, r.kind, r.status, r.started_at, result);

@@ -12,13 +12,14 @@ use keel_monitor::{DriftReport, MonitorConfig, Observation, Profile, Rows};
 use keel_store::{ModelVersion, PredictionRecord, Store};
 
 use crate::cli::MonitorArgs;
-use crate::context::{load_encoder, open_store};
+use crate::context::open_store;
 use crate::embedding::embed_cached;
 use crate::output::{self, note};
 
 /// The version's stored reference profile.
 pub async fn load_profile(store: &Store, model: &ModelVersion) -> anyhow::Result<Profile> {
-    let hash = model.metrics["artifacts"]["profile"].as_str().with_context(|| {
+    let artifacts = keel_eval::VersionArtifacts::recorded_in(&model.metrics);
+    let hash = artifacts.profile.as_deref().with_context(|| {
         format!("{} has no reference profile (it was registered before Keel stored one); train it again", model.tag())
     })?;
     let hash = ContentHash::parse(hash).context("malformed profile hash")?;
@@ -90,10 +91,10 @@ pub async fn run(home: &Path, json: bool, args: MonitorArgs) -> anyhow::Result<(
             until.clone().unwrap_or_else(|| rfc3339(now + Duration::from_secs(1))),
         ),
     };
-    let (_, encoder) = load_encoder(&args.encoder)?;
+    let (_, encoder) = args.encoder.load()?;
     let tag = model.tag();
     let Some(Checked { mut report, observed, predictions: preds }) =
-        check(&store, &model, &profile, &encoder, &since, &until, json).await?
+        check(&store, &model, &profile, &encoder, Window { since: &since, until: &until }, json).await?
     else {
         bail!(
             "fewer than {MIN_PREDICTIONS} logged predictions of {tag} in [{since}, {until}): too few to compare (widen --window or --since)"
@@ -121,7 +122,7 @@ pub async fn run(home: &Path, json: bool, args: MonitorArgs) -> anyhow::Result<(
         report.over_time = tokio::task::block_in_place(|| keel_monitor::over_time(&profile, &windows, &cfg));
     }
     if let Some(path) = &args.html {
-        crate::training::write_html(path, &keel_monitor::render_html(&report))?;
+        crate::stages::evaluate::write_html(path, &keel_monitor::render_html(&report))?;
         note(format!("report: {}", path.display()));
     }
     if json {
@@ -142,6 +143,13 @@ pub struct Checked {
     pub predictions: Vec<PredictionRecord>,
 }
 
+/// A time window of the prediction log: `[since, until)`, RFC 3339 UTC.
+#[derive(Debug, Clone, Copy)]
+pub struct Window<'a> {
+    pub since: &'a str,
+    pub until: &'a str,
+}
+
 /// Fewest logged predictions a drift check compares with the reference.
 pub const MIN_PREDICTIONS: usize = 2;
 
@@ -154,10 +162,10 @@ pub async fn check(
     model: &ModelVersion,
     profile: &Profile,
     encoder: &Encoder,
-    since: &str,
-    until: &str,
+    window: Window<'_>,
     quiet: bool,
 ) -> anyhow::Result<Option<Checked>> {
+    let Window { since, until } = window;
     let tag = model.tag();
     let preds: Vec<PredictionRecord> =
         store.predictions(since, until).await?.into_iter().filter(|p| p.model == tag).collect();
@@ -212,43 +220,6 @@ pub async fn check(
     let quality = keel_monitor::live_quality(&y, &proba.select_rows(&rows_fb), profile, &cfg);
     let report = tokio::task::block_in_place(|| keel_monitor::compare(profile, &observed, quality, &cfg));
     Ok(Some(Checked { report, observed, predictions: preds }))
-}
-
-/// The reference profile of a new version, from its training split: what `keel monitor`
-/// compares live traffic with. Stored as the artifact `metrics.artifacts.profile` names.
-pub fn reference_profile(
-    encoder: &keel_embed::Encoder,
-    train: &crate::training::Part,
-    head: &keel_train::Head,
-    labels: &[String],
-    report: &keel_eval::Report,
-) -> anyhow::Result<Vec<u8>> {
-    let started = std::time::Instant::now();
-    // Tokenizing the training split is most of the profile's cost: one share per core.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let share = train.texts.len().div_ceil(cores).max(1);
-    let counted: Vec<Result<Vec<usize>, keel_embed::EmbedError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = train
-            .texts
-            .chunks(share)
-            .map(|part| s.spawn(move || part.iter().map(|t| encoder.count_tokens(t)).collect()))
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("token counting does not panic")).collect()
-    });
-    let mut tokens = Vec::with_capacity(train.texts.len());
-    for part in counted {
-        tokens.extend(part?);
-    }
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "profile: tokens counted");
-    let proba = crate::training::predict(head, train)?;
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "profile: training split predicted");
-    let rows = Rows { texts: &train.texts, tokens: Some(&tokens), embeddings: &train.x, proba: &proba };
-    let evaluation =
-        keel_monitor::EvalFigures { accuracy: report.evaluation.accuracy, macro_f1: report.evaluation.macro_f1 };
-    let profile = tokio::task::block_in_place(|| {
-        Profile::build(&rows, labels, Some(evaluation), &keel_monitor::ProfileConfig::default())
-    })?;
-    Ok(profile.to_bytes())
 }
 
 /// Writes the reference and the window as CSV for another drift tool (scripts/bench-monitor

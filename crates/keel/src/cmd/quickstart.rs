@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::cli::{QuickstartArgs, ServeArgs};
-use crate::context::{load_encoder, open_store};
+use crate::context::open_store;
 use crate::output::{self, note};
 
 use super::run::{self as pipeline_run, Session};
@@ -24,7 +24,7 @@ fn materialise_example(home: &Path) -> anyhow::Result<PathBuf> {
     for (name, bytes) in [("movie_sentences.csv", EXAMPLE), ("keel.toml", EXAMPLE_CONFIG)] {
         let path = dir.join(name);
         if !std::fs::read(&path).is_ok_and(|b| b == bytes) {
-            crate::training::write_atomically(&path, bytes)
+            crate::stages::train::write_atomically(&path, bytes)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
     }
@@ -36,17 +36,15 @@ pub async fn run(home: &Path, json: bool, args: QuickstartArgs) -> anyhow::Resul
     let config = materialise_example(home)?;
     note(format!("keel quickstart: sentiment of movie-review sentences (keel run --config {})", config.display()));
     let mut loaded = pipeline_run::load_config(&config, args.limit)?;
-    let enc = &mut loaded.config.encoder;
-    enc.name.clone_from(&args.encoder.encoder_name);
-    enc.batch_size = args.encoder.batch_size.max(1);
-    enc.model_dir = args.encoder.model_dir.as_ref().map(|d| d.display().to_string());
-    let (installed, encoder) = load_encoder(&args.encoder)?;
+    loaded.config.encoder = args.encoder.section();
+    let (installed, encoder) = args.encoder.load()?;
     let mut session = Session::with_encoder(store, installed, encoder.clone());
-    let outcome = pipeline_run::run_once(&mut session, &loaded, None, json, "keel quickstart").await?;
+    let trigger = pipeline_run::Trigger::Command("keel quickstart");
+    let outcome = pipeline_run::run_once(&mut session, &loaded, None, json, &trigger).await?;
     if json {
         output::json(&outcome)?;
     } else {
-        pipeline_run::print_outcome(&outcome);
+        super::summary::print_run(&outcome);
     }
     let tag = outcome.model.tag();
     if args.no_serve {

@@ -10,7 +10,7 @@ use keel_embed::Encoder;
 use keel_server::{AppState, Batching, Challenger, ChallengerMode, Limits, Options, Rollout};
 
 use crate::cli::ServeArgs;
-use crate::context::{load_encoder, open_store};
+use crate::context::open_store;
 use crate::output::note;
 
 pub async fn run(home: &Path, args: ServeArgs) -> anyhow::Result<()> {
@@ -21,7 +21,7 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
     let store = open_store(home).await?;
     let encoder = match encoder {
         Some(e) => e,
-        None => load_encoder(&args.encoder)?.1,
+        None => args.encoder.load()?.1,
     };
     let spec = match &args.model {
         Some(s) => Some(s.clone()),

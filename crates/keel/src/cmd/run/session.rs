@@ -1,0 +1,49 @@
+//! What stays loaded between runs of one process (the watcher's cycles): the store and the
+//! encoder, loaded on first use.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use keel_embed::{Encoder, InstalledModel};
+use keel_store::Store;
+
+use crate::config::EncoderSection;
+use crate::context;
+
+pub struct Session {
+    pub store: Store,
+    encoder: Option<Arc<Encoder>>,
+    installed: Option<InstalledModel>,
+}
+
+impl Session {
+    pub fn new(store: Store) -> Self {
+        Self { store, encoder: None, installed: None }
+    }
+
+    /// Reuses an encoder the caller already loaded (the quickstart serves with the same one).
+    pub fn with_encoder(store: Store, installed: InstalledModel, encoder: Arc<Encoder>) -> Self {
+        Self { store, encoder: Some(encoder), installed: Some(installed) }
+    }
+
+    /// The encoder model's files, fetched on first use. `dir` is where relative paths start.
+    pub fn installed(&mut self, cfg: &EncoderSection, dir: &Path) -> anyhow::Result<InstalledModel> {
+        if let Some(i) = &self.installed {
+            return Ok(i.clone());
+        }
+        let installed = context::pull_encoder(cfg, dir)?;
+        self.installed = Some(installed.clone());
+        Ok(installed)
+    }
+
+    /// The loaded encoder, loaded on first use.
+    pub fn load_encoder(&mut self, cfg: &EncoderSection, dir: &Path) -> anyhow::Result<Arc<Encoder>> {
+        if let Some(e) = &self.encoder {
+            return Ok(e.clone());
+        }
+        let installed = self.installed(cfg, dir)?;
+        let encoder = context::load_installed(cfg, &installed)?;
+        self.encoder = Some(encoder.clone());
+        Ok(encoder)
+    }
+}

@@ -1,0 +1,171 @@
+//! Evaluate: a head's predictions on the test split → the report (metrics with intervals,
+//! calibration, slices, the most confidently wrong rows), and `keel eval`'s re-evaluation of a
+//! registered version on its own test rows.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use keel_core::{ContentHash, Matrix};
+use keel_data::SplitConfig;
+use keel_embed::Encoder;
+use keel_eval::{Report, ReportInput, VersionMetrics};
+use keel_store::{ModelVersion, RunStatus, Store};
+use keel_train::{Head, LogisticRegression};
+use serde::{Deserialize, Serialize};
+
+use super::data::{Part, label_and_split, load_records};
+use super::gate;
+use super::train::{predict, write_atomically};
+use crate::context;
+use crate::embedding::embed_cached;
+
+/// The full report of `proba` on the test split.
+pub fn report(title: String, model: String, test: &Part, proba: &Matrix, labels: &[String]) -> Report {
+    let mut input = ReportInput::new(&test.y, proba, labels);
+    input.title = title;
+    input.model = model;
+    input.texts = Some(&test.texts);
+    keel_eval::build_report(&input)
+}
+
+/// Writes the HTML report to `path`, atomically.
+pub fn write_html(path: &Path, html: &str) -> anyhow::Result<()> {
+    write_atomically(path, html.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Where a version's HTML report is written for reading: `<home>/reports/NAME-vVERSION.html`.
+pub fn report_path(store: &Store, model: &ModelVersion) -> PathBuf {
+    store.home().join("reports").join(format!("{}-v{}.html", model.name, model.version))
+}
+
+/// Loads a head from its artifact. Heads stored before they were tagged with their kind hold
+/// a bare logistic regression; those load too.
+pub async fn load_head_artifact(store: &Store, hash: &ContentHash) -> anyhow::Result<Head> {
+    let bytes = store.read_artifact(hash).await?;
+    Head::from_bytes(&bytes)
+        .or_else(|e| LogisticRegression::from_json_bytes(&bytes).map(Head::Logistic).map_err(|_| e))
+        .context("cannot load a trained head")
+}
+
+/// A registered version's head.
+pub async fn load_head(store: &Store, model: &ModelVersion) -> anyhow::Result<Head> {
+    let hash = ContentHash::parse(&model.head_artifact).context("malformed head artifact hash")?;
+    load_head_artifact(store, &hash).await.with_context(|| format!("cannot load the head of {}", model.tag()))
+}
+
+/// The split a version was trained with: recorded with the version by `keel run`, or in the
+/// parameters of the `train` run of versions registered before that.
+async fn split_of(store: &Store, model: &ModelVersion) -> anyhow::Result<SplitConfig> {
+    let recorded = VersionMetrics::parse(&model.metrics).ok().and_then(|m| m.pipeline).and_then(|p| p.split);
+    if let Some(split) = recorded {
+        return serde_json::from_value(split).context("the version's recorded split is malformed");
+    }
+    #[derive(Deserialize)]
+    struct TrainParams {
+        split: SplitConfig,
+    }
+    let run = store.run(&model.run_id).await?;
+    let params: TrainParams = serde_json::from_value(run.params)
+        .with_context(|| format!("run {} does not record its split", model.run_id))?;
+    Ok(params.split)
+}
+
+/// `keel eval`'s result.
+#[derive(Debug, Serialize)]
+pub struct EvalOutcome {
+    pub model: ModelVersion,
+    pub against: Option<ModelVersion>,
+    pub report: Report,
+    /// Why no gate decision was made, when there is none.
+    pub gate_note: Option<String>,
+    pub report_html: String,
+    pub run_id: String,
+}
+
+/// What `keel eval` is asked.
+#[derive(Debug)]
+pub struct EvalRequest<'a> {
+    /// NAME, NAME@VERSION or NAME@ALIAS.
+    pub spec: &'a str,
+    /// Another version (or an alias of the same model) to compare with on the same rows.
+    pub against: Option<&'a str>,
+    pub html: Option<&'a Path>,
+    pub quiet: bool,
+}
+
+/// The eval run's recorded figures.
+#[derive(Debug, Serialize)]
+struct EvalRunMetrics {
+    #[serde(flatten)]
+    figures: VersionMetrics,
+    gate: Option<keel_eval::GateDecision>,
+    gate_note: Option<String>,
+}
+
+/// Re-evaluates a registered version on its own test split (rebuilt from its dataset and split
+/// seed; embeddings come from the cache), optionally against another version on the same rows.
+/// Recorded as an `eval` run; aliases are not touched.
+pub async fn eval(store: &Store, encoder: &Encoder, req: &EvalRequest<'_>) -> anyhow::Result<EvalOutcome> {
+    let model = store.resolve(req.spec).await?;
+    if model.encoder_id != encoder.id() {
+        bail!(
+            "{} reads embeddings from {}, but {} is loaded; pass the same --encoder/--model-dir",
+            model.tag(),
+            model.encoder_id,
+            encoder.id()
+        );
+    }
+    let split_cfg = split_of(store, &model).await?;
+    let dataset = store.dataset(&model.dataset_id).await?;
+    let records = load_records(store, &dataset).await?;
+    let l = label_and_split(&records, &split_cfg)?;
+    let test_texts: Vec<&str> = l.rows.test.iter().map(|&i| records[i].text.as_str()).collect();
+    let test_y: Vec<usize> = l.rows.test.iter().map(|&i| l.y[i]).collect();
+    let (x, _) = embed_cached(store, encoder, &test_texts, req.quiet).await?;
+    let test = Part { x, y: test_y, texts: test_texts.iter().map(|t| (*t).to_owned()).collect() };
+
+    let head = load_head(store, &model).await?;
+    let proba = predict(&head, &test)?;
+    let title = format!("{} head, evaluated on its test split", head.kind());
+    let mut report = report(title, model.tag(), &test, &proba, &l.labels);
+    let other = match req.against {
+        None => None,
+        Some(a) => {
+            let spec = if a.contains('@') { a.to_owned() } else { format!("{}@{a}", model.name) };
+            Some(store.resolve(&spec).await?)
+        }
+    };
+    let gate_note = match &other {
+        None => None,
+        Some(o) if o.name == model.name && o.version == model.version => {
+            Some(format!("{} is {}: nothing to compare", req.spec, o.tag()))
+        }
+        Some(o) if o.encoder_id != encoder.id() => {
+            Some(format!("not compared with {}: it reads embeddings from {}", o.tag(), o.encoder_id))
+        }
+        Some(o) => {
+            let rule = keel_eval::Gate::default();
+            match gate::compare(&rule, &proba, &load_head(store, o).await?, &o.tag(), &test, &l.labels) {
+                Ok(d) => {
+                    report.gate = Some(d);
+                    None
+                }
+                Err(why) => Some(why),
+            }
+        }
+    };
+    let html = keel_eval::render_html(&report);
+    let path = req.html.map_or_else(|| report_path(store, &model), Path::to_owned);
+    write_html(&path, &html)?;
+    let params =
+        serde_json::json!({"model": model.tag(), "against": other.as_ref().map(ModelVersion::tag), "split": split_cfg});
+    let run_id = store.start_run("eval", &params, &context::code_version(), &context::host()).await?;
+    store.set_run_dataset(&run_id, &dataset.fields.id).await?;
+    let metrics = EvalRunMetrics {
+        figures: VersionMetrics::from_report(&report),
+        gate: report.gate.clone(),
+        gate_note: gate_note.clone(),
+    };
+    store.finish_run(&run_id, RunStatus::Succeeded, Some(&serde_json::to_value(&metrics)?), None).await?;
+    Ok(EvalOutcome { model, against: other, report, gate_note, report_html: path.display().to_string(), run_id })
+}
