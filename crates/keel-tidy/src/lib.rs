@@ -10,6 +10,8 @@
 //! |---|---|---|
 //! | `layers` | each crate keeps to its layer: SQL, clap, HTTP serving and HTTP clients only where the map puts them; no IO in keel-core, keel-train, keel-eval, keel-monitor | [`layers`] |
 //! | `unsafe` | `unsafe` only in the kernel modules, each use with a `// SAFETY:` comment or `# Safety` doc | [`unsafe_code`] |
+//! | `architecture-map` | every file over 400 lines is named in ARCHITECTURE.md | [`architecture`] |
+//! | `size` | outside the kernels: files ≤ 800 lines, functions ≤ 100 lines, no `too_many_arguments` allowance | [`size`] |
 //!
 //! `cargo test -p keel-tidy` runs them all on this repository (`the_tree_keeps_its_rules`) and
 //! each one on small broken trees. The checks read source text with a small lexer
@@ -17,8 +19,10 @@
 //! that makes its rule approximate. A rule that is wrong about a file is fixed here, with a
 //! test, not silenced in the file.
 
+pub mod architecture;
 pub mod layers;
 mod lex;
+pub mod size;
 mod tree;
 pub mod unsafe_code;
 mod violation;
@@ -31,7 +35,12 @@ use std::path::Path;
 pub type Rule = (&'static str, fn(&Path) -> Vec<Violation>);
 
 /// Every rule, in the order of the table above.
-pub const RULES: &[Rule] = &[(layers::RULE, layers::check), (unsafe_code::RULE, unsafe_code::check)];
+pub const RULES: &[Rule] = &[
+    (layers::RULE, layers::check),
+    (unsafe_code::RULE, unsafe_code::check),
+    (architecture::RULE, architecture::check),
+    (size::RULE, size::check),
+];
 
 /// Runs every rule on the repository at `root`.
 pub fn check_all(root: &Path) -> Vec<Violation> {

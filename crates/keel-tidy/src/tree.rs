@@ -48,6 +48,15 @@ pub(crate) fn rust_files(root: &Path, rel_dir: &Path, rule: &'static str, errors
     out
 }
 
+/// The `.rs` files of every crate under `crates/`.
+pub(crate) fn all_rust_files(root: &Path, rule: &'static str, errors: &mut Vec<Violation>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for c in crates(root, rule, errors) {
+        out.extend(rust_files(root, &c.dir, rule, errors));
+    }
+    out
+}
+
 fn list(root: &Path, rel_dir: &Path, rule: &'static str, errors: &mut Vec<Violation>) -> Vec<PathBuf> {
     match std::fs::read_dir(root.join(rel_dir)) {
         Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| rel_dir.join(e.file_name())).collect(),

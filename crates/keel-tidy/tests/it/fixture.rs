@@ -74,6 +74,10 @@ impl Tree {
         );
         self.write(&format!("crates/{name}/Cargo.toml"), &text)
     }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.dir.path().join(rel)).unwrap();
+    }
 }
 
 /// `(file, line)` of each violation, sorted, for comparing with what a test expects.
