@@ -12,6 +12,7 @@
 //! | `unsafe` | `unsafe` only in the kernel modules, each use with a `// SAFETY:` comment or `# Safety` doc | [`unsafe_code`] |
 //! | `architecture-map` | every file over 400 lines is named in ARCHITECTURE.md | [`architecture`] |
 //! | `size` | outside the kernels: files ≤ 800 lines, functions ≤ 100 lines, no `too_many_arguments` allowance | [`size`] |
+//! | `import-cycles` | no circle of references between the files of a crate | [`cycles`] |
 //!
 //! `cargo test -p keel-tidy` runs them all on this repository (`the_tree_keeps_its_rules`) and
 //! each one on small broken trees. The checks read source text with a small lexer
@@ -20,8 +21,10 @@
 //! test, not silenced in the file.
 
 pub mod architecture;
+pub mod cycles;
 pub mod layers;
 mod lex;
+mod modules;
 pub mod size;
 mod tree;
 pub mod unsafe_code;
@@ -40,6 +43,7 @@ pub const RULES: &[Rule] = &[
     (unsafe_code::RULE, unsafe_code::check),
     (architecture::RULE, architecture::check),
     (size::RULE, size::check),
+    (cycles::RULE, cycles::check),
 ];
 
 /// Runs every rule on the repository at `root`.

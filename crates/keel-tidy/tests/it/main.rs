@@ -1,6 +1,7 @@
 //! keel-tidy's tests: every rule on this repository, and each rule on small broken trees.
 
 mod architecture;
+mod cycles;
 mod fixture;
 mod layers;
 mod size;
@@ -48,5 +49,5 @@ fn the_clean_fixture_keeps_every_rule() {
 #[test]
 fn every_rule_is_listed_once() {
     let names: Vec<&str> = keel_tidy::RULES.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, ["layers", "unsafe", "architecture-map", "size"]);
+    assert_eq!(names, ["layers", "unsafe", "architecture-map", "size", "import-cycles"]);
 }
