@@ -11,6 +11,8 @@
 pub(crate) struct Lexed {
     /// Comments and literals blanked to spaces (newlines kept): only code is left.
     pub code: String,
+    /// Comments blanked, literals kept.
+    pub code_and_literals: String,
     /// Only comments kept, everything else blanked.
     pub comments: String,
     line_starts: Vec<usize>,
@@ -65,7 +67,12 @@ impl Lexed {
         };
         let mut line_starts = vec![0];
         line_starts.extend(text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1));
-        Lexed { code: view(&|k| k == Kind::Code), comments: view(&|k| k == Kind::Comment), line_starts }
+        Lexed {
+            code: view(&|k| k == Kind::Code),
+            code_and_literals: view(&|k| k != Kind::Comment),
+            comments: view(&|k| k == Kind::Comment),
+            line_starts,
+        }
     }
 
     /// The 1-based line of a byte offset.

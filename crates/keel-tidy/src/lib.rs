@@ -13,6 +13,7 @@
 //! | `architecture-map` | every file over 400 lines is named in ARCHITECTURE.md | [`architecture`] |
 //! | `size` | outside the kernels: files ≤ 800 lines, functions ≤ 100 lines, no `too_many_arguments` allowance | [`size`] |
 //! | `import-cycles` | no circle of references between the files of a crate | [`cycles`] |
+//! | `json-indexing` | the binary reads step outputs and metrics through types, not `value["field"]` | [`json_index`] |
 //!
 //! `cargo test -p keel-tidy` runs them all on this repository (`the_tree_keeps_its_rules`) and
 //! each one on small broken trees. The checks read source text with a small lexer
@@ -22,6 +23,7 @@
 
 pub mod architecture;
 pub mod cycles;
+pub mod json_index;
 pub mod layers;
 mod lex;
 mod modules;
@@ -44,6 +46,7 @@ pub const RULES: &[Rule] = &[
     (architecture::RULE, architecture::check),
     (size::RULE, size::check),
     (cycles::RULE, cycles::check),
+    (json_index::RULE, json_index::check),
 ];
 
 /// Runs every rule on the repository at `root`.

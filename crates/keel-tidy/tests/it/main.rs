@@ -3,6 +3,7 @@
 mod architecture;
 mod cycles;
 mod fixture;
+mod json_index;
 mod layers;
 mod size;
 mod unsafe_code;
@@ -49,5 +50,5 @@ fn the_clean_fixture_keeps_every_rule() {
 #[test]
 fn every_rule_is_listed_once() {
     let names: Vec<&str> = keel_tidy::RULES.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, ["layers", "unsafe", "architecture-map", "size", "import-cycles"]);
+    assert_eq!(names, ["layers", "unsafe", "architecture-map", "size", "import-cycles", "json-indexing"]);
 }
