@@ -79,18 +79,18 @@ pub enum Command {
     /// (local SmolLM2-135M-Instruct by default; an OpenAI-compatible endpoint when
     /// KEEL_LLM_BASE_URL is set, with the local model as fallback). Identical questions are
     /// answered from the response cache; every call is recorded in the store.
-    Ask(crate::cmd::ask::AskArgs),
+    Ask(AskArgs),
     /// Index documents for `keel search`, `keel ask` and /v1/search: text, Markdown, HTML, JSONL
     /// and CSV files are chunked by tokens with overlap, embedded through the cache, and stored
     /// in an HNSW vector index and a BM25 index. Incremental: only new or changed documents are
     /// embedded, deleted ones are removed, and a new generation becomes current atomically.
-    Index(crate::cmd::index::IndexArgs),
+    Index(IndexArgs),
     /// Search the document index: dense (HNSW over embeddings), bm25 (tantivy), or hybrid (both
     /// fused by reciprocal rank, k = 60), with `--filter field=value` on document metadata.
-    Search(crate::cmd::index::SearchArgs),
+    Search(SearchArgs),
     /// Evaluate retrieval on a BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/*.tsv):
     /// nDCG@10, recall@k and MRR for each mode, and HNSW recall against exact search.
-    EvalRetrieval(crate::cmd::index::EvalRetrievalArgs),
+    EvalRetrieval(EvalRetrievalArgs),
     /// Is live traffic still like the training data, and is the model still right? Compares the
     /// logged predictions of a version in a time window with the reference profile stored when
     /// it was trained.
@@ -519,6 +519,147 @@ pub struct ServeOps {
     /// Largest request body in bytes; larger ones get 413 (default 2 MiB).
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The question, answered from the indexed documents (`keel index PATH` first).
+    pub question: String,
+    /// Chunks to retrieve; the lowest-ranked are dropped if they do not fit the model's window.
+    #[arg(short, long, default_value_t = 5)]
+    pub k: usize,
+    /// Most new tokens in the answer (also the room reserved for it in the window).
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// 0 decodes greedily; above 0 samples (seeded by --seed).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Cap on the local model's context window, in tokens (SmolLM2 holds 8,192; candle 4,096).
+    #[arg(long, default_value_t = keel_llm::DEFAULT_LOCAL_WINDOW)]
+    pub context: usize,
+    /// Retrieval: dense, bm25 or hybrid.
+    #[arg(long, default_value = "hybrid", value_parser = ["dense", "bm25", "hybrid"])]
+    pub mode: String,
+    /// Index folder (default: HOME/index/default).
+    #[arg(long = "index")]
+    pub index_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IndexSettings {
+    /// Index folder (default: HOME/index/default).
+    #[arg(long = "index")]
+    pub index_dir: Option<PathBuf>,
+    /// Tokens per chunk, in the encoder's tokens (without [CLS]/[SEP]); the encoder reads 256.
+    #[arg(long, default_value_t = 240)]
+    pub chunk_tokens: usize,
+    /// Tokens shared by consecutive chunks, so a passage cut at a boundary is whole in one.
+    #[arg(long, default_value_t = 32)]
+    pub overlap: usize,
+    /// HNSW links per node (layer 0 keeps twice as many).
+    #[arg(long, default_value_t = keel_index::hnsw::HnswParams::default().m)]
+    pub hnsw_m: usize,
+    /// HNSW candidate list while building: higher links better and builds slower.
+    #[arg(long, default_value_t = keel_index::hnsw::HnswParams::default().ef_construction)]
+    pub ef_construction: usize,
+    /// HNSW candidate list while searching (the default the index stores; `keel search
+    /// --ef-search` overrides it per query).
+    #[arg(long, default_value_t = keel_index::hnsw::HnswParams::default().ef_search)]
+    pub ef_search: usize,
+}
+
+impl IndexSettings {
+    /// The index options these flags ask for.
+    pub fn options(&self) -> keel_index::IndexOptions {
+        keel_index::IndexOptions {
+            chunk_tokens: self.chunk_tokens,
+            overlap: self.overlap,
+            hnsw: keel_index::hnsw::HnswParams {
+                m: self.hnsw_m,
+                ef_construction: self.ef_construction,
+                ef_search: self.ef_search,
+                ..keel_index::hnsw::HnswParams::default()
+            },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// A file or folder: .txt/.md (as is), .html (tags stripped), .jsonl (one document per
+    /// line), .csv/.tsv (one document per row). Folders are read recursively.
+    pub path: PathBuf,
+    /// JSONL field / CSV column with the text; the other fields become filterable metadata.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// JSONL field / CSV column with the document id (default: `id` or `_id` if present, else
+    /// the line or row number).
+    #[arg(long)]
+    pub id_field: Option<String>,
+    #[command(flatten)]
+    pub settings: IndexSettings,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// What to look for.
+    pub query: String,
+    /// Index folder (default: HOME/index/default).
+    #[arg(long = "index")]
+    pub index_dir: Option<PathBuf>,
+    /// Number of chunks to return.
+    #[arg(short, long, default_value_t = 10)]
+    pub k: usize,
+    /// dense (embeddings, HNSW), bm25 (words), or hybrid (both, fused by reciprocal rank).
+    #[arg(long, default_value = "hybrid", value_parser = ["dense", "bm25", "hybrid"])]
+    pub mode: String,
+    /// Keep only chunks whose document has this metadata, `field=value` (exact); repeat to
+    /// require several.
+    #[arg(long = "filter", value_name = "FIELD=VALUE")]
+    pub filters: Vec<String>,
+    /// Reciprocal-rank fusion constant k: a hit at rank r adds 1/(k + r). 60 is the original
+    /// RRF paper's constant (Cormack et al., 2009), robust across collections without tuning;
+    /// smaller k rewards the top ranks more.
+    #[arg(long, default_value_t = keel_index::DEFAULT_RRF_K)]
+    pub rrf_k: f32,
+    /// HNSW candidate list for this query (default: the index's).
+    #[arg(long)]
+    pub ef_search: Option<usize>,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalRetrievalArgs {
+    /// BEIR folder with corpus.jsonl, queries.jsonl and qrels/test.tsv (or qrels.tsv).
+    pub dir: PathBuf,
+    /// Qrels file (default: DIR/qrels/test.tsv, else DIR/qrels.tsv).
+    #[arg(long)]
+    pub qrels: Option<PathBuf>,
+    /// Modes to evaluate, comma-separated.
+    #[arg(long, default_value = "dense,bm25,hybrid", value_delimiter = ',')]
+    pub modes: Vec<String>,
+    /// Reciprocal-rank fusion constant for hybrid (see `keel search --help`).
+    #[arg(long, default_value_t = keel_index::DEFAULT_RRF_K)]
+    pub rrf_k: f32,
+    /// Also measure the HNSW graph against exact search (recall@10, queries/second) at these
+    /// ef_search values, comma-separated; the index's default is always measured.
+    #[arg(long, value_delimiter = ',')]
+    pub ef_sweep: Vec<usize>,
+    /// Write the chunk and query vectors (raw little-endian f32) and their shapes here, for
+    /// benchmarking other ANN libraries on the same vectors.
+    #[arg(long)]
+    pub export_vectors: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: IndexSettings,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
 }
 
 #[cfg(test)]

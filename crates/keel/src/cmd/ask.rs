@@ -1,45 +1,16 @@
 //! `keel ask QUESTION`: retrieve chunks from the index, answer from them with citations.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Args;
 use keel_index::{Index, Mode, Query};
 use keel_llm::{Params, Passage};
 
-use crate::cli::EncoderArgs;
+use crate::cli::AskArgs;
 use crate::context::open_store;
 use crate::output::{self, note};
-
-#[derive(Debug, Args)]
-pub struct AskArgs {
-    /// The question, answered from the indexed documents (`keel index PATH` first).
-    pub question: String,
-    /// Chunks to retrieve; the lowest-ranked are dropped if they do not fit the model's window.
-    #[arg(short, long, default_value_t = 5)]
-    pub k: usize,
-    /// Most new tokens in the answer (also the room reserved for it in the window).
-    #[arg(long, default_value_t = 128)]
-    pub max_tokens: usize,
-    /// 0 decodes greedily; above 0 samples (seeded by --seed).
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f64,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Cap on the local model's context window, in tokens (SmolLM2 holds 8,192; candle 4,096).
-    #[arg(long, default_value_t = keel_llm::DEFAULT_LOCAL_WINDOW)]
-    pub context: usize,
-    /// Retrieval: dense, bm25 or hybrid.
-    #[arg(long, default_value = "hybrid", value_parser = ["dense", "bm25", "hybrid"])]
-    pub mode: String,
-    /// Index folder (default: HOME/index/default).
-    #[arg(long = "index")]
-    pub index_dir: Option<PathBuf>,
-    #[command(flatten)]
-    pub encoder: EncoderArgs,
-}
 
 /// A retrieved chunk as a prompt passage.
 pub fn passage(h: &keel_index::Hit) -> Passage {

@@ -2,136 +2,22 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use clap::Args;
 use keel_embed::Encoder;
 use keel_index::document::ReadOptions;
-use keel_index::hnsw::HnswParams;
 use keel_index::metrics::{RetrievalMetrics, score_run};
 use keel_index::{Chunker, Filter, Index, IndexOptions, Mode, Query, dedupe_docs};
 use serde_json::json;
 
-use crate::cli::EncoderArgs;
+use crate::cli::{EvalRetrievalArgs, IndexArgs, SearchArgs};
 use crate::context::open_store;
 use crate::embedding::{EmbedStats, embed_cached};
 use crate::output::{self, note};
 
 /// Where the index lives and how it is built.
-#[derive(Debug, Args)]
-pub struct IndexSettings {
-    /// Index folder (default: HOME/index/default).
-    #[arg(long = "index")]
-    pub index_dir: Option<PathBuf>,
-    /// Tokens per chunk, in the encoder's tokens (without [CLS]/[SEP]); the encoder reads 256.
-    #[arg(long, default_value_t = 240)]
-    pub chunk_tokens: usize,
-    /// Tokens shared by consecutive chunks, so a passage cut at a boundary is whole in one.
-    #[arg(long, default_value_t = 32)]
-    pub overlap: usize,
-    /// HNSW links per node (layer 0 keeps twice as many).
-    #[arg(long, default_value_t = HnswParams::default().m)]
-    pub hnsw_m: usize,
-    /// HNSW candidate list while building: higher links better and builds slower.
-    #[arg(long, default_value_t = HnswParams::default().ef_construction)]
-    pub ef_construction: usize,
-    /// HNSW candidate list while searching (the default the index stores; `keel search
-    /// --ef-search` overrides it per query).
-    #[arg(long, default_value_t = HnswParams::default().ef_search)]
-    pub ef_search: usize,
-}
-
-impl IndexSettings {
-    fn options(&self) -> IndexOptions {
-        IndexOptions {
-            chunk_tokens: self.chunk_tokens,
-            overlap: self.overlap,
-            hnsw: HnswParams {
-                m: self.hnsw_m,
-                ef_construction: self.ef_construction,
-                ef_search: self.ef_search,
-                ..HnswParams::default()
-            },
-        }
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct IndexArgs {
-    /// A file or folder: .txt/.md (as is), .html (tags stripped), .jsonl (one document per
-    /// line), .csv/.tsv (one document per row). Folders are read recursively.
-    pub path: PathBuf,
-    /// JSONL field / CSV column with the text; the other fields become filterable metadata.
-    #[arg(long, default_value = "text")]
-    pub text_field: String,
-    /// JSONL field / CSV column with the document id (default: `id` or `_id` if present, else
-    /// the line or row number).
-    #[arg(long)]
-    pub id_field: Option<String>,
-    #[command(flatten)]
-    pub settings: IndexSettings,
-    #[command(flatten)]
-    pub encoder: EncoderArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct SearchArgs {
-    /// What to look for.
-    pub query: String,
-    /// Index folder (default: HOME/index/default).
-    #[arg(long = "index")]
-    pub index_dir: Option<PathBuf>,
-    /// Number of chunks to return.
-    #[arg(short, long, default_value_t = 10)]
-    pub k: usize,
-    /// dense (embeddings, HNSW), bm25 (words), or hybrid (both, fused by reciprocal rank).
-    #[arg(long, default_value = "hybrid", value_parser = ["dense", "bm25", "hybrid"])]
-    pub mode: String,
-    /// Keep only chunks whose document has this metadata, `field=value` (exact); repeat to
-    /// require several.
-    #[arg(long = "filter", value_name = "FIELD=VALUE")]
-    pub filters: Vec<String>,
-    /// Reciprocal-rank fusion constant k: a hit at rank r adds 1/(k + r). 60 is the original
-    /// RRF paper's constant (Cormack et al., 2009), robust across collections without tuning;
-    /// smaller k rewards the top ranks more.
-    #[arg(long, default_value_t = keel_index::DEFAULT_RRF_K)]
-    pub rrf_k: f32,
-    /// HNSW candidate list for this query (default: the index's).
-    #[arg(long)]
-    pub ef_search: Option<usize>,
-    #[command(flatten)]
-    pub encoder: EncoderArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct EvalRetrievalArgs {
-    /// BEIR folder with corpus.jsonl, queries.jsonl and qrels/test.tsv (or qrels.tsv).
-    pub dir: PathBuf,
-    /// Qrels file (default: DIR/qrels/test.tsv, else DIR/qrels.tsv).
-    #[arg(long)]
-    pub qrels: Option<PathBuf>,
-    /// Modes to evaluate, comma-separated.
-    #[arg(long, default_value = "dense,bm25,hybrid", value_delimiter = ',')]
-    pub modes: Vec<String>,
-    /// Reciprocal-rank fusion constant for hybrid (see `keel search --help`).
-    #[arg(long, default_value_t = keel_index::DEFAULT_RRF_K)]
-    pub rrf_k: f32,
-    /// Also measure the HNSW graph against exact search (recall@10, queries/second) at these
-    /// ef_search values, comma-separated; the index's default is always measured.
-    #[arg(long, value_delimiter = ',')]
-    pub ef_sweep: Vec<usize>,
-    /// Write the chunk and query vectors (raw little-endian f32) and their shapes here, for
-    /// benchmarking other ANN libraries on the same vectors.
-    #[arg(long)]
-    pub export_vectors: Option<PathBuf>,
-    #[command(flatten)]
-    pub settings: IndexSettings,
-    #[command(flatten)]
-    pub encoder: EncoderArgs,
-}
-
 fn vectors_of(m: &keel_core::Matrix) -> Vec<Vec<f32>> {
     (0..m.rows()).map(|i| m.row(i).to_vec()).collect()
 }

@@ -2,79 +2,84 @@
 //! validation is most of a logistic head's training time, and a strength chosen on nearly the
 //! same rows is the one it would choose again.
 
-use keel_core::{ContentHash, Hasher, Record};
+use keel_core::{Hasher, Record};
+use keel_store::{ModelVersion, Store};
 use serde_json::json;
 
-use super::sequence::Pass;
+use crate::config::HeadSection;
 use crate::output::note;
 use crate::stages::train::{HeadKind, L2Choice};
 use crate::stages::{L2Origin, StepKind, Trained};
 
-impl Pass<'_> {
-    /// Cross-validate the L2 strength again, or keep the one the production version's training
-    /// carried: kept when the head is logistic regression on the same encoder and labels and
-    /// at most `[head] l2_reuse_max_change` of the training rows (text and label) differ from
-    /// the rows that strength was cross-validated on. Also returns the origin to record when
-    /// kept. Production cannot move between this and the train step's record (promotion comes
-    /// later in the pass), so a step redone after a kill makes the same choice.
-    pub async fn l2_choice(
-        &self,
-        key: &ContentHash,
-        encoder_id: &str,
-        labels: &[String],
-        rows: &[u64],
-    ) -> anyhow::Result<(L2Choice, Option<L2Origin>)> {
-        let cv = Ok((L2Choice::CrossValidate, None));
-        let max_change = self.cfg.head.l2_reuse_max_change;
-        if self.cfg.head.kind != HeadKind::Logistic || max_change <= 0.0 {
-            return cv;
-        }
-        let Some(prev) = self.production_before(key.as_str()).await? else { return cv };
-        if prev.encoder_id != encoder_id {
-            return cv;
-        }
-        let Some(origin) = crate::stages::register::metrics_of(&prev).ok().and_then(|m| m.pipeline) else {
-            return cv;
-        };
-        let store = self.store();
-        let Some(step) = store.find_step(&self.rec.project, StepKind::Train.name(), &origin.train_key).await? else {
-            return cv;
-        };
-        let Ok(before) = serde_json::from_value::<Trained>(step.fields.output) else { return cv };
-        let Some(l2_origin) = before.l2_origin else { return cv };
-        if before.labels != labels {
-            return cv;
-        }
-        let bytes = store.read_artifact(&l2_origin.rows).await?;
-        let old: Vec<u64> =
-            bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk"))).collect();
-        let share = changed_share(&old, rows);
-        let pct = |x: f64| format!("{:.1}%", 100.0 * x);
-        let quiet = self.rec.quiet;
-        if share > max_change {
-            if !quiet {
-                note(format!(
-                    "train     cross-validating L2 again: {} of the training rows differ from those {}'s was chosen on (above [head] l2_reuse_max_change = {})",
-                    pct(share),
-                    prev.tag(),
-                    pct(max_change)
-                ));
-            }
-            return cv;
-        }
-        let l2 = l2_origin.l2;
-        if !quiet {
+/// What the L2 rule looks at besides the rows.
+#[derive(Debug)]
+pub struct L2Context<'a> {
+    pub store: &'a Store,
+    pub project: &'a str,
+    pub head: &'a HeadSection,
+    /// The production version the new one would replace.
+    pub production: Option<&'a ModelVersion>,
+    pub encoder_id: &'a str,
+    pub labels: &'a [String],
+    pub quiet: bool,
+}
+
+/// Cross-validate the L2 strength again, or keep the one the production version's training
+/// carried: kept when the head is logistic regression on the same encoder and labels and at
+/// most `[head] l2_reuse_max_change` of the training rows (`rows`: text and label
+/// fingerprints) differ from the rows that strength was cross-validated on. Also returns the
+/// origin to record when kept. Production cannot move between this and the train step's
+/// record (promotion comes later in the pass), so a step redone after a kill makes the same
+/// choice.
+pub async fn l2_choice(cx: &L2Context<'_>, rows: &[u64]) -> anyhow::Result<(L2Choice, Option<L2Origin>)> {
+    let cv = Ok((L2Choice::CrossValidate, None));
+    let max_change = cx.head.l2_reuse_max_change;
+    if cx.head.kind != HeadKind::Logistic || max_change <= 0.0 {
+        return cv;
+    }
+    let Some(prev) = cx.production else { return cv };
+    if prev.encoder_id != cx.encoder_id {
+        return cv;
+    }
+    let Some(origin) = crate::stages::register::metrics_of(prev).ok().and_then(|m| m.pipeline) else {
+        return cv;
+    };
+    let Some(step) = cx.store.find_step(cx.project, StepKind::Train.name(), &origin.train_key).await? else {
+        return cv;
+    };
+    let Ok(before) = serde_json::from_value::<Trained>(step.fields.output) else { return cv };
+    let Some(l2_origin) = before.l2_origin else { return cv };
+    if before.labels != cx.labels {
+        return cv;
+    }
+    let bytes = cx.store.read_artifact(&l2_origin.rows).await?;
+    let old: Vec<u64> =
+        bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk"))).collect();
+    let share = changed_share(&old, rows);
+    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    if share > max_change {
+        if !cx.quiet {
             note(format!(
-                "train     keeping L2 = {l2:e} from {}: {} of the training rows differ from those it was cross-validated on (at most {} allowed by [head] l2_reuse_max_change)",
-                prev.tag(),
+                "train     cross-validating L2 again: {} of the training rows differ from those {}'s was chosen on (above [head] l2_reuse_max_change = {})",
                 pct(share),
+                prev.tag(),
                 pct(max_change)
             ));
         }
-        let note = json!({"version": prev.tag(), "changed_share": share, "max_change": max_change,
-            "cross_validated_in": l2_origin.train_key});
-        Ok((L2Choice::Keep { l2, note }, Some(l2_origin)))
+        return cv;
     }
+    let l2 = l2_origin.l2;
+    if !cx.quiet {
+        note(format!(
+            "train     keeping L2 = {l2:e} from {}: {} of the training rows differ from those it was cross-validated on (at most {} allowed by [head] l2_reuse_max_change)",
+            prev.tag(),
+            pct(share),
+            pct(max_change)
+        ));
+    }
+    let note = json!({"version": prev.tag(), "changed_share": share, "max_change": max_change,
+        "cross_validated_in": l2_origin.train_key});
+    Ok((L2Choice::Keep { l2, note }, Some(l2_origin)))
 }
 
 /// One 64-bit fingerprint per training row (its text and label), sorted: what the L2 reuse

@@ -11,6 +11,7 @@ use keel_store::{Dataset, ModelVersion, Store};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::l2::{self, L2Context};
 use super::record::{Recorder, section, step_key};
 use super::session::Session;
 use super::{IngestSummary, RunOutcome, Trigger};
@@ -167,8 +168,18 @@ impl<'a> Pass<'a> {
         let (tr, va, te) =
             (self.part(&l, &l.rows.train), self.part(&l, &l.rows.validation), self.part(&l, &l.rows.test));
         let checkpoint = self.store().home().join("checkpoints").join(format!("{}.mlp", key.as_str()));
-        let fingerprints = super::l2::row_fingerprints(self.records(), &l.y, &l.labels, &l.rows.train);
-        let (l2, kept_origin) = self.l2_choice(key, encoder_id, &l.labels, &fingerprints).await?;
+        let fingerprints = l2::row_fingerprints(self.records(), &l.y, &l.labels, &l.rows.train);
+        let production = self.production_before(key.as_str()).await?;
+        let cx = L2Context {
+            store: self.store(),
+            project: &self.rec.project,
+            head: &self.cfg.head,
+            production: production.as_ref(),
+            encoder_id,
+            labels: &l.labels,
+            quiet: self.rec.quiet,
+        };
+        let (l2, kept_origin) = l2::l2_choice(&cx, &fingerprints).await?;
         let spec = self.cfg.head.spec();
         let input = TrainInput {
             train: &tr,
