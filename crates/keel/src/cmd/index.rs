@@ -28,7 +28,7 @@ async fn update_index(
     encoder: &Encoder,
     model_dir: &Path,
     dir: &Path,
-    docs: Vec<keel_index::Document>,
+    docs: Vec<keel_index::document::Document>,
     opts: IndexOptions,
     quiet: bool,
 ) -> anyhow::Result<(keel_index::IndexReport, EmbedStats)> {
@@ -144,7 +144,15 @@ struct AnnPoint {
     queries_per_second: f64,
 }
 
-pub async fn eval_retrieval(home: &Path, json: bool, args: EvalRetrievalArgs) -> anyhow::Result<()> {
+/// A BEIR folder's corpus, the queries that have judgements, and the judgements.
+struct Beir {
+    docs: Vec<keel_index::document::Document>,
+    queries: Vec<(String, String)>,
+    qrels: HashMap<String, keel_index::metrics::Judgements>,
+    corpus_hash: keel_core::ContentHash,
+}
+
+fn read_beir(args: &EvalRetrievalArgs) -> anyhow::Result<Beir> {
     let corpus_path = args.dir.join("corpus.jsonl");
     let queries_path = args.dir.join("queries.jsonl");
     let qrels_path = match &args.qrels {
@@ -162,65 +170,52 @@ pub async fn eval_retrieval(home: &Path, json: bool, args: EvalRetrievalArgs) ->
         queries_path.display(),
         qrels_path.display()
     );
-    let modes: Vec<Mode> = args
-        .modes
-        .iter()
-        .map(|m| Mode::parse(m.trim()).with_context(|| format!("unknown mode {m:?}: dense, bm25 or hybrid")))
-        .collect::<anyhow::Result<_>>()?;
-
     let corpus_hash = keel_core::ContentHash::of(&std::fs::read(&corpus_path)?);
-    let dir = args
-        .settings
-        .index_dir
-        .clone()
-        .unwrap_or_else(|| home.join("index").join(format!("eval-{}", corpus_hash.short())));
-    let (installed, encoder) = args.encoder.load()?;
-    let store = open_store(home).await?;
-    let n_docs = docs.len();
-    note(format!("indexing {n_docs} documents into {}", dir.display()));
-    let (report, stats) =
-        update_index(&store, &encoder, &installed.dir, &dir, docs, args.settings.options(), json).await?;
-    note(format!("embedding queries ({} texts)", queries.len()));
-    let qtexts: Vec<&str> = queries.iter().map(|(_, t)| t.as_str()).collect();
-    let (qvecs, qstats) = embed_cached(&store, &encoder, &qtexts, json).await?;
-    let index = Index::open(&dir)?;
+    Ok(Beir { docs, queries, qrels, corpus_hash })
+}
 
+/// Every mode's retrieval metrics and queries per second, over the top 100 documents.
+fn score_modes(
+    index: &Index,
+    beir: &Beir,
+    qvecs: &keel_core::Matrix,
+    modes: &[Mode],
+    rrf_k: f32,
+) -> anyhow::Result<Vec<(Mode, RetrievalMetrics, f64)>> {
     // Enough chunks to rank 100 distinct documents in nearly every case.
     let depth = 200;
-    let mut results = serde_json::Map::new();
-    let mut table: Vec<(Mode, RetrievalMetrics, f64)> = Vec::new();
-    for &mode in &modes {
+    let mut table = Vec::new();
+    for &mode in modes {
         let start = Instant::now();
-        let mut run = Vec::with_capacity(queries.len());
-        for (i, (qid, text)) in queries.iter().enumerate() {
+        let mut run = Vec::with_capacity(beir.queries.len());
+        for (i, (qid, text)) in beir.queries.iter().enumerate() {
             let mut q = Query::new(text, Some(qvecs.row(i)), depth, mode);
-            q.rrf_k = args.rrf_k;
+            q.rrf_k = rrf_k;
             q.fusion_depth = depth;
             let hits = index.search(&q)?;
             run.push((qid.clone(), dedupe_docs(&hits, 100).into_iter().map(|h| h.doc_id.clone()).collect()));
         }
-        let qps = queries.len() as f64 / start.elapsed().as_secs_f64();
-        let m = score_run(&run, &qrels);
-        results.insert(mode.as_str().into(), json!({"metrics": m, "queries_per_second": qps}));
-        table.push((mode, m, qps));
+        let qps = beir.queries.len() as f64 / start.elapsed().as_secs_f64();
+        table.push((mode, score_run(&run, &beir.qrels), qps));
     }
+    Ok(table)
+}
 
-    // The graph against exact search on the same query vectors: top 10 chunks.
+/// The graph against exact search on the same query vectors (top 10 chunks), at each
+/// `ef_search`: exact search's queries per second, then a point per value.
+fn ann_sweep(index: &Index, qvecs: &keel_core::Matrix, efs: &[usize]) -> (f64, Vec<AnnPoint>) {
     let g = index.hnsw();
-    let default_ef = index.options().hnsw.ef_search;
-    let mut efs = vec![default_ef];
-    efs.extend(args.ef_sweep.iter().copied().filter(|&e| e != default_ef));
+    let n = qvecs.rows();
     let start = Instant::now();
     let exact: Vec<Vec<u32>> =
-        (0..queries.len()).map(|i| g.exact(qvecs.row(i), 10, None).into_iter().map(|x| x.0).collect()).collect();
-    let exact_qps = queries.len() as f64 / start.elapsed().as_secs_f64();
+        (0..n).map(|i| g.exact(qvecs.row(i), 10, None).into_iter().map(|x| x.0).collect()).collect();
+    let exact_qps = n as f64 / start.elapsed().as_secs_f64();
     let mut ann = Vec::new();
-    for ef in efs {
+    for &ef in efs {
         let start = Instant::now();
-        let approx: Vec<Vec<u32>> = (0..queries.len())
-            .map(|i| g.search(qvecs.row(i), 10, ef, None).into_iter().map(|x| x.0).collect())
-            .collect();
-        let qps = queries.len() as f64 / start.elapsed().as_secs_f64();
+        let approx: Vec<Vec<u32>> =
+            (0..n).map(|i| g.search(qvecs.row(i), 10, ef, None).into_iter().map(|x| x.0).collect()).collect();
+        let qps = n as f64 / start.elapsed().as_secs_f64();
         let found: usize = approx.iter().zip(&exact).map(|(a, e)| a.iter().filter(|x| e.contains(x)).count()).sum();
         let relevant: usize = exact.iter().map(Vec::len).sum();
         ann.push(AnnPoint {
@@ -229,37 +224,34 @@ pub async fn eval_retrieval(home: &Path, json: bool, args: EvalRetrievalArgs) ->
             queries_per_second: qps,
         });
     }
+    (exact_qps, ann)
+}
 
-    if let Some(out) = &args.export_vectors {
-        std::fs::create_dir_all(out)?;
-        write_f32s(&out.join("corpus.f32"), (0..g.len() as u32).map(|i| g.vector(i).to_vec()))?;
-        write_f32s(&out.join("queries.f32"), (0..queries.len()).map(|i| qvecs.row(i).to_vec()))?;
-        let shape = json!({"corpus": g.len(), "queries": queries.len(), "dim": g.dim(),
-            "hnsw": index.options().hnsw});
-        std::fs::write(out.join("shape.json"), serde_json::to_vec_pretty(&shape)?)?;
-    }
+/// Writes the corpus and query vectors for peer libraries (`--export-vectors`).
+fn export_vectors(out: &Path, index: &Index, qvecs: &keel_core::Matrix) -> anyhow::Result<()> {
+    let g = index.hnsw();
+    std::fs::create_dir_all(out)?;
+    write_f32s(&out.join("corpus.f32"), (0..g.len() as u32).map(|i| g.vector(i).to_vec()))?;
+    write_f32s(&out.join("queries.f32"), (0..qvecs.rows()).map(|i| qvecs.row(i).to_vec()))?;
+    let shape = json!({"corpus": g.len(), "queries": qvecs.rows(), "dim": g.dim(), "hnsw": index.options().hnsw});
+    std::fs::write(out.join("shape.json"), serde_json::to_vec_pretty(&shape)?)?;
+    Ok(())
+}
 
-    let params = index.options().hnsw;
-    let out = json!({
-        "dataset": args.dir, "index": dir, "encoder": encoder.id(),
-        "documents": index.documents(), "chunks": index.chunks(), "queries": queries.len(),
-        "index_report": report, "embedding": {"chunks": stats, "queries": qstats},
-        "rrf_k": args.rrf_k, "modes": results,
-        "ann": {"m": params.m, "ef_construction": params.ef_construction, "default_ef_search": default_ef,
-                "exact_queries_per_second": exact_qps, "points": ann},
-    });
-    if json {
-        return output::json(&out);
-    }
+fn print_eval(
+    index: &Index,
+    queries: usize,
+    encoder_id: &str,
+    table: &[(Mode, RetrievalMetrics, f64)],
+    ann: (f64, &[AnnPoint]),
+) {
     println!(
-        "{} queries over {} documents ({} chunks), encoder {}",
-        queries.len(),
+        "{queries} queries over {} documents ({} chunks), encoder {encoder_id}",
         index.documents(),
-        index.chunks(),
-        encoder.id()
+        index.chunks()
     );
     println!("{:<8} {:>9} {:>10} {:>11} {:>9} {:>9}", "mode", "nDCG@10", "recall@10", "recall@100", "MRR@10", "q/s");
-    for (mode, m, qps) in &table {
+    for (mode, m, qps) in table {
         println!(
             "{:<8} {:>9.4} {:>10.4} {:>11.4} {:>9.4} {:>9.1}",
             mode.as_str(),
@@ -270,13 +262,64 @@ pub async fn eval_retrieval(home: &Path, json: bool, args: EvalRetrievalArgs) ->
             qps
         );
     }
+    let params = index.options().hnsw;
+    let (exact_qps, points) = ann;
     println!(
         "HNSW (M {}, ef_construction {}) against exact search ({exact_qps:.0} q/s), top 10 chunks:",
         params.m, params.ef_construction
     );
-    for p in &ann {
+    for p in points {
         println!("  ef_search {:>4}: recall@10 {:.4}, {:.0} q/s", p.ef_search, p.recall_at_10, p.queries_per_second);
     }
-    let _: &HashMap<String, keel_index::metrics::Judgements> = &qrels;
+}
+
+pub async fn eval_retrieval(home: &Path, json: bool, args: EvalRetrievalArgs) -> anyhow::Result<()> {
+    let mut beir = read_beir(&args)?;
+    let modes: Vec<Mode> = args
+        .modes
+        .iter()
+        .map(|m| Mode::parse(m.trim()).with_context(|| format!("unknown mode {m:?}: dense, bm25 or hybrid")))
+        .collect::<anyhow::Result<_>>()?;
+    let dir = args
+        .settings
+        .index_dir
+        .clone()
+        .unwrap_or_else(|| home.join("index").join(format!("eval-{}", beir.corpus_hash.short())));
+    let (installed, encoder) = args.encoder.load()?;
+    let store = open_store(home).await?;
+    note(format!("indexing {} documents into {}", beir.docs.len(), dir.display()));
+    let docs = std::mem::take(&mut beir.docs);
+    let (report, stats) =
+        update_index(&store, &encoder, &installed.dir, &dir, docs, args.settings.options(), json).await?;
+    note(format!("embedding queries ({} texts)", beir.queries.len()));
+    let qtexts: Vec<&str> = beir.queries.iter().map(|(_, t)| t.as_str()).collect();
+    let (qvecs, qstats) = embed_cached(&store, &encoder, &qtexts, json).await?;
+    let index = Index::open(&dir)?;
+
+    let table = score_modes(&index, &beir, &qvecs, &modes, args.rrf_k)?;
+    let default_ef = index.options().hnsw.ef_search;
+    let mut efs = vec![default_ef];
+    efs.extend(args.ef_sweep.iter().copied().filter(|&e| e != default_ef));
+    let (exact_qps, ann) = ann_sweep(&index, &qvecs, &efs);
+    if let Some(out) = &args.export_vectors {
+        export_vectors(out, &index, &qvecs)?;
+    }
+    let params = index.options().hnsw;
+    let results: serde_json::Map<String, serde_json::Value> = table
+        .iter()
+        .map(|(mode, m, qps)| (mode.as_str().to_owned(), json!({"metrics": m, "queries_per_second": qps})))
+        .collect();
+    let out = json!({
+        "dataset": args.dir, "index": dir, "encoder": encoder.id(),
+        "documents": index.documents(), "chunks": index.chunks(), "queries": beir.queries.len(),
+        "index_report": report, "embedding": {"chunks": stats, "queries": qstats},
+        "rrf_k": args.rrf_k, "modes": results,
+        "ann": {"m": params.m, "ef_construction": params.ef_construction, "default_ef_search": default_ef,
+                "exact_queries_per_second": exact_qps, "points": ann},
+    });
+    if json {
+        return output::json(&out);
+    }
+    print_eval(&index, beir.queries.len(), encoder.id(), &table, (exact_qps, &ann));
     Ok(())
 }
