@@ -132,8 +132,9 @@ impl Encoder {
     }
 
     /// Like [`Encoder::load`], but with the weights taken from `safetensors` (an in-memory
-    /// safetensors file, e.g. fine-tuned or LoRA-merged weights) instead of the model's own
-    /// file; the tokenizer and configuration still come from `model`. `tag` names the weights in the id:
+    /// safetensors file, e.g. fine-tuned or LoRA-merged weights from
+    /// [`crate::finetune::BertWeights::to_safetensors`]) instead of the model's own file; the
+    /// tokenizer and configuration still come from `model`. `tag` names the weights in the id:
     /// `{model}@{sha}+{tag}` (then `+int8` in int8 mode); it must be non-empty ASCII letters,
     /// digits, `.`, `_` or `-`.
     pub fn load_with_weights(
@@ -237,6 +238,12 @@ impl Encoder {
             scratch: Mutex::new(Vec::new()),
             truncated: AtomicU64::new(0),
         })
+    }
+
+    /// The tokenizer, configured as [`Encoder::embed`] uses it (no padding, truncation at
+    /// `max_seq_len`).
+    pub(crate) fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     /// Stable identity of what this encoder computes, e.g. `all-MiniLM-L6-v2@53aa51172d14`
