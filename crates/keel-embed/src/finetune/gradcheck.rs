@@ -3,7 +3,7 @@
 use super::float::Float;
 use super::lora::{Lora, LoraConfig};
 use super::loss::{Loss, loss_grad};
-use super::model::{Grads, Model, TokenIds};
+use super::model::{Dropout, Grads, Model, TokenIds};
 use super::rng::SplitMix64;
 use super::weights::{BertWeights, Dims, Proj};
 
@@ -24,17 +24,17 @@ fn batch() -> (Vec<TokenIds>, Vec<f64>) {
     (texts, vec![1.0, 0.0, 1.0])
 }
 
-fn loss_of(w: &BertWeights<f64>, lora: Option<&Lora<f64>>, loss: Loss) -> f64 {
+fn loss_of(w: &BertWeights<f64>, lora: Option<&Lora<f64>>, loss: Loss, dropout: Option<Dropout>) -> f64 {
     let (texts, labels) = batch();
     let seqs: Vec<&TokenIds> = texts.iter().collect();
-    let tape = Model { w, lora, threads: 1 }.forward(&seqs);
+    let tape = Model { w, lora, threads: 1, dropout }.forward(&seqs);
     loss_grad(loss, &tape.emb, w.dims.hidden, &labels).0
 }
 
-fn grads_of(w: &BertWeights<f64>, lora: Option<&Lora<f64>>, loss: Loss) -> Grads<f64> {
+fn grads_of(w: &BertWeights<f64>, lora: Option<&Lora<f64>>, loss: Loss, dropout: Option<Dropout>) -> Grads<f64> {
     let (texts, labels) = batch();
     let seqs: Vec<&TokenIds> = texts.iter().collect();
-    let model = Model { w, lora, threads: 1 };
+    let model = Model { w, lora, threads: 1, dropout };
     let tape = model.forward(&seqs);
     let (_, d) = loss_grad(loss, &tape.emb, w.dims.hidden, &labels);
     let mut g = match lora {
@@ -78,9 +78,15 @@ fn sample(name: &str, len: usize, h: usize, rng: &mut SplitMix64) -> Vec<usize> 
 
 #[test]
 fn full_fine_tuning_gradients_match_finite_differences() {
-    for loss in [Loss::CosineSimilarity, Loss::MultipleNegativesRanking { scale: 20.0 }] {
+    // With dropout the masks are fixed by the seed, so the loss is a smooth function of the weights.
+    let dropout = Some(Dropout { p: 0.2, seed: 77 });
+    for (loss, dropout) in [
+        (Loss::CosineSimilarity, None),
+        (Loss::MultipleNegativesRanking { scale: 20.0 }, None),
+        (Loss::CosineSimilarity, dropout),
+    ] {
         let mut w = BertWeights::<f64>::random(DIMS, 0.5, 11).unwrap();
-        let g = grads_of(&w, None, loss);
+        let g = grads_of(&w, None, loss, dropout);
         let g = g.base.unwrap();
         let grads: Vec<Vec<f64>> = g.tensors().into_iter().map(|(_, _, _, t)| t.to_vec()).collect();
         let mut rng = SplitMix64::new(5);
@@ -97,24 +103,24 @@ fn full_fine_tuning_gradients_match_finite_differences() {
                 let num = numeric(
                     |x| {
                         w.tensors_mut()[t].3[k] = x;
-                        loss_of(&w, None, loss)
+                        loss_of(&w, None, loss, dropout)
                     },
                     x0,
                 );
                 let err = rel_err(num, grads[t][k]);
-                assert!(err < 1e-5, "{loss:?} {name}[{k}]: numeric {num:e}, analytic {:e}", grads[t][k]);
+                assert!(err < 1e-5, "{loss:?} {dropout:?} {name}[{k}]: numeric {num:e}, analytic {:e}", grads[t][k]);
                 group = group.max(err);
                 largest = largest.max(num.abs());
             }
             // The key bias adds `q_i · b` to every score of row i, which the softmax cancels: its
             // gradient is zero (the check above confirms the numeric one is too).
             if !name.ends_with("attention.self.key.bias") {
-                assert!(largest > 1e-5, "{loss:?} {name}: no sampled entry has a gradient ({largest:e})");
+                assert!(largest > 1e-5, "{loss:?} {dropout:?} {name}: no sampled entry has a gradient ({largest:e})");
             }
-            println!("{loss:?} {name}: max relative error {group:.1e} (largest |gradient| {largest:.1e})");
+            println!("{loss:?} {dropout:?} {name}: max relative error {group:.1e} (largest |gradient| {largest:.1e})");
             worst = worst.max(group);
         }
-        println!("{loss:?}: {n} tensors, worst relative error {worst:.1e}");
+        println!("{loss:?} {dropout:?}: {n} tensors, worst relative error {worst:.1e}");
     }
 }
 
@@ -129,7 +135,8 @@ fn lora_gradients_match_finite_differences() {
         ad.b.iter_mut().for_each(|b| *b = rng.signed_unit() * 0.3);
     }
     let loss = Loss::CosineSimilarity;
-    let g = grads_of(&w, Some(&lora), loss).lora.unwrap();
+    let dropout = Some(Dropout { p: 0.1, seed: 5 });
+    let g = grads_of(&w, Some(&lora), loss, dropout).lora.unwrap();
     let grads: Vec<Vec<f64>> = g.tensors().into_iter().map(|(_, _, t)| t.to_vec()).collect();
     let mut worst = 0f64;
     let n = grads.len();
@@ -143,7 +150,7 @@ fn lora_gradients_match_finite_differences() {
             let num = numeric(
                 |x| {
                     lora.tensors_mut()[t].2[k] = x;
-                    loss_of(&w, Some(&lora), loss)
+                    loss_of(&w, Some(&lora), loss, dropout)
                 },
                 x0,
             );
@@ -170,7 +177,7 @@ fn lora_gradients_match_finite_differences() {
             }
         }
     }
-    let (a, b) = (loss_of(&w, Some(&lora), loss), loss_of(&merged, None, loss));
+    let (a, b) = (loss_of(&w, Some(&lora), loss, dropout), loss_of(&merged, None, loss, dropout));
     assert!((a - b).abs() < 1e-12, "unmerged {a} vs merged {b}");
 }
 
@@ -180,11 +187,34 @@ fn f32_forward_matches_f64() {
     let w32: BertWeights<f32> = w64.cast();
     let (texts, _) = batch();
     let seqs: Vec<&TokenIds> = texts.iter().collect();
-    let e64 = Model { w: &w64, lora: None, threads: 1 }.forward(&seqs).emb;
-    let e32 = Model { w: &w32, lora: None, threads: 1 }.forward(&seqs).emb;
+    let e64 = Model { w: &w64, lora: None, threads: 1, dropout: None }.forward(&seqs).emb;
+    let e32 = Model { w: &w32, lora: None, threads: 1, dropout: None }.forward(&seqs).emb;
     let max = e64.iter().zip(&e32).map(|(a, b)| (a - b.to_f64()).abs()).fold(0.0, f64::max);
     assert!(max < 1e-5, "max |f32 - f64| {max:e}");
     for e in e64.chunks_exact(DIMS.hidden) {
         assert!((e.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-12);
     }
+}
+
+#[test]
+fn dropout_masks_are_seeded_and_scaled() {
+    let w = BertWeights::<f64>::random(DIMS, 0.5, 13).unwrap();
+    let (texts, _) = batch();
+    let seqs: Vec<&TokenIds> = texts.iter().collect();
+    let run = |dropout| Model { w: &w, lora: None, threads: 1, dropout }.forward(&seqs).emb;
+    let (plain, a, b, c) = (
+        run(None),
+        run(Some(Dropout { p: 0.1, seed: 1 })),
+        run(Some(Dropout { p: 0.1, seed: 1 })),
+        run(Some(Dropout { p: 0.1, seed: 2 })),
+    );
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert_ne!(a, plain);
+    assert_eq!(run(Some(Dropout { p: 0.0, seed: 1 })), plain);
+    // The share of dropped values and the scale of the kept ones.
+    let m: Vec<f64> = Dropout { p: 0.25, seed: 3 }.mask(1, 40_000);
+    let dropped = m.iter().filter(|&&v| v == 0.0).count() as f64 / m.len() as f64;
+    assert!((dropped - 0.25).abs() < 0.01, "dropped {dropped}");
+    assert!(m.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-15));
 }

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::float::{Float, View, gelu, gelu_grad};
 use super::lora::Lora;
+use super::rng::SplitMix64;
 use super::weights::{BertWeights, Norm, Proj};
 
 /// Word-piece ids and token-type ids of one text, specials included (as the tokenizer gives them).
@@ -40,6 +41,39 @@ struct NormTape<T> {
     rstd: Vec<T>,
 }
 
+/// Inverted dropout as BERT applies it in training (after the embeddings' LayerNorm, on the
+/// attention probabilities, on the attention and feed-forward outputs before their residual
+/// add): each value is kept with probability `1 - p` and scaled by `1 / (1 - p)`. The masks are a
+/// function of `seed`, the site and the position, so a step can be replayed exactly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Dropout {
+    pub p: f64,
+    pub seed: u64,
+}
+
+impl Dropout {
+    /// Factors (0 or `1 / (1 - p)`) for `n` values of dropout site `site`.
+    pub(crate) fn mask<T: Float>(&self, site: u64, n: usize) -> Vec<T> {
+        let stream = SplitMix64::nth(self.seed, site);
+        // Drop when a uniform 64-bit draw falls below p · 2⁶⁴.
+        let threshold = (self.p * 18_446_744_073_709_551_616.0) as u64;
+        let keep = T::from_f64(1.0 / (1.0 - self.p));
+        (0..n as u64).map(|k| if SplitMix64::nth(stream, k) < threshold { T::ZERO } else { keep }).collect()
+    }
+}
+
+/// Dropout sites: the embeddings, then three per layer.
+const SITE_EMB: u64 = 0;
+fn site(layer: usize, which: u64) -> u64 {
+    1 + 3 * layer as u64 + which
+}
+
+fn mul_in_place<T: Float>(xs: &mut [T], mask: &[T]) {
+    for (x, &m) in xs.iter_mut().zip(mask) {
+        *x *= m;
+    }
+}
+
 struct LayerTape<T> {
     /// Layer input `[n][h]`.
     x: Vec<T>,
@@ -57,6 +91,8 @@ struct LayerTape<T> {
     ln2: NormTape<T>,
     /// `x · Aᵀ` of each adapted projection (indexed by `Proj as usize`).
     mids: [Option<Vec<T>>; 6],
+    /// Dropout factors on the attention probabilities and the attention and feed-forward outputs.
+    drop: Option<[Vec<T>; 3]>,
 }
 
 /// What [`Model::backward`] needs from a [`Model::forward`].
@@ -64,6 +100,7 @@ pub(crate) struct Tape<T> {
     starts: Vec<usize>,
     lens: Vec<usize>,
     emb_ln: NormTape<T>,
+    emb_drop: Option<Vec<T>>,
     layers: Vec<LayerTape<T>>,
     /// Norm of each sequence's mean-pooled vector.
     norms: Vec<T>,
@@ -77,6 +114,8 @@ pub(crate) struct Model<'a, T> {
     pub lora: Option<&'a Lora<T>>,
     /// `> 1`: matrix products and attention split over the current rayon pool.
     pub threads: usize,
+    /// Training-mode dropout; `None` in evaluation.
+    pub dropout: Option<Dropout>,
 }
 
 /// Splits `buf` into consecutive pieces of the given sizes.
@@ -88,6 +127,17 @@ fn split_sizes<T>(mut buf: &mut [T], sizes: impl Iterator<Item = usize>) -> Vec<
         buf = rest;
     }
     out
+}
+
+/// Where each piece starts when pieces of these sizes are laid end to end.
+fn prefix_sums(sizes: impl Iterator<Item = usize>) -> Vec<usize> {
+    sizes
+        .scan(0, |acc, n| {
+            let s = *acc;
+            *acc += n;
+            Some(s)
+        })
+        .collect()
 }
 
 fn layer_norm_fwd<T: Float>(src: &[T], norm: &Norm<T>, eps: T, out: &mut [T]) -> NormTape<T> {
@@ -141,8 +191,18 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     a.iter().zip(b).map(|(&x, &y)| x * y).sum()
 }
 
-/// Self-attention of one sequence: `qkv` its `[n][3h]` rows, `probs` `[heads][n][n]`, `ctx` `[n][h]`.
-fn attend_fwd<T: Float>(qkv: &[T], n: usize, h: usize, heads: usize, probs: &mut [T], ctx: &mut [T]) {
+/// Self-attention of one sequence: `qkv` its `[n][3h]` rows, `probs` `[heads][n][n]` (before
+/// dropout), `drop` dropout factors laid out as `probs`, `ctx` `[n][h]`.
+#[allow(clippy::too_many_arguments)]
+fn attend_fwd<T: Float>(
+    qkv: &[T],
+    n: usize,
+    h: usize,
+    heads: usize,
+    probs: &mut [T],
+    drop: Option<&[T]>,
+    ctx: &mut [T],
+) {
     let d = h / heads;
     let scale = T::ONE / T::from_f64(d as f64).sqrt();
     for hd in 0..heads {
@@ -165,9 +225,10 @@ fn attend_fwd<T: Float>(qkv: &[T], n: usize, h: usize, heads: usize, probs: &mut
             out.fill(T::ZERO);
             for (j, r) in row.iter_mut().enumerate() {
                 *r *= inv;
+                let pd = drop.map_or(*r, |m| *r * m[(hd * n + i) * n + j]);
                 let v = &qkv[j * 3 * h + 2 * h + hd * d..][..d];
                 for (o, &vv) in out.iter_mut().zip(v) {
-                    *o += *r * vv;
+                    *o += pd * vv;
                 }
             }
         }
@@ -175,7 +236,17 @@ fn attend_fwd<T: Float>(qkv: &[T], n: usize, h: usize, heads: usize, probs: &mut
 }
 
 /// The backward of [`attend_fwd`]: from `dctx` (`[n][h]`) into `dqkv` (`[n][3h]`, overwritten).
-fn attend_bwd<T: Float>(qkv: &[T], n: usize, h: usize, heads: usize, probs: &[T], dctx: &[T], dqkv: &mut [T]) {
+#[allow(clippy::too_many_arguments)]
+fn attend_bwd<T: Float>(
+    qkv: &[T],
+    n: usize,
+    h: usize,
+    heads: usize,
+    probs: &[T],
+    drop: Option<&[T]>,
+    dctx: &[T],
+    dqkv: &mut [T],
+) {
     let d = h / heads;
     let scale = T::ONE / T::from_f64(d as f64).sqrt();
     dqkv.fill(T::ZERO);
@@ -185,15 +256,17 @@ fn attend_bwd<T: Float>(qkv: &[T], n: usize, h: usize, heads: usize, probs: &[T]
         for i in 0..n {
             let prow = &p[i * n..(i + 1) * n];
             let dc = &dctx[i * h + hd * d..][..d];
-            // dP_ij = dctx_i · v_j; dv_j += P_ij dctx_i.
+            // With D the dropout factors: dP_ij = D_ij (dctx_i · v_j); dv_j += P_ij D_ij dctx_i.
             let mut rowdot = T::ZERO;
             for j in 0..n {
+                let m = drop.map_or(T::ONE, |m| m[(hd * n + i) * n + j]);
                 let v = &qkv[j * 3 * h + 2 * h + hd * d..][..d];
-                ds[j] = dot(dc, v);
+                ds[j] = m * dot(dc, v);
                 rowdot += prow[j] * ds[j];
+                let pd = prow[j] * m;
                 let dv = &mut dqkv[j * 3 * h + 2 * h + hd * d..][..d];
                 for (o, &g) in dv.iter_mut().zip(dc) {
-                    *o += prow[j] * g;
+                    *o += pd * g;
                 }
             }
             // dS_ij = P_ij (dP_ij - Σ_k P_ik dP_ik); dq_i += scale dS_ij k_j; dk_j += scale dS_ij q_i.
@@ -262,6 +335,10 @@ impl<T: Float> Model<'_, T> {
         let eps = T::from_f64(dims.layer_norm_eps);
         let mut y = vec![T::ZERO; total * h];
         let emb_ln = layer_norm_fwd(&x, &self.w.emb_ln, eps, &mut y);
+        let emb_drop = self.dropout.map(|d| d.mask(SITE_EMB, y.len()));
+        if let Some(m) = &emb_drop {
+            mul_in_place(&mut y, m);
+        }
         let mut x = y;
         let mut layers = Vec::with_capacity(dims.layers);
         for l in 0..dims.layers {
@@ -287,7 +364,7 @@ impl<T: Float> Model<'_, T> {
             }
             norms.push(norm);
         }
-        Tape { starts, lens, emb_ln, layers, norms, emb }
+        Tape { starts, lens, emb_ln, emb_drop, layers, norms, emb }
     }
 
     fn layer_fwd(&self, l: usize, x: Vec<T>, starts: &[usize], lens: &[usize]) -> (Vec<T>, LayerTape<T>) {
@@ -302,20 +379,28 @@ impl<T: Float> Model<'_, T> {
         for (p, col) in [(Proj::Query, 0), (Proj::Key, h), (Proj::Value, 2 * h)] {
             mids[p as usize] = self.linear_fwd(l, p, &x, &mut qkv[col..], 3 * h);
         }
-        let mut probs = vec![T::ZERO; lens.iter().map(|n| heads * n * n).sum()];
+        let n_probs: usize = lens.iter().map(|n| heads * n * n).sum();
+        let masks =
+            self.dropout.map(|d| [0, 1, 2].map(|w| d.mask(site(l, w), if w == 0 { n_probs } else { rows * h })));
+        let mut probs = vec![T::ZERO; n_probs];
         let mut ctx = vec![T::ZERO; rows * h];
         {
             let ps = split_sizes(&mut probs, lens.iter().map(|n| heads * n * n));
             let cs = split_sizes(&mut ctx, lens.iter().map(|n| n * h));
-            let items: Vec<_> = ps.into_iter().zip(cs).zip(starts.iter().zip(lens)).collect();
-            let qkv = &qkv;
-            each(items, self.threads, |((p, c), (&start, &n))| {
-                attend_fwd(&qkv[start * 3 * h..(start + n) * 3 * h], n, h, heads, p, c)
+            let pstarts = prefix_sums(lens.iter().map(|n| heads * n * n));
+            let items: Vec<_> = ps.into_iter().zip(cs).zip(starts.iter().zip(lens).zip(pstarts)).collect();
+            let (qkv, drop) = (&qkv, masks.as_ref().map(|d| &d[0]));
+            each(items, self.threads, |((p, c), ((&start, &n), ps))| {
+                let dm = drop.map(|m| &m[ps..ps + heads * n * n]);
+                attend_fwd(&qkv[start * 3 * h..(start + n) * 3 * h], n, h, heads, p, dm, c)
             });
         }
-        // t1 = x + attention output; x1 = LayerNorm(t1).
+        // t1 = x + dropout(attention output); x1 = LayerNorm(t1).
         let mut t1 = vec![T::ZERO; rows * h];
         mids[Proj::AttnOut as usize] = self.linear_fwd(l, Proj::AttnOut, &ctx, &mut t1, h);
+        if let Some(d) = &masks {
+            mul_in_place(&mut t1, &d[1]);
+        }
         for (a, &b) in t1.iter_mut().zip(&x) {
             *a += b;
         }
@@ -326,15 +411,18 @@ impl<T: Float> Model<'_, T> {
         mids[Proj::FfIn as usize] = self.linear_fwd(l, Proj::FfIn, &x1, &mut u, inter);
         let mut g = u.clone();
         map_in_place(&mut g, self.threads, |v| *v = gelu(*v));
-        // t2 = x1 + feed-forward output; output = LayerNorm(t2).
+        // t2 = x1 + dropout(feed-forward output); output = LayerNorm(t2).
         let mut t2 = vec![T::ZERO; rows * h];
         mids[Proj::FfOut as usize] = self.linear_fwd(l, Proj::FfOut, &g, &mut t2, h);
+        if let Some(d) = &masks {
+            mul_in_place(&mut t2, &d[2]);
+        }
         for (a, &b) in t2.iter_mut().zip(&x1) {
             *a += b;
         }
         let mut out = vec![T::ZERO; rows * h];
         let ln2 = layer_norm_fwd(&t2, &layer.ln2, eps, &mut out);
-        (out, LayerTape { x, qkv, probs, ctx, ln1, x1, u, g, ln2, mids })
+        (out, LayerTape { x, qkv, probs, ctx, ln1, x1, u, g, ln2, mids, drop: masks })
     }
 
     /// `out[r][..n_out] = x[r] · Wᵀ + b (+ scale · (x[r] · Aᵀ) · Bᵀ)` for every row `r` of `x`,
@@ -384,6 +472,9 @@ impl<T: Float> Model<'_, T> {
             dx = self.layer_bwd(l, &tape.layers[l], &tape.starts, &tape.lens, dx, grads, need_dx);
         }
         let Some(base) = grads.base.as_mut() else { return };
+        if let Some(m) = &tape.emb_drop {
+            mul_in_place(&mut dx, m);
+        }
         let mut de = vec![T::ZERO; total * h];
         layer_norm_bwd(&tape.emb_ln, &self.w.emb_ln.gamma, &dx, &mut de, Some(&mut base.emb_ln));
         if grads.embeddings {
@@ -425,7 +516,14 @@ impl<T: Float> Model<'_, T> {
         layer_norm_bwd(&tape.ln2, &layer.ln2.gamma, &dy, &mut dt2, g);
         drop(dy);
         let mut du = vec![T::ZERO; rows * inter];
-        self.linear_bwd(l, Proj::FfOut, &tape.g, &dt2, h, Some(&mut du), tape, grads);
+        match &tape.drop {
+            Some(d) => {
+                let mut dff = dt2.clone();
+                mul_in_place(&mut dff, &d[2]);
+                self.linear_bwd(l, Proj::FfOut, &tape.g, &dff, h, Some(&mut du), tape, grads);
+            }
+            None => self.linear_bwd(l, Proj::FfOut, &tape.g, &dt2, h, Some(&mut du), tape, grads),
+        }
         {
             let threads = self.threads;
             if threads > 1 && du.len() >= 4096 {
@@ -445,25 +543,26 @@ impl<T: Float> Model<'_, T> {
         layer_norm_bwd(&tape.ln1, &layer.ln1.gamma, &dx1, &mut dt1, g);
         drop(dx1);
         let mut dctx = vec![T::ZERO; rows * h];
-        self.linear_bwd(l, Proj::AttnOut, &tape.ctx, &dt1, h, Some(&mut dctx), tape, grads);
+        match &tape.drop {
+            Some(d) => {
+                let mut dattn = dt1.clone();
+                mul_in_place(&mut dattn, &d[1]);
+                self.linear_bwd(l, Proj::AttnOut, &tape.ctx, &dattn, h, Some(&mut dctx), tape, grads);
+            }
+            None => self.linear_bwd(l, Proj::AttnOut, &tape.ctx, &dt1, h, Some(&mut dctx), tape, grads),
+        }
         let mut dqkv = vec![T::ZERO; rows * 3 * h];
         {
             let ds = split_sizes(&mut dqkv, lens.iter().map(|n| n * 3 * h));
             let items: Vec<_> = ds.into_iter().zip(starts.iter().zip(lens)).collect();
             let (qkv, probs, dctx) = (&tape.qkv, &tape.probs, &dctx);
-            let pstarts: Vec<usize> = lens
-                .iter()
-                .scan(0, |acc, n| {
-                    let s = *acc;
-                    *acc += heads * n * n;
-                    Some(s)
-                })
-                .collect();
-            let pstarts = &pstarts;
-            each(items.into_iter().enumerate().collect(), self.threads, |(s, (dq, (&start, &n)))| {
-                let p = &probs[pstarts[s]..pstarts[s] + heads * n * n];
+            let drop = tape.drop.as_ref().map(|d| &d[0]);
+            let pstarts = prefix_sums(lens.iter().map(|n| heads * n * n));
+            each(items.into_iter().zip(pstarts).collect(), self.threads, |((dq, (&start, &n)), ps)| {
+                let p = &probs[ps..ps + heads * n * n];
+                let dm = drop.map(|m| &m[ps..ps + heads * n * n]);
                 let q = &qkv[start * 3 * h..(start + n) * 3 * h];
-                attend_bwd(q, n, h, heads, p, &dctx[start * h..(start + n) * h], dq)
+                attend_bwd(q, n, h, heads, p, dm, &dctx[start * h..(start + n) * h], dq)
             });
         }
         drop(dctx);

@@ -18,10 +18,13 @@ impl SplitMix64 {
 
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        mix(self.0)
+    }
+
+    /// What the `k`-th call of [`SplitMix64::next_u64`] (from 0) on `SplitMix64::new(seed)`
+    /// returns, without the calls before it.
+    pub fn nth(seed: u64, k: u64) -> u64 {
+        mix(seed.wrapping_add(k.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
     }
 
     /// Uniform in `0..n` (`n > 0`).
@@ -42,6 +45,25 @@ impl SplitMix64 {
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             v.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nth_matches_the_sequence() {
+        let mut r = SplitMix64::new(42);
+        for k in 0..5 {
+            assert_eq!(r.next_u64(), SplitMix64::nth(42, k));
         }
     }
 }

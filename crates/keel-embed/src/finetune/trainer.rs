@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use super::lora::{Lora, LoraConfig};
 use super::loss::{Loss, loss_grad};
-use super::model::{Grads, Model, TokenIds};
+use super::model::{Dropout, Grads, Model, TokenIds};
 use super::optim::{AdamW, ParamGrad, linear_schedule};
 use super::pairs::Pair;
+use super::rng::SplitMix64;
 use super::st;
 use super::weights::{BertWeights, Kind};
 use crate::error::EmbedError;
@@ -57,16 +58,20 @@ pub struct FineTuneConfig {
     pub total_steps: u64,
     /// Clip the global gradient norm to this (as PyTorch's `clip_grad_norm_`); `None`: no clipping.
     pub max_grad_norm: Option<f64>,
+    /// Dropout probability in training steps (BERT's `hidden_dropout_prob` and
+    /// `attention_probs_dropout_prob`, 0.1 for all-MiniLM-L6-v2); 0 turns it off. The masks
+    /// depend on `seed` and the step number only. Evaluation and embedding never drop.
+    pub dropout: f64,
     /// Compute threads (a pool of its own).
     pub threads: usize,
-    /// Seeds the LoRA initialisation.
+    /// Seeds the LoRA initialisation and the dropout masks.
     pub seed: u64,
 }
 
 impl FineTuneConfig {
     /// SetFit's defaults for the body: full fine-tuning (embedding tables included, as
     /// sentence-transformers trains every parameter), cosine-similarity loss, lr 2e-5, 10 % warm-up,
-    /// weight decay 0.01, gradient norm clipped to 1.
+    /// weight decay 0.01, gradient norm clipped to 1, dropout 0.1 (the model in training mode).
     pub fn setfit(total_steps: u64) -> FineTuneConfig {
         FineTuneConfig {
             method: Method::Full { embeddings: true },
@@ -76,6 +81,7 @@ impl FineTuneConfig {
             warmup_steps: total_steps.div_ceil(10),
             total_steps,
             max_grad_norm: Some(1.0),
+            dropout: 0.1,
             threads: 1,
             seed: 0,
         }
@@ -122,6 +128,9 @@ impl FineTuner {
     pub fn new(weights: BertWeights<f32>, cfg: FineTuneConfig) -> Result<FineTuner, EmbedError> {
         if cfg.threads == 0 || cfg.total_steps == 0 || !cfg.learning_rate.is_finite() || cfg.learning_rate <= 0.0 {
             return Err(EmbedError::InvalidConfig("fine-tuning needs threads, steps and a learning rate".into()));
+        }
+        if !(0.0..1.0).contains(&cfg.dropout) {
+            return Err(EmbedError::InvalidConfig(format!("dropout {} is not in [0, 1)", cfg.dropout)));
         }
         let (lora, grads) = match &cfg.method {
             Method::Full { embeddings } => {
@@ -178,7 +187,7 @@ impl FineTuner {
     }
 
     fn model(&self) -> Model<'_, f32> {
-        Model { w: &self.weights, lora: self.lora.as_ref(), threads: self.cfg.threads }
+        Model { w: &self.weights, lora: self.lora.as_ref(), threads: self.cfg.threads, dropout: None }
     }
 
     fn batch<'t>(texts: &'t [TokenIds], pairs: &[Pair]) -> Result<(Vec<&'t TokenIds>, Vec<f32>), EmbedError> {
@@ -202,9 +211,14 @@ impl FineTuner {
         let lr = self.next_learning_rate();
         let h = self.weights.dims.hidden;
         let threads = self.cfg.threads;
+        let dropout = (self.cfg.dropout > 0.0).then(|| Dropout {
+            p: self.cfg.dropout,
+            // "dropout" in ASCII, so these masks do not follow the LoRA initialisation's stream.
+            seed: SplitMix64::nth(self.cfg.seed ^ 0x0064_726f_706f_7574, self.opt.steps()),
+        });
         let loss = self.pool.install(|| {
             self.grads.fill_zero();
-            let model = Model { w: &self.weights, lora: self.lora.as_ref(), threads };
+            let model = Model { w: &self.weights, lora: self.lora.as_ref(), threads, dropout };
             let tape = model.forward(&seqs);
             let (loss, d_emb) = loss_grad(self.cfg.loss, &tape.emb, h, &labels);
             model.backward(&seqs, &tape, &d_emb, &mut self.grads);

@@ -62,9 +62,9 @@ fn tiny_training_lowers_the_loss() {
         for loss in [Loss::CosineSimilarity, Loss::MultipleNegativesRanking { scale: 20.0 }] {
             let weights = BertWeights::random(TINY, 0.3, 9).unwrap();
             let mut tuner =
-                FineTuner::new(weights, FineTuneConfig { loss, ..tiny_cfg(method.clone(), lr, 40) }).unwrap();
+                FineTuner::new(weights, FineTuneConfig { loss, ..tiny_cfg(method.clone(), lr, 80) }).unwrap();
             let before = tuner.eval_loss(&texts, &pairs, 16).unwrap();
-            train(&mut tuner, &texts, &pairs, 0..40);
+            train(&mut tuner, &texts, &pairs, 0..80);
             let after = tuner.eval_loss(&texts, &pairs, 16).unwrap();
             println!("{} {loss:?}: loss {before:.4} -> {after:.4}", method.describe());
             assert!(after < 0.7 * before, "{} {loss:?}: loss {before} -> {after}", method.describe());
@@ -87,6 +87,12 @@ fn same_seed_same_bytes_and_resuming_changes_nothing() {
         let (b, lb) = run();
         assert_eq!(la, lb);
         assert_eq!(a.checkpoint(), b.checkpoint(), "{}", method.describe());
+        // Two threads (sequences' attention on separate threads) give the same bits.
+        let mut two =
+            FineTuner::new(BertWeights::random(TINY, 0.3, 9).unwrap(), FineTuneConfig { threads: 2, ..cfg.clone() })
+                .unwrap();
+        assert_eq!(train(&mut two, &texts, &pairs, 0..8), la);
+        assert_eq!(two.checkpoint(), a.checkpoint(), "{}", method.describe());
         assert_ne!(a.weights().to_safetensors().len(), 0);
 
         // Stop after 3 updates, checkpoint, resume in a fresh tuner, finish: the same state.
@@ -231,6 +237,16 @@ fn real_model_forward_training_and_merged_encoders() {
         "LoRA {steps} steps of {batch} pairs in {secs:.1}s: loss on 48 training pairs {before:.4} -> {after:.4}; batch losses first 6 {first:.4}, last 6 {last:.4}"
     );
     assert!(after < 0.8 * before, "training loss {before} -> {after}");
+
+    // One full fine-tuning step gives the same bits on one thread and on two (the matrix
+    // products split their output, not their sums).
+    let one_step = |threads| {
+        let cfg = FineTuneConfig { threads, method: Method::Full { embeddings: false }, ..FineTuneConfig::setfit(4) };
+        let mut t = FineTuner::new(weights.clone(), cfg).unwrap();
+        let loss = t.step(&ids, &pairs[..8]).unwrap();
+        (loss, t.checkpoint())
+    };
+    assert!(one_step(1) == one_step(2), "one thread and two differ");
 
     // 3. The merged weights served by the inference encoder agree with the training forward.
     let lora = tuner.lora().unwrap();
