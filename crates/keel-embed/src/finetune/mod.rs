@@ -7,7 +7,8 @@
 //!   sequences, exact-erf GELU with the same erf approximation, LayerNorm, mean pooling over each
 //!   sequence's tokens, L2 normalisation), recording what the backward needs, and a hand-written
 //!   backward through all of it: LayerNorms, attention with its softmax, GELU, the linear layers
-//!   (full weights, or `x · Aᵀ · Bᵀ` adapters with the base frozen), pooling and normalisation.
+//!   (full weights, or `x · Aᵀ · Bᵀ` adapters with the base frozen), pooling and normalisation;
+//!   seeded dropout at BERT's four sites in training steps.
 //!   Hand-written rather than candle's autograd: the backward of each layer is a few matrix
 //!   products on the `gemm` crate plus loops in a fixed order, so it runs at the speed of the
 //!   matrix products, keeps no autograd graph of small tensors, needs no padding, and gives the

@@ -99,11 +99,12 @@ impl FineTuneConfig {
 }
 
 /// Trains a BERT encoder on pairs of texts; deterministic: the same weights, config, texts and
-/// pair batches give the same bits on the same machine and thread count.
+/// pair batches give the same bits on the same machine, whatever the thread count (tested with
+/// one and two threads).
 ///
 /// Matrix products run on the `gemm` crate, which splits work over output blocks and sums each
-/// element's products in a fixed order, so results do not depend on thread timing; its block
-/// sizes follow the CPU's cache sizes, so other CPUs may round differently.
+/// element's products in a fixed order, so results do not depend on threads or their timing; its
+/// block sizes follow the CPU's cache sizes, so other CPUs may round differently.
 pub struct FineTuner {
     cfg: FineTuneConfig,
     weights: BertWeights<f32>,
