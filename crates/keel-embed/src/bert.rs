@@ -7,9 +7,8 @@
 //! All intermediate buffers live in a [`Scratch`] that is reused across layers and batches.
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 use serde::Deserialize;
 
@@ -121,14 +120,20 @@ fn grow<T: Default + Clone>(v: &mut Vec<T>, n: usize) {
 }
 
 impl Bert {
-    pub(crate) fn load(dir: &Path, cfg: &BertConfig, precision: Precision, isa: Isa) -> Result<Bert, EmbedError> {
+    /// Lays out the weights of `tensors` (a model's safetensors, Hugging Face names with or
+    /// without the `bert.` prefix) for the kernels of `isa`.
+    pub(crate) fn from_tensors(
+        tensors: HashMap<String, Tensor>,
+        cfg: &BertConfig,
+        precision: Precision,
+        isa: Isa,
+    ) -> Result<Bert, EmbedError> {
         if cfg.hidden_act != "gelu" {
             return Err(EmbedError::InvalidConfig(format!("unsupported activation {:?}", cfg.hidden_act)));
         }
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err(EmbedError::InvalidConfig("hidden_size must be a multiple of num_attention_heads".into()));
         }
-        let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
         let mut w = Weights { tensors, prefix: String::new() };
         if !w.tensors.contains_key("embeddings.word_embeddings.weight")
             && w.tensors.contains_key("bert.embeddings.word_embeddings.weight")

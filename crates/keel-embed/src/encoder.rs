@@ -7,6 +7,7 @@
 //! thread, or a lone batch is split across threads operation by operation.
 
 use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -112,6 +113,14 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, EmbedError>
     serde_json::from_slice(&bytes).map_err(|e| EmbedError::Config { path: path.to_path_buf(), message: e.to_string() })
 }
 
+/// The model's weights file, or `weights` (a safetensors buffer and its tag) when given.
+fn load_tensors(dir: &Path, weights: Option<(&[u8], &str)>) -> Result<HashMap<String, Tensor>, EmbedError> {
+    Ok(match weights {
+        Some((bytes, _)) => candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?,
+        None => candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?,
+    })
+}
+
 fn tok_err(e: tokenizers::Error) -> EmbedError {
     EmbedError::Tokenizer(e.to_string())
 }
@@ -119,6 +128,32 @@ fn tok_err(e: tokenizers::Error) -> EmbedError {
 impl Encoder {
     /// Loads tokenizer and weights from an installed (verified) model.
     pub fn load(model: &InstalledModel, cfg: EncoderConfig) -> Result<Encoder, EmbedError> {
+        Encoder::load_inner(model, cfg, None)
+    }
+
+    /// Like [`Encoder::load`], but with the weights taken from `safetensors` (an in-memory
+    /// safetensors file, e.g. fine-tuned or LoRA-merged weights from
+    /// [`crate::finetune::BertWeights::to_safetensors`]) instead of the model's own file; the
+    /// tokenizer and configuration still come from `model`. `tag` names the weights in the id:
+    /// `{model}@{sha}+{tag}` (then `+int8` in int8 mode); it must be non-empty ASCII letters,
+    /// digits, `.`, `_` or `-`.
+    pub fn load_with_weights(
+        model: &InstalledModel,
+        cfg: EncoderConfig,
+        safetensors: &[u8],
+        tag: &str,
+    ) -> Result<Encoder, EmbedError> {
+        if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return Err(EmbedError::InvalidConfig(format!("bad weights tag {tag:?}")));
+        }
+        Encoder::load_inner(model, cfg, Some((safetensors, tag)))
+    }
+
+    fn load_inner(
+        model: &InstalledModel,
+        cfg: EncoderConfig,
+        weights: Option<(&[u8], &str)>,
+    ) -> Result<Encoder, EmbedError> {
         if cfg.batch_size == 0 {
             return Err(EmbedError::InvalidConfig("batch_size must be at least 1".into()));
         }
@@ -162,13 +197,13 @@ impl Encoder {
                     return Err(EmbedError::InvalidConfig("the candle kernels compute in f32 only".into()));
                 }
                 let candle_cfg: CandleBertConfig = read_json(&dir.join("config.json"))?;
-                let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
+                let tensors = load_tensors(dir, weights)?;
                 let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
                 (Engine::Candle(BertModel::load(vb, &candle_cfg)?), "candle")
             }
             Kernels::Auto | Kernels::Portable => {
                 let isa = if kernels == Kernels::Portable { Isa::Portable } else { Isa::detect() };
-                let bert = Bert::load(dir, &bert_cfg, cfg.precision, isa)?;
+                let bert = Bert::from_tensors(load_tensors(dir, weights)?, &bert_cfg, cfg.precision, isa)?;
                 (Engine::Native(bert), isa.name())
             }
         };
@@ -187,8 +222,9 @@ impl Encoder {
             Precision::F32 => "",
             Precision::Int8 => "+int8",
         };
+        let tag = weights.map(|(_, tag)| format!("+{tag}")).unwrap_or_default();
         Ok(Encoder {
-            id: format!("{}@{}{suffix}", model.name, model.sha256.short()),
+            id: format!("{}@{}{tag}{suffix}", model.name, model.sha256.short()),
             engine,
             kernels_name,
             precision: cfg.precision,
@@ -202,6 +238,12 @@ impl Encoder {
             scratch: Mutex::new(Vec::new()),
             truncated: AtomicU64::new(0),
         })
+    }
+
+    /// The tokenizer, configured as [`Encoder::embed`] uses it (no padding, truncation at
+    /// `max_seq_len`).
+    pub(crate) fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     /// Stable identity of what this encoder computes, e.g. `all-MiniLM-L6-v2@53aa51172d14`

@@ -8,6 +8,8 @@
 //!   kernels in `kernels` (the crate's only `unsafe`: runtime-detected AVX-512 / VNNI / AVX2
 //!   with portable fallbacks); candle's BERT stays available as a baseline.
 //! - [`input`]: read texts to embed from JSONL or plain-text files.
+//! - [`finetune`]: contrastive fine-tuning of the encoder (all weights or LoRA adapters) with a
+//!   hand-written backward pass; the result loads through [`Encoder::load_with_weights`].
 //!
 //! This crate knows nothing about SQL, HTTP or the CLI.
 
@@ -16,6 +18,7 @@ mod error;
 mod kernels;
 
 pub mod encoder;
+pub mod finetune;
 pub mod input;
 pub mod source;
 

@@ -2,6 +2,7 @@
 //! process with `PullOptions::from_env()` (cache, else the network).
 
 mod encoder;
+mod finetune;
 mod input;
 mod source;
 
