@@ -5,7 +5,7 @@
 //! peers on the same files.
 //!
 //!     cargo run --release -p keel-train --example sparse_bench -- TRAIN.tab TEST.tab \
-//!         [--folds 5] [--grid 0.125,0.25,0.5,1,2] [--c 0.5] [--char 2,5] [--tol 0.1] [--cv-tol 0.5] [--threads N] [--save HEAD.json]
+//!         [--folds 5] [--grid 0.1,0.3,0.8,2] [--c 0.5] [--char 2,5] [--tol 0.1] [--cv-tol 0.5] [--threads N] [--save HEAD.json]
 //!
 //! `--c` fits at that one value instead of cross-validating; `--char lo,hi` adds character
 //! n-grams inside words.
