@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::majority::Majority;
 use crate::mlp::Mlp;
 use crate::ngram::NgramModel;
+use crate::sparse::SparseModel;
 use crate::{LogisticRegression, TrainError, softmax_f64};
 
 /// What a head reads.
@@ -43,17 +44,19 @@ pub enum Head {
     Logistic(LogisticRegression),
     Mlp(Mlp),
     Ngram(NgramModel),
+    Sparse(SparseModel),
     Calibrated(Calibrated),
 }
 
 impl Head {
-    /// `"majority"`, `"logistic"`, `"mlp"`, `"ngram"`, or the base's kind for a calibrated head.
+    /// `"majority"`, `"logistic"`, `"mlp"`, `"ngram"`, `"sparse"`, or the base's kind for a calibrated head.
     pub fn kind(&self) -> &'static str {
         match self {
             Head::Majority(_) => "majority",
             Head::Logistic(_) => "logistic",
             Head::Mlp(_) => "mlp",
             Head::Ngram(_) => "ngram",
+            Head::Sparse(_) => "sparse",
             Head::Calibrated(c) => c.base.kind(),
         }
     }
@@ -64,6 +67,7 @@ impl Head {
             Head::Logistic(m) => m.labels(),
             Head::Mlp(m) => m.labels(),
             Head::Ngram(m) => m.labels(),
+            Head::Sparse(m) => m.labels(),
             Head::Calibrated(c) => c.base.labels(),
         }
     }
@@ -73,7 +77,7 @@ impl Head {
             Head::Majority(_) => InputKind::Any,
             Head::Logistic(m) => InputKind::Embedding { dim: m.dim() },
             Head::Mlp(m) => InputKind::Embedding { dim: m.dim() },
-            Head::Ngram(_) => InputKind::Text,
+            Head::Ngram(_) | Head::Sparse(_) => InputKind::Text,
             Head::Calibrated(c) => c.base.input_kind(),
         }
     }
@@ -112,9 +116,10 @@ impl Head {
                 Ok(m.logits(x))
             }
             (Head::Ngram(m), Input::Text(t)) => Ok(m.logits(t)),
+            (Head::Sparse(m), Input::Text(t)) => Ok(m.logits(t)),
             (Head::Calibrated(c), input) => Ok(c.base.logits(input)?.into_iter().map(|z| z / c.temperature).collect()),
             (Head::Logistic(_) | Head::Mlp(_), Input::Text(_)) => wrong("an embedding, not text"),
-            (Head::Ngram(_), Input::Embedding(_)) => wrong("text, not an embedding"),
+            (Head::Ngram(_) | Head::Sparse(_), Input::Embedding(_)) => wrong("text, not an embedding"),
         }
     }
 
@@ -169,7 +174,7 @@ impl Head {
             Head::Majority(m) => m.validate(),
             Head::Logistic(m) => m.validate(),
             // Checked while deserialising.
-            Head::Mlp(_) | Head::Ngram(_) => Ok(()),
+            Head::Mlp(_) | Head::Ngram(_) | Head::Sparse(_) => Ok(()),
             Head::Calibrated(c) => {
                 if !(c.temperature.is_finite() && c.temperature > 0.0) {
                     return Err(TrainError::InvalidArtifact("temperature must be finite and positive".into()));
@@ -209,6 +214,11 @@ impl From<Mlp> for Head {
 impl From<NgramModel> for Head {
     fn from(m: NgramModel) -> Self {
         Head::Ngram(m)
+    }
+}
+impl From<SparseModel> for Head {
+    fn from(m: SparseModel) -> Self {
+        Head::Sparse(m)
     }
 }
 impl From<Majority> for Head {

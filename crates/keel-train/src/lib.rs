@@ -24,7 +24,9 @@
 //!
 //! [`fit_cv`] picks `l2` by stratified k-fold cross-validation; [`fit_mlp`] trains a one-hidden-
 //! layer network with checkpoints; [`Majority`] and [`NgramModel`] are the baselines (the
-//! n-gram model reads raw text and is the serving fallback). [`Head`] wraps them all for
+//! n-gram model reads raw text and is the serving fallback). [`SparseModel`] is a TF-IDF word
+//! n-gram linear SVM over raw text with its `C` chosen by cross-validation, the contender for
+//! topic-like text where a head on frozen embeddings loses. [`Head`] wraps them all for
 //! prediction, temperature scaling and serialisation.
 
 mod codec;
@@ -37,6 +39,7 @@ mod mlp;
 mod ngram;
 mod objective;
 mod rng;
+mod sparse;
 
 use keel_core::Matrix;
 use serde::{Deserialize, Serialize};
@@ -48,6 +51,7 @@ pub use majority::Majority;
 pub use mlp::{Activation, Checkpoint, EpochStats, MemoryCheckpoint, Mlp, MlpConfig, MlpReport, NoCheckpoint, fit_mlp};
 pub use ngram::{NgramConfig, NgramModel, NgramReport};
 pub use objective::{Objective, Value};
+pub use sparse::{DEFAULT_C_GRID, SparseConfig, SparseCvPoint, SparseCvReport, SparseFitReport, SparseModel};
 
 /// Everything that can go wrong when training or loading a head.
 #[derive(Debug, thiserror::Error)]

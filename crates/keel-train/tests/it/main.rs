@@ -304,3 +304,4 @@ fn bad_inputs_are_errors() {
 mod heads;
 mod mlp;
 mod objective;
+mod sparse;
