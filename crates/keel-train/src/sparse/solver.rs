@@ -1,0 +1,135 @@
+//! liblinear's dual coordinate descent for one L2-regularised squared-hinge problem.
+
+use super::features::Csr;
+use crate::rng::SplitMix64;
+
+/// One binary problem's solver state: the dual variables and `w = Σ α_i y_i x_i` (bias last).
+/// Kept between calls of [`Dcd::solve`] so a grid of increasing `C` starts each fit from the
+/// previous solution (still feasible: the only constraint is `α ≥ 0`).
+pub(super) struct Dcd<'a> {
+    pub(super) x: &'a Csr,
+    pub(super) y: &'a [bool],
+    /// `‖x_i‖² + 1` (the bias feature).
+    pub(super) sq: Vec<f64>,
+    pub(super) alpha: Vec<f64>,
+    pub(super) w: Vec<f32>,
+    /// Visiting order; `index[..active]` are the rows not set aside.
+    pub(super) index: Vec<usize>,
+    pub(super) active: usize,
+    /// Largest projected gradient of the last pass (∞ when none counts).
+    pub(super) pg_max_old: f64,
+}
+
+impl<'a> Dcd<'a> {
+    /// A problem over rows `x` with `dim` feature columns and labels `y` (true: positive).
+    pub(super) fn new(x: &'a Csr, dim: usize, y: &'a [bool]) -> Self {
+        let sq = (0..x.rows()).map(|i| x.row(i).1.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() + 1.0);
+        let n = x.rows();
+        Self {
+            x,
+            y,
+            sq: sq.collect(),
+            alpha: vec![0.0; n],
+            w: vec![0.0; dim + 1],
+            index: (0..n).collect(),
+            active: n,
+            pg_max_old: f64::INFINITY,
+        }
+    }
+
+    pub(super) fn dot(&self, i: usize) -> f64 {
+        self.decision(self.x, i)
+    }
+
+    /// Decision value for row `r` of another matrix over the same columns.
+    pub(super) fn decision(&self, x: &Csr, r: usize) -> f64 {
+        let (idx, val) = x.row(r);
+        // Four running sums, not one: a single chain of dependent additions is what limits a
+        // sparse dot product; the order is fixed, so the result is too.
+        let mut acc = [0.0f64; 4];
+        let (ic, vc) = (idx.chunks_exact(4), val.chunks_exact(4));
+        let (ir, vr) = (ic.remainder(), vc.remainder());
+        for (i4, v4) in ic.zip(vc) {
+            for l in 0..4 {
+                acc[l] += f64::from(self.w[i4[l] as usize]) * f64::from(v4[l]);
+            }
+        }
+        for (l, (&j, &v)) in ir.iter().zip(vr).enumerate() {
+            acc[l] += f64::from(self.w[j as usize]) * f64::from(v);
+        }
+        f64::from(self.w[self.w.len() - 1]) + ((acc[0] + acc[1]) + (acc[2] + acc[3]))
+    }
+
+    /// liblinear's `solve_l2r_l1l2_svc` for the squared hinge (no upper bound on `α`); returns
+    /// the passes taken.
+    pub(super) fn solve(&mut self, c: f64, eps: f64, max_iter: usize, rng: &mut SplitMix64) -> usize {
+        let l = self.x.rows();
+        let diag = 0.5 / c;
+        let qd: Vec<f64> = self.sq.iter().map(|s| s + diag).collect();
+        // A warm start keeps the previous fit's last pass: its largest projected gradient and
+        // so the rows it would set aside. For a row at α = 0 the gradient does not depend on
+        // `C`, so the test is as sound as within one fit, and the final full pass still checks
+        // every row.
+        let (mut index, mut active) = (std::mem::take(&mut self.index), self.active);
+        // Without an upper bound on α only the lower bound shrinks, so only the old maximum is kept.
+        let mut pg_max_old = self.pg_max_old;
+        let bias = self.w.len() - 1;
+        let mut iter = 0;
+        while iter < max_iter {
+            let (mut pg_max, mut pg_min) = (f64::NEG_INFINITY, f64::INFINITY);
+            for s in 0..active {
+                let j = s + rng.below(active - s);
+                index.swap(s, j);
+            }
+            let mut s = 0;
+            while s < active {
+                let i = index[s];
+                let yi = if self.y[i] { 1.0 } else { -1.0 };
+                let g = yi * self.dot(i) - 1.0 + self.alpha[i] * diag;
+                let mut pg = 0.0;
+                if self.alpha[i] == 0.0 {
+                    if g > pg_max_old {
+                        active -= 1;
+                        index.swap(s, active);
+                        continue;
+                    } else if g < 0.0 {
+                        pg = g;
+                    }
+                } else {
+                    pg = g;
+                }
+                pg_max = pg_max.max(pg);
+                pg_min = pg_min.min(pg);
+                if pg.abs() > 1e-12 {
+                    let old = self.alpha[i];
+                    let new = (old - g / qd[i]).max(0.0);
+                    self.alpha[i] = new;
+                    let d = (new - old) * yi;
+                    let (idx, val) = self.x.row(i);
+                    for (&jj, &v) in idx.iter().zip(val) {
+                        let wj = &mut self.w[jj as usize];
+                        *wj = (f64::from(*wj) + d * f64::from(v)) as f32;
+                    }
+                    self.w[bias] = (f64::from(self.w[bias]) + d) as f32;
+                }
+                s += 1;
+            }
+            iter += 1;
+            if pg_max - pg_min <= eps {
+                if active == l {
+                    pg_max_old = if pg_max <= 0.0 { f64::INFINITY } else { pg_max };
+                    break;
+                }
+                active = l;
+                pg_max_old = f64::INFINITY;
+                continue;
+            }
+            pg_max_old = if pg_max <= 0.0 { f64::INFINITY } else { pg_max };
+        }
+        (self.index, self.active, self.pg_max_old) = (index, active, pg_max_old);
+        iter
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads
