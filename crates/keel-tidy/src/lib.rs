@@ -23,6 +23,7 @@
 
 pub mod architecture;
 pub mod cycles;
+pub mod debt;
 pub mod json_index;
 pub mod layers;
 mod lex;
