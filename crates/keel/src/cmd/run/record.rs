@@ -87,7 +87,7 @@ impl Recorder {
         let found = store.find_step(&self.project, step.name(), key.as_str()).await?;
         match found {
             Some(rec) if self.force != Some(step) => {
-                let typed = serde_json::from_value(rec.fields.output.clone()).map_err(|e| {
+                let typed = T::deserialize(&rec.fields.output).map_err(|e| {
                     anyhow::anyhow!(
                         "the recorded {} step {} is unreadable ({e}); run with --force {}",
                         step.name(),
