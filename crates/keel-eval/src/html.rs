@@ -172,6 +172,10 @@ pub fn render_html(r: &Report) -> String {
         h.push_str("</table>\n");
     }
 
+    if let Some(sel) = &r.selection {
+        h.push_str(&sel.html());
+    }
+
     h.push_str("<h2>Slices</h2><p class=\"why\">The same metrics on subsets of the test rows: by true label, by text length and by any metadata column. A slice far below the overall numbers is where the model fails; slices with few examples are noisy.</p><table><tr><th>by</th><th>slice</th><th>examples</th><th>accuracy</th><th>macro-F1</th><th>log loss</th></tr>");
     for s in &r.slices {
         let _ = write!(

@@ -23,6 +23,7 @@ mod html;
 mod metrics;
 mod report;
 mod rng;
+mod selection;
 mod slices;
 mod version;
 
@@ -39,6 +40,7 @@ pub use metrics::{
     roc_auc,
 };
 pub use report::{BaselineResult, Report, ReportInput, ReportedWrong, build_report};
+pub use selection::{CandidateScore, ModelSelection};
 pub use slices::{LENGTH_BUCKETS, Slice, WrongExample, confidently_wrong, label_keys, length_keys, slice_metrics};
 pub use version::{CalibrationChange, GateOutcome, PipelineOrigin, SplitSizes, VersionArtifacts, VersionMetrics};
 

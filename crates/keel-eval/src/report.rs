@@ -100,6 +100,9 @@ pub struct Report {
     pub baselines: Vec<BaselineResult>,
     /// The promotion decision against production, when there is one.
     pub gate: Option<GateDecision>,
+    /// What model selection compared and chose, when the family was chosen automatically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<crate::ModelSelection>,
 }
 
 /// Computes every metric, interval, slice and plot's data.
@@ -149,6 +152,7 @@ pub fn build_report(input: &ReportInput<'_>) -> Report {
         calibration: None,
         baselines: Vec::new(),
         gate: None,
+        selection: None,
         evaluation,
     }
 }

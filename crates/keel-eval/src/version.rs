@@ -106,6 +106,9 @@ pub struct VersionMetrics {
     pub artifacts: Option<VersionArtifacts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<PipelineOrigin>,
+    /// What model selection compared and chose (`[head] kind = "auto"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<crate::ModelSelection>,
     /// Head-specific details (`cross_validation`, `mlp`, `l2_kept`, ...), kept as recorded.
     #[serde(flatten)]
     pub details: BTreeMap<String, serde_json::Value>,
@@ -130,6 +133,7 @@ impl VersionMetrics {
             gate: None,
             artifacts: None,
             pipeline: None,
+            selection: None,
             details: BTreeMap::new(),
         }
     }
@@ -149,10 +153,5 @@ impl VersionMetrics {
     /// The JSON the store keeps.
     pub fn to_value(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("version metrics serialise to JSON")
-    }
-
-    /// A hash among [`VersionArtifacts`], when recorded.
-    pub fn artifact(&self, pick: fn(&VersionArtifacts) -> &Option<String>) -> Option<&str> {
-        self.artifacts.as_ref().and_then(|a| pick(a).as_deref())
     }
 }

@@ -75,6 +75,41 @@ pub fn fit_cv_with(
     seed: u64,
     cv_tol: f64,
 ) -> Result<(LogisticRegression, CvReport), TrainError> {
+    let (model, report, _) = cross_validate(x, y, labels, grid, (folds, seed), cv_tol)?;
+    Ok((model, report))
+}
+
+/// Held-out accuracy of every fold at every grid point of a cross-validation, for comparing
+/// model families on the same folds ([`stratified_folds`] with the same seed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CvFolds {
+    /// Held-out rows in each fold.
+    pub fold_rows: Vec<usize>,
+    /// `fold_accuracy[g][f]`: accuracy on fold `f`'s held-out rows at grid point `g` (the
+    /// report's grid order).
+    pub fold_accuracy: Vec<Vec<f64>>,
+}
+
+/// [`fit_cv`], also returning each fold's held-out accuracy at each grid point.
+pub fn fit_cv_folds(
+    x: &Matrix,
+    y: &[usize],
+    labels: Vec<String>,
+    grid: &[f64],
+    folds: usize,
+    seed: u64,
+) -> Result<(LogisticRegression, CvReport, CvFolds), TrainError> {
+    cross_validate(x, y, labels, grid, (folds, seed), CV_TOL)
+}
+
+fn cross_validate(
+    x: &Matrix,
+    y: &[usize],
+    labels: Vec<String>,
+    grid: &[f64],
+    (folds, seed): (usize, u64),
+    cv_tol: f64,
+) -> Result<(LogisticRegression, CvReport, CvFolds), TrainError> {
     if folds < 2 {
         return Err(TrainError::InvalidConfig(format!("need at least 2 folds, got {folds}")));
     }
@@ -115,11 +150,17 @@ pub fn fit_cv_with(
         (0..folds).map(|f| fold_scores(x, y, &labels, &grid, &fold_of, f, cv_tol, None)).collect()
     };
     let (mut loss, mut hits) = (vec![0.0; grid.len()], vec![0usize; grid.len()]);
-    for r in per_fold {
+    let mut fold_rows = vec![0usize; folds];
+    for &f in &fold_of {
+        fold_rows[f] += 1;
+    }
+    let mut fold_accuracy = vec![vec![0.0; folds]; grid.len()];
+    for (f, r) in per_fold.into_iter().enumerate() {
         let (l, h) = r?;
         for g in 0..grid.len() {
             loss[g] += l[g];
             hits[g] += h[g];
+            fold_accuracy[g][f] = h[g] as f64 / fold_rows[f].max(1) as f64;
         }
     }
     let n = y.len() as f64;
@@ -136,7 +177,8 @@ pub fn fit_cv_with(
     // The final fit is converged tightly from zero, like any other fit: cross-validation only
     // chose the strength.
     let (model, fit_report) = fit(x, y, labels, &LrConfig { l2: chosen_l2, ..LrConfig::default() })?;
-    Ok((model, CvReport { folds, grid: points, chosen_l2, fit: fit_report }))
+    let report = CvReport { folds, grid: points, chosen_l2, fit: fit_report };
+    Ok((model, report, CvFolds { fold_rows, fold_accuracy }))
 }
 
 /// One fold's held-out log-loss sum and hit count per grid point.

@@ -44,7 +44,9 @@ mod sparse;
 use keel_core::Matrix;
 use serde::{Deserialize, Serialize};
 
-pub use cv::{CV_TOL, CvPoint, CvReport, DEFAULT_L2_GRID, fit_cv, fit_cv_with, stratified_folds};
+pub use cv::{
+    CV_TOL, CvFolds, CvPoint, CvReport, DEFAULT_L2_GRID, fit_cv, fit_cv_folds, fit_cv_with, stratified_folds,
+};
 pub use head::{Calibrated, Head, Input, InputKind};
 pub use lbfgs::StopReason;
 pub use majority::Majority;

@@ -312,6 +312,13 @@ pub enum HeadArg {
     /// One hidden layer (AdamW, dropout, early stopping on validation loss). Checkpoints every
     /// epoch: a killed run resumes where it stopped.
     Mlp,
+    /// TF-IDF word 1-2-grams into linear SVMs over the raw text (C by 5-fold cross-validation);
+    /// reads no embeddings, so it is served without the encoder. Strong on topical text.
+    Sparse,
+    /// Model selection: the n-gram model and the encoder head are cross-validated on the same
+    /// folds of the training split, and the cheapest within one standard error of the best is
+    /// shipped; the choice and every candidate's score and cost are stored with the version.
+    Auto,
 }
 
 impl From<HeadArg> for HeadKind {
@@ -319,14 +326,16 @@ impl From<HeadArg> for HeadKind {
         match h {
             HeadArg::Logistic => HeadKind::Logistic,
             HeadArg::Mlp => HeadKind::Mlp,
+            HeadArg::Sparse => HeadKind::Sparse,
+            HeadArg::Auto => HeadKind::Auto,
         }
     }
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct HeadArgs {
-    /// Classifier on top of the embeddings.
-    #[arg(long = "head", value_enum, default_value_t = HeadArg::Logistic)]
+    /// The model family: a classifier on the embeddings, the n-gram model, or auto selection.
+    #[arg(long = "head", value_enum, default_value_t = HeadArg::Auto)]
     pub kind: HeadArg,
     /// MLP: width of the hidden layer.
     #[arg(long, default_value_t = 256)]

@@ -35,6 +35,9 @@ fn print_figures(m: &VersionMetrics) {
     if let Some(head) = &m.head {
         println!("head      {head}, temperature {:.3} fitted on validation", m.temperature.unwrap_or(f64::NAN));
     }
+    if let Some(sel) = &m.selection {
+        println!("selected  {}", sel.reason);
+    }
     println!(
         "accuracy  {:.4}{}   share of test rows labelled correctly (95% interval)",
         m.accuracy,

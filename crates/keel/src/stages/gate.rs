@@ -55,3 +55,45 @@ pub fn decide(compared: Result<GateDecision, String>, first: bool, promotion: Pr
     };
     GateOutcome { decision, reason, alias: alias.to_owned() }
 }
+
+/// Why a version may not move `production` automatically because it is worse than its own
+/// n-gram baseline beyond noise (the upper end of the paired bootstrap interval of the macro-F1
+/// difference below zero), or `None` when it is not. `baseline` is the version's own baseline,
+/// trained on the same training rows; `challenger` its probabilities on `test`.
+pub fn below_baseline(
+    rule: &Gate,
+    challenger: &Matrix,
+    baseline: &Head,
+    test: &Part,
+) -> anyhow::Result<Option<String>> {
+    let theirs = predict(baseline, test)?;
+    let d = rule.decide(&test.y, challenger, &theirs);
+    if d.ci.1 >= 0.0 {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "worse than its own n-gram baseline beyond noise: macro-F1 {:.3} against the baseline's {:.3}, \
+         difference {:+.1} pt, {:.0}% interval [{:+.1}, {:+.1}] on {} test rows",
+        d.challenger_macro_f1,
+        d.production_macro_f1,
+        d.diff * 100.0,
+        d.level * 100.0,
+        d.ci.0 * 100.0,
+        d.ci.1 * 100.0,
+        test.y.len()
+    )))
+}
+
+/// An outcome that would have moved `production`, held back as `candidate` because the
+/// version is worse than its own baseline (`refusal`, from [`below_baseline`]). Other outcomes
+/// keep their alias and gain the refusal in their reason.
+pub fn refuse_below_baseline(outcome: GateOutcome, refusal: Option<String>) -> GateOutcome {
+    let Some(why) = refusal else { return outcome };
+    let GateOutcome { decision, reason, alias } = outcome;
+    if alias == "production" {
+        let reason = format!("{reason}, but {why}; not promoted automatically (promote by hand with keel promote)");
+        GateOutcome { decision, reason, alias: "candidate".into() }
+    } else {
+        GateOutcome { decision, reason: format!("{reason}; also {why}"), alias }
+    }
+}

@@ -14,6 +14,7 @@ pub mod evaluate;
 pub mod gate;
 pub mod ingest;
 pub mod register;
+pub mod select;
 pub mod train;
 
 use std::collections::BTreeMap;

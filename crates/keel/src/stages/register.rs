@@ -81,6 +81,7 @@ fn version_metrics(input: &RegisterInput<'_>, report: &Report, artifacts: Versio
     m.head = Some(d.head.clone());
     m.set_calibration(&d.calibration);
     m.baselines = Some(d.baselines.clone());
+    m.selection = d.selection.clone();
     if let serde_json::Value::Object(extra) = &d.details {
         m.details.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     }

@@ -3,6 +3,8 @@
 //! Pure computation on embeddings already in memory, plus that one file.
 
 use std::io::Write as _;
+
+use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 
 use keel_core::Matrix;
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::data::Part;
+use super::select::{self, CandidateScore, Family, ModelSelection};
 
 /// Folds for choosing the logistic regression's L2 strength on the training split.
 pub const CV_FOLDS: usize = 5;
@@ -21,10 +24,16 @@ pub const CV_FOLDS: usize = 5;
 #[serde(rename_all = "lowercase")]
 pub enum HeadKind {
     /// Multinomial logistic regression, L2 strength by cross-validation on the training split.
-    #[default]
     Logistic,
     /// One hidden layer, early stopping on the validation split, checkpointed every epoch.
     Mlp,
+    /// TF-IDF word 1–2-grams into linear SVMs over raw text (`C` by cross-validation); reads
+    /// no embeddings, so it is served without the encoder.
+    Sparse,
+    /// Model selection: the n-gram model and the encoder head are cross-validated on the same
+    /// folds of the training split; the cheapest within one standard error of the best ships.
+    #[default]
+    Auto,
 }
 
 /// The head to train and its settings.
@@ -38,7 +47,7 @@ pub struct HeadSpec {
 
 impl Default for HeadSpec {
     fn default() -> Self {
-        Self { kind: HeadKind::Logistic, mlp_hidden: 256, mlp_max_epochs: 100, mlp_patience: 5 }
+        Self { kind: HeadKind::Auto, mlp_hidden: 256, mlp_max_epochs: 100, mlp_patience: 5 }
     }
 }
 
@@ -64,6 +73,9 @@ pub struct TrainInput<'a> {
     /// Where the MLP saves each epoch.
     pub checkpoint: &'a Path,
     pub l2: &'a L2Choice,
+    /// CPU microseconds the encoder spends per text (measured by the caller): the cost auto
+    /// selection adds to every candidate that reads embeddings.
+    pub encoder_cost_us: f64,
 }
 
 /// What training produced, before it is stored.
@@ -79,6 +91,8 @@ pub struct TrainedHeads {
     pub cross_validated_l2: Option<f64>,
     pub calibration: TemperatureFit,
     pub baselines: Vec<BaselineResult>,
+    /// What auto selection compared and chose (`[head] kind = "auto"` only).
+    pub selection: Option<ModelSelection>,
 }
 
 /// The train step's details artifact (fields in the order its JSON object sorts them).
@@ -88,6 +102,8 @@ pub struct TrainDetails {
     pub calibration: TemperatureFit,
     pub details: serde_json::Value,
     pub head: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<ModelSelection>,
 }
 
 impl TrainDetails {
@@ -97,6 +113,7 @@ impl TrainDetails {
             calibration: t.calibration.clone(),
             details: t.details.clone(),
             head: t.head.kind().to_owned(),
+            selection: t.selection.clone(),
         }
     }
 
@@ -107,16 +124,64 @@ impl TrainDetails {
     }
 }
 
-/// The base head, before calibration, with its details and the cross-validated L2 if any.
-fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<(Head, serde_json::Value, Option<f64>)> {
+/// The base head before calibration, its details, the cross-validated L2 if any, and what auto
+/// selection chose.
+struct Base {
+    head: Head,
+    details: serde_json::Value,
+    cross_validated_l2: Option<f64>,
+    selection: Option<ModelSelection>,
+}
+
+/// Auto selection: every family cross-validated on the training split, timed on validation
+/// texts, and the one-standard-error rule.
+fn select_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
+    let mut fitted = Vec::new();
+    for family in [Family::Sparse, Family::Logistic] {
+        let started = std::time::Instant::now();
+        let mut f = select::fit_candidate(family, input.train, input.labels, input.seed)?;
+        let encoder = if family.needs_encoder() { input.encoder_cost_us } else { 0.0 };
+        f.score.cost_us = select::time_per_prediction(&f.head, input.validation)? + encoder;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), ?family, mean = f.score.mean, "candidate fitted");
+        fitted.push(f);
+    }
+    let scores: Vec<CandidateScore> = fitted.iter().map(|f| f.score.clone()).collect();
+    let chosen = select::choose(&scores).context("no candidate to choose from")?;
+    let selection = ModelSelection {
+        candidates: scores.clone(),
+        chosen: scores[chosen].family.clone(),
+        rule: "the cheapest candidate within one standard error of the best mean fold accuracy".into(),
+        reason: select::reason(&scores, chosen),
+    };
+    let f = fitted.swap_remove(chosen);
+    // A chosen logistic regression carries its L2 origin, so later runs on nearly the same rows
+    // keep both the family and the strength (see cmd/run/l2.rs).
+    let cross_validated_l2 = f.cross_validated_l2;
+    Ok(Base { head: f.head, details: f.details, cross_validated_l2, selection: Some(selection) })
+}
+
+fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
     let (train, labels, seed) = (input.train, input.labels, input.seed);
-    Ok(match (input.spec.kind, input.l2) {
+    let plain = |(head, details, l2): (Head, serde_json::Value, Option<f64>)| Base {
+        head,
+        details,
+        cross_validated_l2: l2,
+        selection: None,
+    };
+    Ok(plain(match (input.spec.kind, input.l2) {
+        (HeadKind::Auto, L2Choice::CrossValidate) => return select_base(input),
+        (HeadKind::Sparse, _) => {
+            let cfg = keel_train::SparseConfig { seed, ..keel_train::SparseConfig::default() };
+            let (m, cv) =
+                keel_train::SparseModel::fit_cv(&train.texts, &train.y, labels.to_vec(), &cfg, &[], CV_FOLDS)?;
+            (Head::Sparse(m), json!({"cross_validation": cv}), None)
+        }
         (HeadKind::Logistic, L2Choice::CrossValidate) => {
             let (m, cv) = keel_train::fit_cv(&train.x, &train.y, labels.to_vec(), &[], CV_FOLDS, seed)?;
             let chosen = cv.chosen_l2;
             (Head::Logistic(m), json!({"cross_validation": cv}), Some(chosen))
         }
-        (HeadKind::Logistic, L2Choice::Keep { l2, note }) => {
+        (HeadKind::Logistic | HeadKind::Auto, L2Choice::Keep { l2, note }) => {
             let cfg = keel_train::LrConfig { l2: *l2, ..keel_train::LrConfig::default() };
             let (m, fit) = keel_train::fit(&train.x, &train.y, labels.to_vec(), &cfg)?;
             (Head::Logistic(m), json!({"l2_kept": {"l2": l2, "from": note, "fit": fit}}), None)
@@ -136,7 +201,7 @@ fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<(Head, serde_json::Value, 
             ckpt.remove();
             (Head::Mlp(m), json!({"mlp": {"config": cfg, "report": report}}), None)
         }
-    })
+    }))
 }
 
 /// Trains the chosen head on `train` (the MLP stops early on `validation`), fits its
@@ -144,10 +209,10 @@ fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<(Head, serde_json::Value, 
 /// Deterministic for a given seed and `l2`.
 pub fn train_heads(input: &TrainInput<'_>) -> anyhow::Result<TrainedHeads> {
     let started = std::time::Instant::now();
-    let (base, details, cross_validated_l2) = fit_base(input)?;
+    let Base { head: base, details, cross_validated_l2, selection } = fit_base(input)?;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), head = base.kind(), "head trained");
     let (train, validation, test, labels) = (input.train, input.validation, input.test, input.labels);
-    let logits = base.logits_batch(&validation.x)?;
+    let logits = logits(&base, validation)?;
     let calibration = keel_eval::fit_temperature(&logits, &validation.y);
     let head = base.with_temperature(calibration.temperature as f32);
 
@@ -162,7 +227,15 @@ pub fn train_heads(input: &TrainInput<'_>) -> anyhow::Result<TrainedHeads> {
         BaselineResult::new("word and character n-grams", &test.y, &fallback.predict_proba_texts(&test.texts)?, labels),
     ];
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "baselines evaluated");
-    Ok(TrainedHeads { head, fallback, details, cross_validated_l2, calibration, baselines })
+    Ok(TrainedHeads { head, fallback, details, cross_validated_l2, calibration, baselines, selection })
+}
+
+/// A head's logits on a split, reading embeddings or text as the head needs.
+fn logits(head: &Head, part: &Part) -> anyhow::Result<Matrix> {
+    Ok(match head.input_kind() {
+        InputKind::Text => head.logits_texts(&part.texts)?,
+        _ => head.logits_batch(&part.x)?,
+    })
 }
 
 /// A head's class probabilities on a split, reading embeddings or text as the head needs.
@@ -214,4 +287,65 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A part whose label is in the text's last word and, more weakly, in the first embedding
+    /// component (noise elsewhere).
+    fn part(n: usize, seed: u64, signal: f32) -> Part {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut x = Matrix::zeros(n, 8);
+        let (mut y, mut texts) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let c = i % 2;
+            // A 64-bit LCG (Knuth's MMIX constants): noise that only depends on the seed.
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let h = state;
+            for j in 0..8 {
+                let noise = ((h >> (j * 8)) & 0xff) as f32 / 255.0 - 0.5;
+                x.row_mut(i)[j] = noise + if j == 0 { signal * (c as f32 - 0.5) } else { 0.0 };
+            }
+            y.push(c);
+            texts.push(format!("row {} of the set, filed under tag{c}", h % 997));
+        }
+        Part { x, y, texts }
+    }
+
+    fn selection_with_test(test: &Part) -> ModelSelection {
+        let (train, validation) = (part(200, 1, 0.2), part(60, 2, 0.2));
+        let labels = vec!["a".to_owned(), "b".to_owned()];
+        let dir = tempfile::tempdir().unwrap();
+        let input = TrainInput {
+            train: &train,
+            validation: &validation,
+            test,
+            labels: &labels,
+            spec: &HeadSpec::default(),
+            seed: 7,
+            checkpoint: &dir.path().join("mlp"),
+            l2: &L2Choice::CrossValidate,
+            encoder_cost_us: 1000.0,
+        };
+        train_heads(&input).unwrap().selection.unwrap()
+    }
+
+    #[test]
+    fn model_selection_never_reads_the_test_split() {
+        // Real test rows, and test rows that would favour the encoder head if selection read
+        // them (the text's tag points to the wrong class; the embedding carries the label).
+        let honest = selection_with_test(&part(80, 3, 0.2));
+        let mut misleading = part(80, 3, 8.0);
+        for (t, &c) in misleading.texts.iter_mut().zip(&misleading.y) {
+            *t = format!("filed under tag{}", 1 - c);
+        }
+        let fooled = selection_with_test(&misleading);
+        assert_eq!(honest.chosen, "sparse", "{honest:?}");
+        assert_eq!(fooled.chosen, honest.chosen);
+        for (a, b) in honest.candidates.iter().zip(&fooled.candidates) {
+            assert_eq!((a.mean, a.se, &a.fold_accuracy), (b.mean, b.se, &b.fold_accuracy));
+        }
+    }
 }

@@ -5,6 +5,7 @@ mod http;
 pub mod ingest_shared;
 mod monitor;
 mod run;
+mod select;
 mod serve_clients;
 mod store_kill;
 mod train_eval;

@@ -34,7 +34,9 @@ pub struct L2Context<'a> {
 pub async fn l2_choice(cx: &L2Context<'_>, rows: &[u64]) -> anyhow::Result<(L2Choice, Option<L2Origin>)> {
     let cv = Ok((L2Choice::CrossValidate, None));
     let max_change = cx.head.l2_reuse_max_change;
-    if cx.head.kind != HeadKind::Logistic || max_change <= 0.0 {
+    // Under auto selection a kept strength also keeps the family: production shipped logistic
+    // regression (only then does its training carry an L2 origin) and the rows barely moved.
+    if !matches!(cx.head.kind, HeadKind::Logistic | HeadKind::Auto) || max_change <= 0.0 {
         return cv;
     }
     let Some(prev) = cx.production else { return cv };

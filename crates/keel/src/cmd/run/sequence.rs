@@ -22,7 +22,8 @@ use crate::stages::evaluate::{self, load_head, load_head_artifact};
 use crate::stages::gate::{self, Promotion};
 use crate::stages::ingest::{self, IngestRequest};
 use crate::stages::register::{self, RegisterInput};
-use crate::stages::train::{self, TrainDetails, TrainInput};
+use crate::stages::select;
+use crate::stages::train::{self, HeadKind, TrainDetails, TrainInput};
 use crate::stages::{
     ArtifactKind, Embedded, Evaluated, Gated, Ingested, L2Origin, Promoted, Registered, StepKind, Trained,
 };
@@ -36,11 +37,13 @@ pub struct Pass<'a> {
     pub trigger: &'a Trigger,
     records: Option<Vec<Record>>,
     x: Option<Matrix>,
+    /// Labels and split of `records`, worked out once per pass.
+    labelled: Option<std::sync::Arc<Labelled>>,
 }
 
 impl<'a> Pass<'a> {
     pub fn new(session: &'a mut Session, loaded: &'a Loaded, rec: Recorder, trigger: &'a Trigger) -> Self {
-        Self { session, loaded, cfg: &loaded.config, rec, trigger, records: None, x: None }
+        Self { session, loaded, cfg: &loaded.config, rec, trigger, records: None, x: None, labelled: None }
     }
 
     pub fn store(&self) -> &Store {
@@ -119,9 +122,12 @@ impl<'a> Pass<'a> {
     }
 
     /// Labels and split of the loaded records, and their embeddings (loaded first).
-    async fn labelled(&mut self, dataset: &Dataset, encoder_id: &str) -> anyhow::Result<Labelled> {
+    async fn labelled(&mut self, dataset: &Dataset, encoder_id: &str) -> anyhow::Result<std::sync::Arc<Labelled>> {
         self.vectors(dataset, encoder_id).await?;
-        label_and_split(self.records(), &self.split_cfg())
+        if self.labelled.is_none() {
+            self.labelled = Some(std::sync::Arc::new(label_and_split(self.records(), &self.split_cfg())?));
+        }
+        Ok(self.labelled.clone().expect("set above"))
     }
 
     /// The embeddings, labels and texts of the rows `rows` picks.
@@ -181,6 +187,12 @@ impl<'a> Pass<'a> {
         };
         let (l2, kept_origin) = l2::l2_choice(&cx, &fingerprints).await?;
         let spec = self.cfg.head.spec();
+        let encoder_cost_us = if spec.kind == HeadKind::Auto {
+            let encoder = self.session.load_encoder(&self.cfg.encoder, &self.loaded.dir)?;
+            tokio::task::block_in_place(|| select::encoder_cost_us(&encoder, &va.texts))?
+        } else {
+            0.0
+        };
         let input = TrainInput {
             train: &tr,
             validation: &va,
@@ -190,6 +202,7 @@ impl<'a> Pass<'a> {
             seed: self.cfg.project.seed,
             checkpoint: &checkpoint,
             l2: &l2,
+            encoder_cost_us,
         };
         let trained = tokio::task::block_in_place(|| train::train_heads(&input))?;
         let store = self.store();
@@ -208,7 +221,7 @@ impl<'a> Pass<'a> {
         let fallback = store.put_artifact(ArtifactKind::Fallback.as_str(), &trained.fallback.to_bytes()).await?;
         let details = TrainDetails::of(&trained).to_bytes();
         let details = store.put_artifact(ArtifactKind::TrainDetails.as_str(), &details).await?;
-        Ok(Trained { head, fallback, details, labels: l.labels, l2_origin, split_sizes: l.rows.sizes() })
+        Ok(Trained { head, fallback, details, labels: l.labels.clone(), l2_origin, split_sizes: l.rows.sizes() })
     }
 
     async fn train_details(&self, trained: &Trained) -> anyhow::Result<TrainDetails> {
@@ -227,6 +240,7 @@ impl<'a> Pass<'a> {
         let mut report = evaluate::report(title, model, &test, &proba, &l.labels);
         report.calibration = Some(details.calibration);
         report.baselines = details.baselines;
+        report.selection = details.selection;
         let artifact =
             self.store().put_artifact(ArtifactKind::CandidateReport.as_str(), report.to_json().as_bytes()).await?;
         Ok(Evaluated {
@@ -286,6 +300,16 @@ impl<'a> Pass<'a> {
         };
         let promotion = Promotion { allowed: self.cfg.gate.promote, held_by: self.loaded.held_by() };
         let gate = gate::decide(compared, against.is_none(), promotion);
+        let refusal = {
+            let l = self.labelled(dataset, encoder_id).await?;
+            let test = self.part(&l, &l.rows.test);
+            let ours = load_head_artifact(self.store(), &trained.head).await?;
+            let proba = train::predict(&ours, &test)?;
+            let baseline = load_head_artifact(self.store(), &trained.fallback).await?;
+            let rule = self.cfg.gate.gate();
+            tokio::task::block_in_place(|| gate::below_baseline(&rule, &proba, &baseline, &test))?
+        };
+        let gate = gate::refuse_below_baseline(gate, refusal);
         Ok(Gated { gate, against: against.map(ModelVersion::tag) })
     }
 
