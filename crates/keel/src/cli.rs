@@ -372,6 +372,13 @@ pub struct EvalArgs {
     /// Write the self-contained HTML report here (default: <home>/reports/NAME-vVERSION.html).
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// Evaluate on this labelled file (CSV, TSV/.tab, JSONL) instead of the version's own test
+    /// split: a held-out set the version never saw. Read with the column flags below; a label
+    /// the version does not predict is an error.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    #[command(flatten, next_help_heading = "Reading --data")]
+    pub columns: ColumnArgs,
     #[command(flatten)]
     pub encoder: EncoderArgs,
 }

@@ -199,8 +199,17 @@ async fn ingest(home: &std::path::Path, json: bool, args: IngestArgs) -> anyhow:
 async fn eval(home: &std::path::Path, json: bool, args: EvalArgs) -> anyhow::Result<()> {
     let store = open_store(home).await?;
     let (_, encoder) = args.encoder.load()?;
-    let req =
-        EvalRequest { spec: &args.spec, against: args.against.as_deref(), html: args.html.as_deref(), quiet: json };
+    let data = match &args.data {
+        Some(path) => Some((path.as_path(), args.columns.read_options()?)),
+        None => None,
+    };
+    let req = EvalRequest {
+        spec: &args.spec,
+        against: args.against.as_deref(),
+        html: args.html.as_deref(),
+        quiet: json,
+        data,
+    };
     let out = evaluate::eval(&store, &encoder, &req).await?;
     if json {
         return output::json(&out);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use keel_core::{ContentHash, Matrix};
-use keel_data::SplitConfig;
+use keel_data::{ReadOptions, SplitConfig};
 use keel_embed::Encoder;
 use keel_eval::{Report, ReportInput, VersionMetrics};
 use keel_store::{ModelVersion, RunStatus, Store};
@@ -91,6 +91,71 @@ pub struct EvalRequest<'a> {
     pub against: Option<&'a str>,
     pub html: Option<&'a Path>,
     pub quiet: bool,
+    /// Evaluate on this labelled file (read with these options) instead of the version's own
+    /// test split: a held-out file the version never saw.
+    pub data: Option<(&'a Path, ReadOptions)>,
+}
+
+/// The rows `keel eval` scores: the version's test split, rebuilt, or a labelled file.
+struct EvalRows {
+    texts: Vec<String>,
+    y: Vec<usize>,
+    labels: Vec<String>,
+    /// Where the rows came from, for the run's parameters.
+    source: serde_json::Value,
+    dataset_id: Option<ContentHash>,
+}
+
+/// The version's own test split, rebuilt from its dataset and split seed.
+async fn split_rows(store: &Store, model: &ModelVersion) -> anyhow::Result<EvalRows> {
+    let split_cfg = split_of(store, model).await?;
+    let dataset = store.dataset(&model.dataset_id).await?;
+    let records = load_records(store, &dataset).await?;
+    let l = label_and_split(&records, &split_cfg)?;
+    Ok(EvalRows {
+        texts: l.rows.test.iter().map(|&i| records[i].text.clone()).collect(),
+        y: l.rows.test.iter().map(|&i| l.y[i]).collect(),
+        labels: l.labels,
+        source: serde_json::json!({"split": split_cfg}),
+        dataset_id: Some(dataset.fields.id.clone()),
+    })
+}
+
+/// Every accepted row of a labelled file whose label the head knows. A row with another label
+/// cannot be scored: the file is refused, naming the labels, rather than scored in part.
+fn file_rows(path: &Path, opts: &ReadOptions, head: &Head) -> anyhow::Result<EvalRows> {
+    let read = keel_data::read_table(path, opts).with_context(|| format!("cannot read {}", path.display()))?;
+    let labels = head.labels().to_vec();
+    let (mut texts, mut y, mut unknown) = (Vec::new(), Vec::new(), std::collections::BTreeMap::new());
+    for r in read.records {
+        let label = r.label.as_deref().unwrap_or_default();
+        match labels.iter().position(|l| l == label) {
+            Some(c) => {
+                texts.push(r.text);
+                y.push(c);
+            }
+            None => *unknown.entry(label.to_owned()).or_insert(0usize) += 1,
+        }
+    }
+    if !unknown.is_empty() {
+        let seen: Vec<String> = unknown.iter().map(|(l, n)| format!("{l:?} ({n} rows)")).collect();
+        bail!(
+            "{} has labels the version does not predict: {}; it knows {}",
+            path.display(),
+            seen.join(", "),
+            labels.join(", ")
+        );
+    }
+    if texts.is_empty() {
+        bail!("{} has no labelled rows to evaluate on ({} quarantined)", path.display(), read.quarantined.len());
+    }
+    let source = serde_json::json!({"file": path.display().to_string(), "rows": texts.len(), "quarantined": read.quarantined.len()});
+    Ok(EvalRows { texts, y, labels, source, dataset_id: None })
+}
+
+/// Whether predicting with `head` needs embeddings.
+fn reads_embeddings(head: &Head) -> bool {
+    matches!(head.input_kind(), keel_train::InputKind::Embedding { .. })
 }
 
 /// The eval run's recorded figures.
@@ -107,7 +172,8 @@ struct EvalRunMetrics {
 /// Recorded as an `eval` run; aliases are not touched.
 pub async fn eval(store: &Store, encoder: &Encoder, req: &EvalRequest<'_>) -> anyhow::Result<EvalOutcome> {
     let model = store.resolve(req.spec).await?;
-    if model.encoder_id != encoder.id() {
+    let head = load_head(store, &model).await?;
+    if reads_embeddings(&head) && model.encoder_id != encoder.id() {
         bail!(
             "{} reads embeddings from {}, but {} is loaded; pass the same --encoder/--model-dir",
             model.tag(),
@@ -115,19 +181,10 @@ pub async fn eval(store: &Store, encoder: &Encoder, req: &EvalRequest<'_>) -> an
             encoder.id()
         );
     }
-    let split_cfg = split_of(store, &model).await?;
-    let dataset = store.dataset(&model.dataset_id).await?;
-    let records = load_records(store, &dataset).await?;
-    let l = label_and_split(&records, &split_cfg)?;
-    let test_texts: Vec<&str> = l.rows.test.iter().map(|&i| records[i].text.as_str()).collect();
-    let test_y: Vec<usize> = l.rows.test.iter().map(|&i| l.y[i]).collect();
-    let (x, _) = embed_cached(store, encoder, &test_texts, req.quiet).await?;
-    let test = Part { x, y: test_y, texts: test_texts.iter().map(|t| (*t).to_owned()).collect() };
-
-    let head = load_head(store, &model).await?;
-    let proba = predict(&head, &test)?;
-    let title = format!("{} head, evaluated on its test split", head.kind());
-    let mut report = report(title, model.tag(), &test, &proba, &l.labels);
+    let rows = match &req.data {
+        None => split_rows(store, &model).await?,
+        Some((path, opts)) => file_rows(path, opts, &head)?,
+    };
     let other = match req.against {
         None => None,
         Some(a) => {
@@ -135,32 +192,52 @@ pub async fn eval(store: &Store, encoder: &Encoder, req: &EvalRequest<'_>) -> an
             Some(store.resolve(&spec).await?)
         }
     };
-    let gate_note = match &other {
+    let other_head = match &other {
+        Some(o) => Some(load_head(store, o).await?),
         None => None,
-        Some(o) if o.name == model.name && o.version == model.version => {
-            Some(format!("{} is {}: nothing to compare", req.spec, o.tag()))
-        }
-        Some(o) if o.encoder_id != encoder.id() => {
-            Some(format!("not compared with {}: it reads embeddings from {}", o.tag(), o.encoder_id))
-        }
-        Some(o) => {
-            let rule = keel_eval::Gate::default();
-            match gate::compare(&rule, &proba, &load_head(store, o).await?, &o.tag(), &test, &l.labels) {
-                Ok(d) => {
-                    report.gate = Some(d);
-                    None
+    };
+    // Embeddings only when a head reads them (an n-gram model's evaluation embeds nothing).
+    let x = if reads_embeddings(&head) || other_head.as_ref().is_some_and(reads_embeddings) {
+        let refs: Vec<&str> = rows.texts.iter().map(String::as_str).collect();
+        embed_cached(store, encoder, &refs, req.quiet).await?.0
+    } else {
+        Matrix::zeros(rows.texts.len(), 0)
+    };
+    let test = Part { x, y: rows.y, texts: rows.texts };
+    let proba = predict(&head, &test)?;
+    let on = if req.data.is_some() { "the given file" } else { "its test split" };
+    let title = format!("{} head, evaluated on {on}", head.kind());
+    let mut report = report(title, model.tag(), &test, &proba, &rows.labels);
+    let gate_note = match (&other, &other_head) {
+        (Some(o), Some(oh)) => {
+            if o.name == model.name && o.version == model.version {
+                Some(format!("{} is {}: nothing to compare", req.spec, o.tag()))
+            } else if reads_embeddings(oh) && o.encoder_id != encoder.id() {
+                Some(format!("not compared with {}: it reads embeddings from {}", o.tag(), o.encoder_id))
+            } else {
+                let rule = keel_eval::Gate::default();
+                match gate::compare(&rule, &proba, oh, &o.tag(), &test, &rows.labels) {
+                    Ok(d) => {
+                        report.gate = Some(d);
+                        None
+                    }
+                    Err(why) => Some(why),
                 }
-                Err(why) => Some(why),
             }
         }
+        _ => None,
     };
     let html = keel_eval::render_html(&report);
     let path = req.html.map_or_else(|| report_path(store, &model), Path::to_owned);
     write_html(&path, &html)?;
-    let params =
-        serde_json::json!({"model": model.tag(), "against": other.as_ref().map(ModelVersion::tag), "split": split_cfg});
+    let mut params = serde_json::json!({"model": model.tag(), "against": other.as_ref().map(ModelVersion::tag)});
+    if let (Some(p), serde_json::Value::Object(src)) = (params.as_object_mut(), rows.source) {
+        p.extend(src);
+    }
     let run_id = store.start_run("eval", &params, &context::code_version(), &context::host()).await?;
-    store.set_run_dataset(&run_id, &dataset.fields.id).await?;
+    if let Some(id) = &rows.dataset_id {
+        store.set_run_dataset(&run_id, id).await?;
+    }
     let metrics = EvalRunMetrics {
         figures: VersionMetrics::from_report(&report),
         gate: report.gate.clone(),
