@@ -17,6 +17,8 @@ pub enum InputKind {
     Embedding { dim: usize },
     /// Raw text.
     Text,
+    /// Raw text and its embedding (the combined n-gram + embedding model).
+    TextAndEmbedding { dim: usize },
     /// Anything: the prediction ignores the input (majority class).
     Any,
 }
@@ -26,6 +28,11 @@ pub enum InputKind {
 pub enum Input<'a> {
     Embedding(&'a [f32]),
     Text(&'a str),
+    /// A text and its embedding: every head can read this.
+    Both {
+        text: &'a str,
+        embedding: &'a [f32],
+    },
 }
 
 /// A head scaled by a temperature fitted on validation: `softmax(logits / temperature)`.
@@ -56,6 +63,7 @@ impl Head {
             Head::Logistic(_) => "logistic",
             Head::Mlp(_) => "mlp",
             Head::Ngram(_) => "ngram",
+            Head::Sparse(m) if m.embedding_dim().is_some() => "combined",
             Head::Sparse(_) => "sparse",
             Head::Calibrated(c) => c.base.kind(),
         }
@@ -77,7 +85,11 @@ impl Head {
             Head::Majority(_) => InputKind::Any,
             Head::Logistic(m) => InputKind::Embedding { dim: m.dim() },
             Head::Mlp(m) => InputKind::Embedding { dim: m.dim() },
-            Head::Ngram(_) | Head::Sparse(_) => InputKind::Text,
+            Head::Sparse(m) => match m.embedding_dim() {
+                Some(dim) => InputKind::TextAndEmbedding { dim },
+                None => InputKind::Text,
+            },
+            Head::Ngram(_) => InputKind::Text,
             Head::Calibrated(c) => c.base.input_kind(),
         }
     }
@@ -115,7 +127,23 @@ impl Head {
                 check_dim(x, m.dim())?;
                 Ok(m.logits(x))
             }
-            (Head::Ngram(m), Input::Text(t)) => Ok(m.logits(t)),
+            (Head::Logistic(m), Input::Both { embedding, .. }) => {
+                check_dim(embedding, m.dim())?;
+                Ok(m.logits(embedding))
+            }
+            (Head::Mlp(m), Input::Both { embedding, .. }) => {
+                check_dim(embedding, m.dim())?;
+                Ok(m.logits(embedding))
+            }
+            (Head::Ngram(m), Input::Text(t) | Input::Both { text: t, .. }) => Ok(m.logits(t)),
+            (Head::Sparse(m), Input::Both { text, embedding }) => match m.embedding_dim() {
+                Some(dim) => {
+                    check_dim(embedding, dim)?;
+                    Ok(m.logits_combined(text, embedding))
+                }
+                None => Ok(m.logits(text)),
+            },
+            (Head::Sparse(m), Input::Text(_)) if m.embedding_dim().is_some() => wrong("text and its embedding"),
             (Head::Sparse(m), Input::Text(t)) => Ok(m.logits(t)),
             (Head::Calibrated(c), input) => Ok(c.base.logits(input)?.into_iter().map(|z| z / c.temperature).collect()),
             (Head::Logistic(_) | Head::Mlp(_), Input::Text(_)) => wrong("an embedding, not text"),
@@ -156,6 +184,22 @@ impl Head {
         batch(texts.len(), self.labels().len(), |i| self.predict_proba(Input::Text(texts[i].as_ref())))
     }
 
+    /// Logits for texts and their embeddings (row `i` of `x` is text `i`'s).
+    pub fn logits_both<S: AsRef<str>>(&self, texts: &[S], x: &Matrix) -> Result<Matrix, TrainError> {
+        both_rows(texts.len(), x)?;
+        batch(texts.len(), self.labels().len(), |i| {
+            self.logits(Input::Both { text: texts[i].as_ref(), embedding: x.row(i) })
+        })
+    }
+
+    /// Probabilities for texts and their embeddings (row `i` of `x` is text `i`'s).
+    pub fn predict_proba_both<S: AsRef<str>>(&self, texts: &[S], x: &Matrix) -> Result<Matrix, TrainError> {
+        both_rows(texts.len(), x)?;
+        batch(texts.len(), self.labels().len(), |i| {
+            self.predict_proba(Input::Both { text: texts[i].as_ref(), embedding: x.row(i) })
+        })
+    }
+
     /// The artifact: compact JSON `{"kind": ..., "model": ...}`; large arrays are base64 of
     /// little-endian f32s. Equal heads give equal bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -190,6 +234,14 @@ fn check_dim(x: &[f32], dim: usize) -> Result<(), TrainError> {
         Ok(())
     } else {
         Err(TrainError::WrongInput(format!("embedding has {} components, the head expects {dim}", x.len())))
+    }
+}
+
+fn both_rows(texts: usize, x: &Matrix) -> Result<(), TrainError> {
+    if x.rows() == texts {
+        Ok(())
+    } else {
+        Err(TrainError::WrongInput(format!("{texts} texts but {} embeddings", x.rows())))
     }
 }
 

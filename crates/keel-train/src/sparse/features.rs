@@ -351,6 +351,31 @@ pub(super) struct Csr {
 }
 
 impl Csr {
+    /// The same rows with dense columns appended after column `offset`: row `i` gains
+    /// `scale · dense.row(rows[i])[j]` at column `offset + j` (zeros kept out).
+    pub(super) fn with_dense(&self, dense: &keel_core::Matrix, rows: &[usize], scale: f32, offset: u32) -> Csr {
+        let extra = dense.cols();
+        let mut x = Csr {
+            indptr: Vec::with_capacity(self.indptr.len()),
+            indices: Vec::with_capacity(self.indices.len() + rows.len() * extra),
+            values: Vec::with_capacity(self.values.len() + rows.len() * extra),
+        };
+        x.indptr.push(0);
+        for (i, &r) in rows.iter().enumerate() {
+            let (idx, val) = self.row(i);
+            x.indices.extend_from_slice(idx);
+            x.values.extend_from_slice(val);
+            for (j, &v) in dense.row(r).iter().enumerate() {
+                if v != 0.0 {
+                    x.indices.push(offset + j as u32);
+                    x.values.push(scale * v);
+                }
+            }
+            x.indptr.push(x.indices.len());
+        }
+        x
+    }
+
     pub(super) fn rows(&self) -> usize {
         self.indptr.len() - 1
     }

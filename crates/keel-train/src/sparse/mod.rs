@@ -110,6 +110,15 @@ pub struct SparseConfig {
     /// Worker threads (`None`: one per core). The artifact does not depend on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// The combined model ([`SparseModel::fit_cv_combined`]) appends each row's embedding,
+    /// times this, to its TF-IDF row (default 0.5: both are unit vectors, and on the movie
+    /// sentences 0.5 beat 1 and 2 by half a point to a point of test accuracy).
+    #[serde(default = "default_dense_scale")]
+    pub dense_scale: f32,
+}
+
+fn default_dense_scale() -> f32 {
+    0.5
 }
 
 impl Default for SparseConfig {
@@ -124,6 +133,7 @@ impl Default for SparseConfig {
             max_iter: 1000,
             seed: 0,
             threads: None,
+            dense_scale: default_dense_scale(),
         }
     }
 }
@@ -177,6 +187,17 @@ pub struct SparseModel {
     /// `terms × k`, term-major: term `t`'s class weights are `weights[t·k..(t+1)·k]`.
     weights: Vec<f32>,
     bias: Vec<f32>,
+    /// The combined model's embedding part.
+    dense: Option<Dense>,
+}
+
+/// The embedding columns of a combined model: `scale · embedding` joins the TF-IDF row.
+#[derive(Clone, Debug, PartialEq)]
+struct Dense {
+    scale: f32,
+    dim: usize,
+    /// `dim × k`, component-major, like the term weights.
+    weights: Vec<f32>,
 }
 
 impl std::fmt::Debug for SparseModel {
@@ -187,6 +208,7 @@ impl std::fmt::Debug for SparseModel {
             .field("analyzer", &self.analyzer)
             .field("terms", &self.vocab.len())
             .field("bias", &self.bias)
+            .field("embedding_dim", &self.embedding_dim())
             .finish_non_exhaustive()
     }
 }
@@ -201,6 +223,7 @@ impl PartialEq for SparseModel {
             && self.idf == o.idf
             && self.weights == o.weights
             && self.bias == o.bias
+            && self.dense == o.dense
     }
 }
 
@@ -216,7 +239,32 @@ impl SparseModel {
         check_c(cfg.c)?;
         let corpus = Corpus::new(texts, Analyzer::from(cfg), cfg.threads);
         let all: Vec<usize> = (0..texts.len()).collect();
-        Ok(final_fit(&corpus, y, labels, cfg, cfg.c, &all))
+        Ok(final_fit(&Features { corpus: &corpus, dense: None }, y, labels, cfg, cfg.c, &all))
+    }
+
+    /// [`SparseModel::fit_cv`] for the combined model: each row's TF-IDF features and its
+    /// embedding (row `i` of `embeddings`, scaled by `cfg.dense_scale`) in one linear SVM.
+    /// Predicting needs both the text and its embedding.
+    pub fn fit_cv_combined<S: AsRef<str> + Sync>(
+        texts: &[S],
+        embeddings: &keel_core::Matrix,
+        y: &[usize],
+        labels: Vec<String>,
+        cfg: &SparseConfig,
+        (grid, folds): (&[f64], usize),
+    ) -> Result<(Self, SparseCvReport), TrainError> {
+        if embeddings.rows() != texts.len() || embeddings.cols() == 0 {
+            return Err(TrainError::InvalidConfig(format!(
+                "the combined model needs one embedding per text: {} texts, {}×{} embeddings",
+                texts.len(),
+                embeddings.rows(),
+                embeddings.cols()
+            )));
+        }
+        if !(cfg.dense_scale.is_finite() && cfg.dense_scale > 0.0) {
+            return Err(TrainError::InvalidConfig(format!("dense_scale must be > 0, got {}", cfg.dense_scale)));
+        }
+        Self::cross_validate(texts, Some(embeddings), y, labels, cfg, (grid, folds))
     }
 
     /// Chooses `C` from `grid` (empty: [`DEFAULT_C_GRID`]) by `folds`-fold stratified
@@ -229,6 +277,17 @@ impl SparseModel {
         cfg: &SparseConfig,
         grid: &[f64],
         folds: usize,
+    ) -> Result<(Self, SparseCvReport), TrainError> {
+        Self::cross_validate(texts, None, y, labels, cfg, (grid, folds))
+    }
+
+    fn cross_validate<S: AsRef<str> + Sync>(
+        texts: &[S],
+        dense: Option<&keel_core::Matrix>,
+        y: &[usize],
+        labels: Vec<String>,
+        cfg: &SparseConfig,
+        (grid, folds): (&[f64], usize),
     ) -> Result<(Self, SparseCvReport), TrainError> {
         check(texts.len(), y, &labels, cfg)?;
         if folds < 2 {
@@ -246,6 +305,7 @@ impl SparseModel {
         grid.dedup();
         let k = labels.len();
         let corpus = Corpus::new(texts, Analyzer::from(cfg), cfg.threads);
+        let features = Features { corpus: &corpus, dense: dense.map(|m| (m, cfg.dense_scale)) };
         let fold_of = stratified_folds(y, folds, cfg.seed);
         let splits: Vec<(Vec<usize>, Vec<usize>)> = (0..folds)
             .map(|f| {
@@ -258,7 +318,8 @@ impl SparseModel {
         let mats: Vec<(Csr, Csr, usize)> = par_map(folds, threads, |f| {
             let (train, test) = &splits[f];
             let v = corpus.vocabulary(train, cfg.min_df);
-            (corpus.rows(train, &v), corpus.rows(test, &v), v.idf.len())
+            let (tr, dim) = features.rows(train, &v);
+            (tr, features.rows(test, &v).0, dim)
         });
         let problems = problems(k);
         // Every (fold, class) problem walks the grid; its held-out scores per grid point.
@@ -303,7 +364,7 @@ impl SparseModel {
         let chosen_c = points[best].c;
         drop(mats);
         let all: Vec<usize> = (0..texts.len()).collect();
-        let (model, fit) = final_fit(&corpus, y, labels, cfg, chosen_c, &all);
+        let (model, fit) = final_fit(&features, y, labels, cfg, chosen_c, &all);
         let fold_rows = splits.iter().map(|s| s.1.len()).collect();
         Ok((model, SparseCvReport { folds, fold_rows, grid: points, chosen_c, fit }))
     }
@@ -317,8 +378,35 @@ impl SparseModel {
         self.vocab.len()
     }
 
-    /// Decision values `w_c·x + b_c` for one text, one per class.
+    /// The embedding length a combined model reads beside the text (`None`: text only).
+    pub fn embedding_dim(&self) -> Option<usize> {
+        self.dense.as_ref().map(|d| d.dim)
+    }
+
+    /// Decision values of a combined model for a text and its embedding. Panics if the model
+    /// reads no embeddings or `embedding` has the wrong length ([`crate::Head`] checks first).
+    pub fn logits_combined(&self, text: &str, embedding: &[f32]) -> Vec<f32> {
+        let d = self.dense.as_ref().expect("a combined model");
+        assert_eq!(embedding.len(), d.dim, "embedding length");
+        let k = self.labels.len();
+        let mut z = self.text_logits(text);
+        for (j, &e) in embedding.iter().enumerate() {
+            let x = f64::from(d.scale * e);
+            let row = &d.weights[j * k..(j + 1) * k];
+            for c in 0..k {
+                z[c] += x * f64::from(row[c]);
+            }
+        }
+        z.iter().map(|&v| v as f32).collect()
+    }
+
+    /// Decision values `w_c·x + b_c` for one text, one per class (a combined model's embedding
+    /// part left out: use [`SparseModel::logits_combined`]).
     pub fn logits(&self, text: &str) -> Vec<f32> {
+        self.text_logits(text).iter().map(|&v| v as f32).collect()
+    }
+
+    fn text_logits(&self, text: &str) -> Vec<f64> {
         let k = self.labels.len();
         let mut cols: Vec<u32> = Vec::new();
         self.analyzer.terms(text, |t| {
@@ -335,7 +423,7 @@ impl SparseModel {
                 z[c] += f64::from(x) * f64::from(row[c]);
             }
         }
-        z.iter().map(|&v| v as f32).collect()
+        z
     }
 
     /// Softmax of [`SparseModel::logits`]: they sum to 1. Uncalibrated: fit a temperature on
@@ -360,6 +448,11 @@ impl SparseModel {
             idf: f32s_to_b64(&self.idf),
             weights: f16s_to_b64(&self.weights),
             bias: self.bias.clone(),
+            dense: self.dense.as_ref().map(|d| DenseArtifact {
+                scale: d.scale,
+                dim: d.dim,
+                weights: f16s_to_b64(&d.weights),
+            }),
         }
     }
 
@@ -389,7 +482,17 @@ impl SparseModel {
         if !weights.iter().chain(&a.bias).chain(&idf).all(|v| v.is_finite()) {
             return Err(bad("non-finite parameter"));
         }
-        Ok(Self { labels: a.labels, analyzer, vocab, idf, weights, bias: a.bias })
+        let dense = match a.dense {
+            None => None,
+            Some(d) => {
+                let w = b64_to_f16s(&d.weights)?;
+                if d.dim == 0 || w.len() != d.dim * k || !d.scale.is_finite() || !w.iter().all(|v| v.is_finite()) {
+                    return Err(bad("embedding weights do not match their length"));
+                }
+                Some(Dense { scale: d.scale, dim: d.dim, weights: w })
+            }
+        };
+        Ok(Self { labels: a.labels, analyzer, vocab, idf, weights, bias: a.bias, dense })
     }
 }
 
@@ -405,6 +508,36 @@ struct SparseArtifact {
     /// `terms × k`, term-major, f16.
     weights: String,
     bias: Vec<f32>,
+    /// The combined model's embedding part (absent for a text-only model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dense: Option<DenseArtifact>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DenseArtifact {
+    scale: f32,
+    dim: usize,
+    /// `dim × k`, component-major, f16.
+    weights: String,
+}
+
+/// A model's feature columns: TF-IDF terms of the corpus, then (combined model) each row's
+/// embedding scaled.
+struct Features<'c, 'm> {
+    corpus: &'c Corpus,
+    dense: Option<(&'m keel_core::Matrix, f32)>,
+}
+
+impl Features<'_, '_> {
+    /// The rows over vocabulary `v`, and their number of feature columns.
+    fn rows(&self, rows: &[usize], v: &features::Vocabulary) -> (Csr, usize) {
+        let x = self.corpus.rows(rows, v);
+        let terms = v.idf.len();
+        match self.dense {
+            None => (x, terms),
+            Some((m, scale)) => (x.with_dense(m, rows, scale, terms as u32), terms + m.cols()),
+        }
+    }
 }
 
 impl Serialize for SparseModel {
@@ -480,7 +613,7 @@ fn problem_seed(seed: u64, fold: u64, class: u64) -> u64 {
 
 /// Fits all rows listed in `rows` at strength `c` (the final fit of both entry points).
 fn final_fit(
-    corpus: &Corpus,
+    features: &Features<'_, '_>,
     y: &[usize],
     labels: Vec<String>,
     cfg: &SparseConfig,
@@ -488,9 +621,10 @@ fn final_fit(
     rows: &[usize],
 ) -> (SparseModel, SparseFitReport) {
     let k = labels.len();
+    let corpus = features.corpus;
     let vocab = corpus.vocabulary(rows, cfg.min_df);
-    let x = corpus.rows(rows, &vocab);
-    let d = vocab.idf.len();
+    let (x, d) = features.rows(rows, &vocab);
+    let terms = vocab.idf.len();
     let problems = problems(k);
     let solved: Vec<(Vec<f32>, usize)> = par_map(problems, threads(cfg.threads), |p| {
         let target = positive_class(k, p);
@@ -526,11 +660,21 @@ fn final_fit(
         converged: epochs.iter().all(|&e| e < cfg.max_iter),
         epochs,
     };
-    let mut terms = Interner::default();
+    let mut interned = Interner::default();
     for &t in &vocab.terms {
-        terms.intern(corpus.terms.term(t));
+        interned.intern(corpus.terms.term(t));
     }
-    let model = SparseModel { labels, analyzer: corpus.analyzer.clone(), vocab: terms, idf: vocab.idf, weights, bias };
+    // Term weights first, then the embedding's (component-major like the terms').
+    let dense = features.dense.map(|(m, scale)| Dense { scale, dim: m.cols(), weights: weights.split_off(terms * k) });
+    let model = SparseModel {
+        labels,
+        analyzer: corpus.analyzer.clone(),
+        vocab: interned,
+        idf: vocab.idf,
+        weights,
+        bias,
+        dense,
+    };
     (model, report)
 }
 

@@ -206,3 +206,40 @@ fn beats_the_majority_class_on_reuters() {
     let base = y[te.clone()].iter().filter(|&&c| c == top).count() as f64 / te.len() as f64;
     assert!(acc > base + 0.3 && acc > 0.9, "accuracy {acc}, majority {base}, cv {:?}", r.grid);
 }
+
+#[test]
+fn the_combined_model_reads_text_and_embedding_and_round_trips() {
+    // The label is in the text's shortener for half the rows and only in the embedding (its
+    // first component) for the rest: neither part alone gets them all.
+    let (mut texts, y) = shortener_texts(240, 2, 9);
+    let mut x = keel_core::Matrix::zeros(texts.len(), 3);
+    for (i, t) in texts.iter_mut().enumerate() {
+        x.row_mut(i)[0] = if y[i] == 1 { 1.0 } else { -1.0 };
+        x.row_mut(i)[1] = 0.3;
+        if i % 4 < 2 {
+            *t = format!("an ordinary note number {i}");
+        }
+    }
+    let cfg = SparseConfig::default();
+    let (m, cv) = SparseModel::fit_cv_combined(&texts, &x, &y, names(2), &cfg, (&[0.1, 1.0], 3)).unwrap();
+    assert_eq!(m.embedding_dim(), Some(3));
+    let best = cv.grid.iter().map(|p| p.mean).fold(0.0, f64::max);
+    assert!(best > 0.95, "text and embedding together separate every row: {cv:?}");
+    let (text_only, tcv) = SparseModel::fit_cv(&texts, &y, names(2), &cfg, &[0.1, 1.0], 3).unwrap();
+    assert!(tcv.grid.iter().all(|p| p.mean < best), "the embedding adds what the text lacks");
+    assert_eq!(text_only.embedding_dim(), None);
+
+    let head = Head::from(m);
+    assert_eq!(head.kind(), "combined");
+    assert_eq!(head.input_kind(), InputKind::TextAndEmbedding { dim: 3 });
+    let bytes = head.to_bytes();
+    let back = Head::from_bytes(&bytes).unwrap();
+    assert_eq!(back.to_bytes(), bytes);
+    assert_eq!(back.predict_proba_both(&texts, &x).unwrap(), head.predict_proba_both(&texts, &x).unwrap());
+    // It needs both: text alone or a wrong-length embedding is refused, never guessed.
+    assert!(matches!(head.predict_proba_text(&texts[0]), Err(TrainError::WrongInput(_))));
+    let short = keel_core::Matrix::zeros(texts.len(), 2);
+    assert!(matches!(head.predict_proba_both(&texts, &short), Err(TrainError::WrongInput(_))));
+    // And the text-only model's artifact has no embedding part (its bytes are as before).
+    assert!(!String::from_utf8(Head::from(text_only).to_bytes()).unwrap().contains("\"dense\""));
+}

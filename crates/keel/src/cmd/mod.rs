@@ -1,6 +1,7 @@
 //! One function per command. Each produces its result on stdout (JSON with --json).
 
 pub mod ask;
+mod data;
 pub mod index;
 mod init;
 pub mod monitor;
@@ -17,7 +18,8 @@ use serde::Deserialize as _;
 use serde_json::json;
 
 use crate::cli::{
-    Cli, Command, EmbedArgs, EvalArgs, IngestArgs, LineageArgs, ModelCommand, PromoteArgs, RollbackArgs, StoreCommand,
+    Cli, Command, DataCommand, EmbedArgs, EvalArgs, IngestArgs, LineageArgs, ModelCommand, PromoteArgs, RollbackArgs,
+    StoreCommand,
 };
 use crate::config::Filter;
 use crate::context::open_store;
@@ -43,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback(args) => rollback(&home, json, args).await,
         Command::Lineage(args) => lineage(&home, json, args).await,
         Command::Store(StoreCommand::Check) => store_check(&home, json).await,
+        Command::Data(DataCommand::Show { spec }) => data::show(&home, json, &spec).await,
         Command::Serve(args) => serve::run(&home, args).await,
         Command::Ask(args) => ask::run(&home, json, args).await,
         Command::Index(args) => index::index(&home, json, args).await,

@@ -55,7 +55,7 @@ pub async fn load_head(store: &Store, model: &ModelVersion) -> anyhow::Result<He
 
 /// The split a version was trained with: recorded with the version by `keel run`, or in the
 /// parameters of the `train` run of versions registered before that.
-async fn split_of(store: &Store, model: &ModelVersion) -> anyhow::Result<SplitConfig> {
+pub async fn split_of(store: &Store, model: &ModelVersion) -> anyhow::Result<SplitConfig> {
     let recorded = VersionMetrics::parse(&model.metrics).ok().and_then(|m| m.pipeline).and_then(|p| p.split);
     if let Some(split) = recorded {
         return serde_json::from_value(split).context("the version's recorded split is malformed");
@@ -155,7 +155,10 @@ fn file_rows(path: &Path, opts: &ReadOptions, head: &Head) -> anyhow::Result<Eva
 
 /// Whether predicting with `head` needs embeddings.
 fn reads_embeddings(head: &Head) -> bool {
-    matches!(head.input_kind(), keel_train::InputKind::Embedding { .. })
+    matches!(
+        head.input_kind(),
+        keel_train::InputKind::Embedding { .. } | keel_train::InputKind::TextAndEmbedding { .. }
+    )
 }
 
 /// The eval run's recorded figures.

@@ -20,6 +20,8 @@ pub enum Family {
     Sparse,
     /// Multinomial logistic regression on the frozen encoder's embeddings.
     Logistic,
+    /// The TF-IDF features and the embedding in one linear SVM: reads both.
+    Combined,
 }
 
 impl Family {
@@ -28,12 +30,13 @@ impl Family {
         match self {
             Family::Sparse => "the n-gram model",
             Family::Logistic => "the encoder head",
+            Family::Combined => "the combined model (n-grams and embeddings)",
         }
     }
 
     /// Whether serving it needs the encoder.
     pub fn needs_encoder(self) -> bool {
-        matches!(self, Family::Logistic)
+        matches!(self, Family::Logistic | Family::Combined)
     }
 
     /// The name keel.toml uses.
@@ -41,6 +44,7 @@ impl Family {
         match self {
             Family::Sparse => "sparse",
             Family::Logistic => "logistic",
+            Family::Combined => "combined",
         }
     }
 
@@ -85,7 +89,9 @@ pub fn reason(candidates: &[CandidateScore], chosen: usize) -> String {
         .filter(|o| o.family != c.family)
         .map(|o| {
             let ratio = o.cost_us / c.cost_us.max(f64::MIN_POSITIVE);
-            if ratio >= 1.0 {
+            if (1.0 / 1.5..1.5).contains(&ratio) {
+                format!("at about the cost per prediction of {}", o.description)
+            } else if ratio >= 1.0 {
                 format!("about {} cheaper per prediction than {}", times(ratio), o.description)
             } else {
                 format!("about {} dearer per prediction than {}", times(1.0 / ratio), o.description)
@@ -151,6 +157,16 @@ pub fn fit_candidate(family: Family, train: &Part, labels: &[String], seed: u64)
                 cross_validated_l2: None,
             })
         }
+        Family::Combined => {
+            let cfg = SparseConfig { seed, ..SparseConfig::default() };
+            let (m, cv) =
+                SparseModel::fit_cv_combined(&train.texts, &train.x, &train.y, labels.to_vec(), &cfg, (&[], CV_FOLDS))?;
+            let point = cv.grid.iter().find(|p| p.c == cv.chosen_c).cloned().unwrap_or_else(|| cv.grid[0].clone());
+            let setting = format!("C = {}, embedding scale {}", cv.chosen_c, cfg.dense_scale);
+            let score = family.score(point.fold_accuracy, setting);
+            let details = serde_json::json!({"cross_validation": cv});
+            Ok(Fitted { head: Head::Sparse(m), score, details, cross_validated_l2: None })
+        }
         Family::Logistic => {
             let (m, cv, folds) = keel_train::fit_cv_folds(&train.x, &train.y, labels.to_vec(), &[], CV_FOLDS, seed)?;
             let g = cv.grid.iter().position(|p| p.l2 == cv.chosen_l2).unwrap_or(0);
@@ -207,6 +223,7 @@ pub fn time_per_prediction(head: &Head, rows: &Part) -> anyhow::Result<f64> {
     while process_cpu_us() - started < 50_000.0 || predictions == 0 {
         let m = match head.input_kind() {
             keel_train::InputKind::Text => head.predict_proba_texts(texts)?,
+            keel_train::InputKind::TextAndEmbedding { .. } => head.predict_proba_both(texts, &x)?,
             _ => head.predict_proba_batch(&x)?,
         };
         predictions += m.rows();

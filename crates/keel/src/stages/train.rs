@@ -30,8 +30,12 @@ pub enum HeadKind {
     /// TF-IDF word 1–2-grams into linear SVMs over raw text (`C` by cross-validation); reads
     /// no embeddings, so it is served without the encoder.
     Sparse,
-    /// Model selection: the n-gram model and the encoder head are cross-validated on the same
-    /// folds of the training split; the cheapest within one standard error of the best ships.
+    /// TF-IDF word 1–2-grams and the embedding in one linear SVM (`C` by cross-validation):
+    /// reads both the text and its embedding.
+    Combined,
+    /// Model selection: the n-gram model, the encoder head and the combined model are
+    /// cross-validated on the same folds of the training split; the cheapest within one
+    /// standard error of the best ships.
     #[default]
     Auto,
 }
@@ -137,7 +141,7 @@ struct Base {
 /// texts, and the one-standard-error rule.
 fn select_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
     let mut fitted = Vec::new();
-    for family in [Family::Sparse, Family::Logistic] {
+    for family in [Family::Sparse, Family::Logistic, Family::Combined] {
         let started = std::time::Instant::now();
         let mut f = select::fit_candidate(family, input.train, input.labels, input.seed)?;
         let encoder = if family.needs_encoder() { input.encoder_cost_us } else { 0.0 };
@@ -170,6 +174,10 @@ fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
     };
     Ok(plain(match (input.spec.kind, input.l2) {
         (HeadKind::Auto, L2Choice::CrossValidate) => return select_base(input),
+        (HeadKind::Combined, _) => {
+            let f = select::fit_candidate(Family::Combined, train, labels, seed)?;
+            (f.head, f.details, None)
+        }
         (HeadKind::Sparse, _) => {
             let cfg = keel_train::SparseConfig { seed, ..keel_train::SparseConfig::default() };
             let (m, cv) =
@@ -234,6 +242,7 @@ pub fn train_heads(input: &TrainInput<'_>) -> anyhow::Result<TrainedHeads> {
 fn logits(head: &Head, part: &Part) -> anyhow::Result<Matrix> {
     Ok(match head.input_kind() {
         InputKind::Text => head.logits_texts(&part.texts)?,
+        InputKind::TextAndEmbedding { .. } => head.logits_both(&part.texts, &part.x)?,
         _ => head.logits_batch(&part.x)?,
     })
 }
@@ -242,9 +251,10 @@ fn logits(head: &Head, part: &Part) -> anyhow::Result<Matrix> {
 pub fn predict(head: &Head, part: &Part) -> anyhow::Result<Matrix> {
     Ok(match head.input_kind() {
         InputKind::Text => head.predict_proba_texts(&part.texts)?,
-        InputKind::Embedding { dim } if dim != part.x.cols() => {
+        InputKind::Embedding { dim } | InputKind::TextAndEmbedding { dim } if dim != part.x.cols() => {
             anyhow::bail!("the head reads {dim}-dimensional embeddings but the encoder gives {}", part.x.cols())
         }
+        InputKind::TextAndEmbedding { .. } => head.predict_proba_both(&part.texts, &part.x)?,
         InputKind::Embedding { .. } | InputKind::Any => head.predict_proba_batch(&part.x)?,
     })
 }
