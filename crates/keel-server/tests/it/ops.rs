@@ -199,12 +199,12 @@ async fn http(addr: std::net::SocketAddr, method: &'static str, path: &'static s
 async fn shutdown_answers_every_request_in_flight_and_writes_the_log_first() {
     let home = tempfile::tempdir().unwrap();
     let store = Store::open(home.path()).await.unwrap();
-    // The worker waits up to 3 s to fill a batch, so the requests are still in flight when the
-    // shutdown starts; the log is written only by the shutdown flush.
-    let batching = Batching { max_batch: 64, max_wait: Duration::from_secs(3), ..Batching::default() };
+    // The encoder stalls until released after the shutdown has started, so the requests are
+    // still in flight then (no wall-clock window); the log is written only by the shutdown flush.
+    let stalled = Stalled::new();
     let log = LogOptions { flush_rows: 10_000, flush_interval: Duration::from_secs(3600), ..LogOptions::default() };
-    let options = Options { store: Some(store.clone()), batching, log, ..Options::default() };
-    let state = AppState::with_options(encoder(), Some(model()), options);
+    let options = Options { store: Some(store.clone()), log, ..Options::default() };
+    let state = AppState::with_options(stalled.clone(), Some(model()), options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -224,7 +224,7 @@ async fn shutdown_answers_every_request_in_flight_and_writes_the_log_first() {
         .collect();
     // Wait until all of them are being answered (the metrics request itself makes one more).
     let mut in_flight = 0.0;
-    for _ in 0..200 {
+    for _ in 0..1000 {
         let (_, m) = http(addr, "GET", "/metrics", String::new()).await;
         in_flight = m
             .lines()
@@ -237,6 +237,15 @@ async fn shutdown_answers_every_request_in_flight_and_writes_the_log_first() {
     }
     assert_eq!(in_flight, f64::from(n + 1), "all requests are in flight before the shutdown");
     stop.send(()).unwrap();
+    // The shutdown has begun once the listener is closed; only then can the encoder answer.
+    for _ in 0..1000 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the server stopped accepting");
+    stalled.release();
     let mut ids = Vec::new();
     for c in clients {
         let (status, body) = c.await.unwrap();
