@@ -250,3 +250,34 @@ async fn a_text_head_shadow_scores_the_text_and_logs_beside_an_embedding_product
     let (_, metrics) = call(&app, "GET", "/metrics", None).await;
     assert!(metrics.contains(r#"keel_predictions_total{model="sentiment@2",role="shadow"} 4"#), "{metrics}");
 }
+
+#[tokio::test]
+async fn an_embedding_shadow_behind_a_text_production_embeds_off_the_request_path() {
+    let ngram = ngram_head();
+    let (_home, store, counting, state) = embedding_and_text(&ngram, ChallengerMode::Shadow).await;
+    // Swap the roles: the text head answers, the embedding head shadows.
+    store.set_alias("sentiment", "production", 2, "text first").await.unwrap();
+    store.set_alias("sentiment", "challenger", 1, "embeddings behind").await.unwrap();
+    state.reload().await;
+    assert_eq!(state.model().unwrap().version.tag(), "sentiment@2");
+    assert_eq!(state.challenger().unwrap().version.tag(), "sentiment@1");
+    let app = keel_server::router(state.clone());
+    for t in REVIEWS {
+        let (status, body) = call(&app, "POST", "/v1/classify", Some(&json!({"inputs": [t]}).to_string())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let v = json_of(&body);
+        assert_eq!((v["model"].as_str(), v["degraded"].as_bool()), (Some("sentiment@2"), Some(false)), "{body}");
+        assert_eq!(v["predictions"][0]["label"], label_of(&ngram, t), "{body}");
+    }
+    let mut rows = Vec::new();
+    for _ in 0..500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        state.flush_log().await;
+        rows = logged(&store).await;
+        if rows.len() >= 2 * REVIEWS.len() {
+            break;
+        }
+    }
+    assert_eq!(rows.iter().filter(|r| r.model == "sentiment@1").count(), REVIEWS.len(), "the shadow scored each");
+    assert_eq!(counting.texts(), REVIEWS.len(), "the shadow's texts were embedded, once each");
+}
