@@ -88,8 +88,7 @@ async fn promote(
     let store = state.store().ok_or_else(|| ApiError::not_ready("this server has no store"))?;
     let version = store.model_version(&req.model, req.version).await.map_err(store_error)?;
     // Refuse before moving the alias if this server could not serve the version.
-    let encoder_id = state.encoder().id().to_owned();
-    load_version(store, version, &encoder_id).await?;
+    load_version(store, version, state.encoder_slot()).await?;
     let reason = req.reason.unwrap_or_else(|| "promoted through the admin API".into());
     let previous = store.set_alias(&req.model, &req.alias, req.version, &reason).await.map_err(store_error)?;
     let (_, errors) = state.reload().await;

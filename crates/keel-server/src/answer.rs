@@ -15,7 +15,6 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::routing::post;
 use axum::{Json, Router};
-use keel_embed::Encoder;
 use keel_index::{IndexError, Mode, Query};
 use keel_llm::{Chain, LlmError, Params, Passage};
 use keel_store::Store;
@@ -24,7 +23,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::search::LiveIndex;
-use crate::{ApiError, Extension};
+use crate::{ApiError, EncoderSlot, Extension, passage};
 
 /// Most chunks one request may ask for.
 pub const MAX_K: usize = 20;
@@ -48,9 +47,15 @@ impl std::fmt::Debug for AnswerService {
 }
 
 impl AnswerService {
-    /// The encoder must be the one the index in `dir` was built with.
-    pub fn open(dir: &Path, encoder: Arc<Encoder>, chain: Arc<Chain>, store: Store) -> Result<Arc<Self>, IndexError> {
-        Ok(Arc::new(Self { live: LiveIndex::open(dir, encoder)?, chain, store, busy: Semaphore::new(1) }))
+    /// `encoder` embeds dense and hybrid questions; it must be the one the generation searched was
+    /// built with, or those questions answer 503 (as [`crate::SearchService::open`]).
+    pub fn open(
+        dir: &Path,
+        encoder: impl Into<EncoderSlot>,
+        chain: Arc<Chain>,
+        store: Store,
+    ) -> Result<Arc<Self>, IndexError> {
+        Ok(Arc::new(Self { live: LiveIndex::open(dir, encoder.into())?, chain, store, busy: Semaphore::new(1) }))
     }
 }
 
@@ -128,37 +133,11 @@ async fn answer(
     if !(req.temperature.is_finite() && req.temperature >= 0.0) {
         return Err(ApiError::unprocessable("temperature must be a non-negative number"));
     }
-    let vector = if req.mode == Mode::Bm25 {
-        None
-    } else {
-        let (enc, q) = (svc.live.encoder.clone(), req.question.clone());
-        let v = tokio::task::spawn_blocking(move || enc.embed(&[q.as_str()]))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| ApiError::unavailable(format!("the encoder failed: {e}")))?;
-        v.into_iter().next()
-    };
     let passages = {
         let (svc, question, k, mode) = (svc.clone(), req.question.clone(), req.k, req.mode);
         tokio::task::spawn_blocking(move || -> Result<Vec<Passage>, ApiError> {
-            let index =
-                svc.live.current().map_err(|e| ApiError::unavailable(format!("the index cannot be read: {e}")))?;
-            let hits = index.search(&Query::new(&question, vector.as_deref(), k, mode)).map_err(|e| match e {
-                IndexError::Invalid(m) => ApiError::unprocessable(m),
-                other => ApiError::internal(other),
-            })?;
-            Ok(hits
-                .iter()
-                .map(|h| Passage {
-                    chunk_id: h.chunk_id.clone(),
-                    doc_id: h.doc_id.clone(),
-                    source: h.source.clone(),
-                    start: h.start_char,
-                    end: h.end_char,
-                    text: h.text.clone(),
-                    score: f64::from(h.score),
-                })
-                .collect())
+            let (_, hits) = svc.live.search(Query::new(&question, None, k, mode))?;
+            Ok(hits.iter().map(passage).collect())
         })
         .await
         .map_err(ApiError::internal)??

@@ -12,14 +12,15 @@
 //! failure opens it for another cool-down.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_embed::Encoder;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use crate::ApiError;
+use crate::embed::EncoderSlot;
+use crate::metrics::{Metrics, Route};
 
 /// How the encoder queue batches and how long a request may wait for it.
 #[derive(Clone, Debug)]
@@ -99,7 +100,7 @@ struct Job {
 /// The encoder in use and whether it is failing; shared by the handlers and the worker.
 #[derive(Debug)]
 pub(crate) struct EncoderHealth {
-    encoder: RwLock<Arc<Encoder>>,
+    encoder: EncoderSlot,
     degraded: AtomicBool,
     last_error: Mutex<Option<String>>,
     breaker: Mutex<Breaker>,
@@ -108,12 +109,8 @@ pub(crate) struct EncoderHealth {
 }
 
 impl EncoderHealth {
-    pub fn encoder(&self) -> Arc<Encoder> {
-        self.encoder.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn set_encoder(&self, encoder: Arc<Encoder>) {
-        *self.encoder.write().unwrap_or_else(|e| e.into_inner()) = encoder;
+    pub fn encoder(&self) -> &EncoderSlot {
+        &self.encoder
     }
 
     pub fn degraded(&self) -> Option<String> {
@@ -201,10 +198,10 @@ pub(crate) struct Batcher {
 
 impl Batcher {
     /// Starts the worker on the current Tokio runtime.
-    pub fn start(encoder: Arc<Encoder>, cfg: Batching, metrics: Arc<Metrics>) -> Self {
+    pub fn start(encoder: EncoderSlot, cfg: Batching, metrics: Arc<Metrics>) -> Self {
         let cfg = Batching { queue_capacity: cfg.queue_capacity.max(1), max_batch: cfg.max_batch.max(1), ..cfg };
         let health = Arc::new(EncoderHealth {
-            encoder: RwLock::new(encoder),
+            encoder,
             degraded: AtomicBool::new(false),
             last_error: Mutex::new(None),
             breaker: Mutex::new(Breaker::Closed { failures: 0 }),
@@ -222,6 +219,24 @@ impl Batcher {
 
     pub fn config(&self) -> &Batching {
         &self.cfg
+    }
+
+    /// [`Batcher::encode`], counting the texts under `route`.
+    pub async fn encode_for(&self, route: &str, texts: Vec<String>) -> Result<Encoded, EncodeError> {
+        self.health.metrics.texts.get_or_create(&Route { route: route.to_owned() }).inc_by(texts.len() as u64);
+        self.encode(texts).await
+    }
+
+    /// 429 with `Retry-After` for a full queue; 503 for a failing encoder (with `Retry-After`
+    /// while the breaker is open).
+    pub fn api_error(&self, e: EncodeError) -> ApiError {
+        match e {
+            EncodeError::Full(_) => ApiError::overloaded(e.to_string(), self.cfg.retry_after_secs),
+            EncodeError::CircuitOpen(left, _) => {
+                ApiError::unavailable_for(e.to_string(), u32::try_from(left.as_secs() + 1).unwrap_or(u32::MAX))
+            }
+            e => ApiError::unavailable(e.to_string()),
+        }
     }
 
     /// Embeds `texts` in whatever batch the worker puts them, within the deadline.
@@ -307,17 +322,22 @@ async fn run_batch(health: &EncoderHealth, jobs: Vec<Job>) {
     health.metrics.batch_size.observe(texts.len() as f64);
     health.metrics.batch_requests.observe(replies.len() as f64);
     health.metrics.encoder_calls.inc();
-    let encoder = health.encoder();
+    let slot = health.encoder().clone();
     let outcome = tokio::task::spawn_blocking(move || {
+        let encoder = slot.get_or_load()?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let tokens = refs.iter().map(|t| encoder.count_tokens(t)).collect::<Result<Vec<usize>, _>>()?;
-        Ok::<_, keel_embed::EmbedError>((encoder.embed(&refs)?, tokens))
+        let tokens = refs
+            .iter()
+            .map(|t| encoder.count_tokens(t))
+            .collect::<Result<Vec<usize>, _>>()
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((encoder.embed(&refs).map_err(|e| e.to_string())?, tokens))
     })
     .await;
     let result = match outcome {
         Ok(Ok((vectors, tokens))) if vectors.len() == tokens.len() => Ok((vectors, tokens)),
         Ok(Ok((vectors, tokens))) => Err(format!("{} vectors for {} texts", vectors.len(), tokens.len())),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(e),
         Err(e) if e.is_panic() => Err(format!("the encoder panicked: {}", panic_message(e.into_panic()))),
         Err(e) => Err(e.to_string()),
     };

@@ -5,11 +5,14 @@
 //! `GET /openapi.json`, and the admin routes `POST /v1/admin/{promote,rollback,reload}` (bearer
 //! token; disabled without one). Other features add routes with [`router_with`].
 //!
-//! Compute never runs on the async runtime: every text to embed goes through one bounded queue to
-//! one batching worker that runs the encoder on a blocking thread ([`Batching`]); a full queue
-//! answers 429 with `Retry-After`. When the encoder fails, misses the deadline or has its circuit
-//! breaker open, classify answers from the model version's n-gram fallback head with
-//! `"degraded": true`. The server follows the registry and swaps models atomically
+//! The encoder is reached through the [`Embed`] trait, held in an [`EncoderSlot`] (loaded at
+//! start, on first need, or never). A version whose head reads raw text (the n-gram or sparse
+//! TF-IDF model) is answered from the request's text without the encoder. For a head that reads
+//! embeddings, compute never runs on the async runtime: every text to embed goes through one
+//! bounded queue to one batching worker that runs the encoder on a blocking thread
+//! ([`Batching`]); a full queue answers 429 with `Retry-After`. When the encoder fails, misses the
+//! deadline or has its circuit breaker open, classify answers from the model version's n-gram
+//! fallback head with `"degraded": true`. The server follows the registry and swaps models atomically
 //! ([`Rollout`]), with canary and shadow challengers. Every prediction is written to the store's
 //! prediction log by a background task ([`LogOptions`]), never on the request path; a full
 //! buffer spills to a local file. Every error leaves through [`ApiError`], the one place that
@@ -18,10 +21,13 @@
 mod admin;
 mod answer;
 mod batch;
+mod classify;
+mod embed;
 mod error;
 mod log;
 mod metrics;
 mod openapi;
+mod query;
 mod rollout;
 mod routes;
 mod search;
@@ -30,14 +36,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use keel_embed::Encoder;
 use keel_store::{ModelVersion, Store};
-use keel_train::Head;
+use keel_train::{Head, InputKind};
 
 pub use answer::{AnswerService, answer_extension, answer_routes};
 pub use batch::Batching;
+pub use embed::{BoxError, Embed, EncoderSlot, LoadEncoder};
 pub use error::ApiError;
 pub use log::LogOptions;
+pub use query::{QueryError, passage, query_vector};
 pub use rollout::{Challenger, ChallengerMode, Rollout, load_model};
 pub use routes::{Extension, router, router_with};
 pub use search::{SearchService, search_extension, search_routes};
@@ -46,10 +53,23 @@ pub use search::{SearchService, search_extension, search_routes};
 #[derive(Debug)]
 pub struct LoadedModel {
     pub version: ModelVersion,
-    /// Reads embeddings (a calibrated logistic or MLP head).
+    /// The version's model: it reads embeddings (a calibrated logistic or MLP head) or raw text
+    /// (the n-gram or sparse TF-IDF model, perhaps calibrated).
     pub head: Head,
     /// Reads raw text (the version's n-gram baseline); answers while the encoder is failing.
     pub fallback: Option<Head>,
+}
+
+impl LoadedModel {
+    /// Whether answering needs the encoder: only a head that reads embeddings does.
+    pub fn needs_encoder(&self) -> bool {
+        matches!(self.head.input_kind(), InputKind::Embedding { .. })
+    }
+
+    /// What `keel_model_info` names as the encoder this version reads (`none` for text heads).
+    fn encoder_label(&self) -> String {
+        if self.needs_encoder() { self.version.encoder_id.clone() } else { "none".into() }
+    }
 }
 
 /// Limits on one request.
@@ -64,6 +84,22 @@ pub struct Limits {
     /// from the fallback head when the encoder is slow.
     pub request_deadline: Duration,
 }
+
+impl Limits {
+    /// Refuses an empty request (422) and one with more than `max_inputs` texts (413).
+    pub(crate) fn check_count(&self, n: usize) -> Result<(), ApiError> {
+        if n == 0 {
+            return Err(ApiError::unprocessable("inputs is empty: send at least one text"));
+        }
+        if n > self.max_inputs {
+            return Err(ApiError::too_large(format!("{n} inputs in one request; the limit is {}", self.max_inputs)));
+        }
+        Ok(())
+    }
+}
+
+/// The header naming the model version that answered (classify) or the encoder (embeddings).
+pub(crate) const MODEL_HEADER: &str = "x-keel-model";
 
 impl Default for Limits {
     fn default() -> Self {
@@ -113,8 +149,9 @@ pub(crate) struct Pick {
 
 impl AppState {
     /// State for a server without a prediction log; `model` may be `None` to serve embeddings
-    /// only. Starts the encoder worker, so call it inside a Tokio runtime.
-    pub fn new(encoder: Arc<Encoder>, model: Option<LoadedModel>, limits: Limits) -> Arc<Self> {
+    /// only. `encoder` is an `Arc` of an [`Embed`] implementation or an [`EncoderSlot`]. Starts
+    /// the encoder worker, so call it inside a Tokio runtime.
+    pub fn new(encoder: impl Into<EncoderSlot>, model: Option<LoadedModel>, limits: Limits) -> Arc<Self> {
         Self::with_options(encoder, model, Options { limits, ..Options::default() })
     }
 
@@ -122,9 +159,9 @@ impl AppState {
     /// and with a followed spec or a challenger the registry follower. Call it inside a Tokio
     /// runtime; the tasks stop when the state is dropped. The challenger is loaded by the first
     /// [`AppState::reload`] (the follower runs one within `poll_interval`).
-    pub fn with_options(encoder: Arc<Encoder>, model: Option<LoadedModel>, options: Options) -> Arc<Self> {
-        let metrics = Arc::new(metrics::Metrics::new(encoder.id()));
-        let batcher = batch::Batcher::start(encoder, options.batching, metrics.clone());
+    pub fn with_options(encoder: impl Into<EncoderSlot>, model: Option<LoadedModel>, options: Options) -> Arc<Self> {
+        let metrics = Arc::new(metrics::Metrics::new());
+        let batcher = batch::Batcher::start(encoder.into(), options.batching, metrics.clone());
         let log = options.store.clone().map(|store| log::PredictionLog::start(store, options.log, metrics.clone()));
         let follows = options.store.is_some()
             && (options.rollout.follow.as_deref().is_some_and(|s| !rollout::is_pinned(s))
@@ -179,12 +216,17 @@ impl AppState {
     }
 
     fn publish_models(&self) {
+        let info = |m: &LoadedModel, role: &str| metrics::ModelInfo {
+            model: m.version.tag(),
+            encoder: m.encoder_label(),
+            role: role.to_owned(),
+        };
         let mut models = Vec::new();
         if let Some(m) = self.model() {
-            models.push((m.version.tag(), "primary"));
+            models.push(info(&m, "primary"));
         }
         if let (Some(c), Some(ch)) = (self.challenger(), &self.rollout.challenger) {
-            models.push((c.version.tag(), ch.mode.role()));
+            models.push(info(&c, ch.mode.role()));
         }
         self.metrics.set_models(&models);
     }
@@ -226,9 +268,9 @@ impl AppState {
         let _one_at_a_time = self.sync_lock.lock().await;
         let mut out = rollout::Synced::default();
         let Some(store) = &self.store else { return out };
-        let encoder_id = self.encoder().id().to_owned();
+        let encoders = self.encoder_slot();
         if let Some(spec) = self.rollout.follow.as_deref().filter(|s| !rollout::is_pinned(s)) {
-            match rollout::resolve_change(store, spec, self.model().as_ref(), &encoder_id).await {
+            match rollout::resolve_change(store, spec, self.model().as_ref(), encoders).await {
                 Ok(Some(m)) => {
                     self.set_model(m);
                     out.changed = true;
@@ -239,7 +281,7 @@ impl AppState {
         }
         if let Some(cfg) = &self.rollout.challenger {
             let current = self.challenger();
-            match rollout::resolve_change(store, &cfg.spec, current.as_ref(), &encoder_id).await {
+            match rollout::resolve_change(store, &cfg.spec, current.as_ref(), encoders).await {
                 Ok(Some(m)) => {
                     tracing::info!(model = %m.version.tag(), role = cfg.mode.role(), "challenger loaded");
                     self.set_challenger(Some(m));
@@ -269,16 +311,22 @@ impl AppState {
         out
     }
 
-    /// The encoder the next batch will run on.
-    pub fn encoder(&self) -> Arc<Encoder> {
+    /// The encoder the next batch will run on, if it is loaded (this never loads it).
+    pub fn encoder(&self) -> Option<Arc<dyn Embed>> {
+        self.encoder_slot().get()
+    }
+
+    /// The server's encoder slot, to share with the document routes
+    /// ([`SearchService::open`], [`AnswerService::open`]) so the encoder loads once.
+    pub fn encoder_slot(&self) -> &EncoderSlot {
         self.batcher.health().encoder()
     }
 
     /// Swaps the encoder; the batch being computed finishes on the old one. For operators'
     /// drills and tests (load a failing encoder, then the good one back); no route calls it.
     /// The degraded flag is left alone: the next encoder call sets or clears it.
-    pub fn set_encoder(&self, encoder: Arc<Encoder>) {
-        self.batcher.health().set_encoder(encoder);
+    pub fn set_encoder(&self, encoder: Arc<dyn Embed>) {
+        self.encoder_slot().set(encoder);
     }
 
     /// `Some(cause)` while the encoder is failing (its last call failed or missed the deadline).
@@ -289,7 +337,7 @@ impl AppState {
     /// Embeds texts through the server's encoder queue (batching, admission control, deadline,
     /// circuit breaker), for routes other features add with [`router_with`].
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ApiError> {
-        self.batcher.encode(texts).await.map(|e| e.vectors).map_err(|e| routes::encode_error(self, e))
+        self.batcher.encode(texts).await.map(|e| e.vectors).map_err(|e| self.batcher.api_error(e))
     }
 
     /// The store the server was started with, if any.

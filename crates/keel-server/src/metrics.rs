@@ -89,7 +89,6 @@ pub(crate) struct Metrics {
     pub log_failed: Counter,
     model_info: Family<ModelInfo, Gauge>,
     current: Mutex<Vec<ModelInfo>>,
-    encoder: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -97,7 +96,7 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new(encoder: &str) -> Self {
+    pub fn new() -> Self {
         let m = Self {
             registry: Mutex::new(Registry::with_prefix("keel")),
             requests: Family::default(),
@@ -127,7 +126,6 @@ impl Metrics {
             log_failed: Counter::default(),
             model_info: Family::default(),
             current: Mutex::new(Vec::new()),
-            encoder: encoder.to_owned(),
         };
         m.register("http_requests", "HTTP requests by route and status code", m.requests.clone());
         m.register("http_request_duration_seconds", "Time to answer a request, by route", m.latency.clone());
@@ -187,16 +185,16 @@ impl Metrics {
         self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, metric);
     }
 
-    /// Marks these (tag, role) pairs as the models in use (value 1) and the previous ones 0.
-    pub fn set_models(&self, models: &[(String, &str)]) {
+    /// Marks these models (tag, the encoder they read or `none`, role) as in use (value 1) and
+    /// the previous ones 0.
+    pub fn set_models(&self, models: &[ModelInfo]) {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         for old in current.drain(..) {
             self.model_info.get_or_create(&old).set(0);
         }
-        for (tag, role) in models {
-            let info = ModelInfo { model: tag.clone(), encoder: self.encoder.clone(), role: (*role).to_owned() };
-            self.model_info.get_or_create(&info).set(1);
-            current.push(info);
+        for info in models {
+            self.model_info.get_or_create(info).set(1);
+            current.push(info.clone());
         }
     }
 

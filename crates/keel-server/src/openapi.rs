@@ -63,7 +63,7 @@ pub(crate) fn document(extra: &Map<String, Value>) -> Value {
     paths.insert(
         "/v1/classify".into(),
         post_op(
-            "Classify texts with the served model version",
+            "Classify texts with the served model version (a model that reads text never calls the encoder)",
             json!({"type": "object", "required": ["inputs"], "additionalProperties": false,
                    "properties": {"inputs": strings}}),
             ok_json(
@@ -83,7 +83,10 @@ pub(crate) fn document(extra: &Map<String, Value>) -> Value {
                 "encoding_format": {"enum": ["float", "base64"]},
                 "dimensions": {"type": "integer"}}}),
             ok_json("OpenAI's embedding list", json!({"type": "object"})),
-            &[("429", "The encoder queue is full; see Retry-After")],
+            &[
+                ("429", "The encoder queue is full; see Retry-After"),
+                ("503", "No encoder (none configured, or it cannot load), or the encoder is failing"),
+            ],
         ),
     );
     paths.insert(
@@ -96,7 +99,14 @@ pub(crate) fn document(extra: &Map<String, Value>) -> Value {
             &[("404", "No logged prediction with that id")],
         ),
     );
-    paths.insert("/v1/models".into(), get_op("The encoder and the model versions served", "application/json", &[]));
+    paths.insert(
+        "/v1/models".into(),
+        get_op(
+            "The encoder (once loaded) and the model versions served; each version's `reads` is `text` or `embeddings`",
+            "application/json",
+            &[],
+        ),
+    );
     paths.insert("/healthz".into(), get_op("The process is up", "application/json", &[]));
     paths.insert(
         "/readyz".into(),

@@ -1,7 +1,8 @@
 //! Safe rollouts: the server follows the registry. A follower task resolves the followed spec
 //! (`NAME` = its production alias, or `NAME@ALIAS`) every `poll_interval`, or at once on
 //! `POST /v1/admin/reload`; when the alias points at another version it loads that version
-//! completely (head, fallback head, encoder check) and only then swaps one `Arc`, so a request
+//! completely (head, fallback head, and for a head that reads embeddings the encoder and its
+//! check) and only then swaps one `Arc`, so a request
 //! answers wholly from the old version or wholly from the new one and none fails. A version that
 //! does not load leaves the old one serving and is counted (`keel_model_reload_failures_total`).
 //!
@@ -18,7 +19,7 @@ use keel_core::ContentHash;
 use keel_store::{ModelVersion, Store, StoreError};
 use keel_train::{Head, InputKind, LogisticRegression};
 
-use crate::{ApiError, LoadedModel};
+use crate::{ApiError, EncoderSlot, LoadedModel};
 
 /// How the server follows the registry.
 #[derive(Clone, Debug)]
@@ -68,33 +69,45 @@ pub(crate) fn is_pinned(spec: &str) -> bool {
 }
 
 /// Resolves `spec` in the registry and loads that version: its head, and its n-gram fallback
-/// head when it has one that loads. Refuses (409) a version trained on another encoder's
-/// embeddings than `encoder_id`.
-pub async fn load_model(store: &Store, spec: &str, encoder_id: &str) -> Result<LoadedModel, ApiError> {
+/// head when it has one that loads. A head that reads embeddings needs the encoder (loaded from
+/// `encoders` if it is not yet): a version trained on another encoder's embeddings is refused
+/// (409), and one that needs an encoder the server cannot load answers 503. A head that reads
+/// text needs no encoder and loads none.
+pub async fn load_model(store: &Store, spec: &str, encoders: &EncoderSlot) -> Result<LoadedModel, ApiError> {
     let version = store.resolve(spec).await.map_err(store_error)?;
-    load_version(store, version, encoder_id).await
+    load_version(store, version, encoders).await
 }
 
 pub(crate) async fn load_version(
     store: &Store,
     version: ModelVersion,
-    encoder_id: &str,
+    encoders: &EncoderSlot,
 ) -> Result<LoadedModel, ApiError> {
-    if version.encoder_id != encoder_id {
-        return Err(ApiError::conflict(format!(
-            "{} was trained on embeddings from {}, but this server runs {encoder_id}",
-            version.tag(),
-            version.encoder_id
-        )));
+    let head = load_head(store, &version).await?;
+    if matches!(head.input_kind(), InputKind::Embedding { .. }) {
+        let encoder = encoders.load().await.map_err(|e| {
+            ApiError::unavailable(format!("{} reads embeddings from {}, but {e}", version.tag(), version.encoder_id))
+        })?;
+        if version.encoder_id != encoder.id() {
+            return Err(ApiError::conflict(format!(
+                "{} was trained on embeddings from {}, but this server runs {}",
+                version.tag(),
+                version.encoder_id,
+                encoder.id()
+            )));
+        }
     }
+    let fallback = load_fallback(store, &version).await;
+    Ok(LoadedModel { version, head, fallback })
+}
+
+async fn load_head(store: &Store, version: &ModelVersion) -> Result<Head, ApiError> {
     let hash = ContentHash::parse(&version.head_artifact)
         .ok_or_else(|| ApiError::internal(format!("{}: malformed head artifact hash", version.tag())))?;
     let bytes = store.read_artifact(&hash).await.map_err(store_error)?;
-    let head = Head::from_bytes(&bytes)
+    Head::from_bytes(&bytes)
         .or_else(|e| LogisticRegression::from_json_bytes(&bytes).map(Head::Logistic).map_err(|_| e))
-        .map_err(|e| ApiError::internal(format!("cannot load the head of {}: {e}", version.tag())))?;
-    let fallback = load_fallback(store, &version).await;
-    Ok(LoadedModel { version, head, fallback })
+        .map_err(|e| ApiError::internal(format!("cannot load the head of {}: {e}", version.tag())))
 }
 
 /// The version's n-gram fallback head, if it has one that loads. Serving goes on without it: the
@@ -145,11 +158,11 @@ pub(crate) async fn resolve_change(
     store: &Store,
     spec: &str,
     current: Option<&Arc<LoadedModel>>,
-    encoder_id: &str,
+    encoders: &EncoderSlot,
 ) -> Result<Option<LoadedModel>, ApiError> {
     let version = store.resolve(spec).await.map_err(store_error)?;
     if current.is_some_and(|c| c.version.name == version.name && c.version.version == version.version) {
         return Ok(None);
     }
-    load_version(store, version, encoder_id).await.map(Some)
+    load_version(store, version, encoders).await.map(Some)
 }

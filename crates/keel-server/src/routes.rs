@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,14 +9,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use keel_store::{PredictionRecord, StoreError};
+use keel_store::StoreError;
 use keel_train::Head;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
-use crate::batch::{EncodeError, Encoded};
-use crate::metrics::{ModelRole, Route, RouteStatus};
-use crate::{ApiError, AppState, LoadedModel, Pick};
+use crate::batch::Encoded;
+use crate::classify::classify;
+use crate::metrics::{Route, RouteStatus};
+use crate::{ApiError, AppState, MODEL_HEADER};
 
 type Shared = State<Arc<AppState>>;
 
@@ -113,13 +113,15 @@ async fn readyz(State(state): Shared) -> Result<Json<serde_json::Value>, ApiErro
     let model = state
         .model()
         .ok_or_else(|| ApiError::not_ready("no model is loaded; /v1/embeddings works, /v1/classify does not"))?;
-    let encoder = state.encoder();
-    match state.degraded() {
-        None => Ok(Json(
-            json!({"status": "ready", "degraded": false, "model": model.version.tag(), "encoder": encoder.id()}),
-        )),
+    let encoder = state.encoder().map(|e| e.id().to_owned());
+    // A head that reads text answers whatever the encoder does.
+    let degraded = if model.needs_encoder() { state.degraded() } else { None };
+    match degraded {
+        None => {
+            Ok(Json(json!({"status": "ready", "degraded": false, "model": model.version.tag(), "encoder": encoder})))
+        }
         Some(cause) if model.fallback.is_some() => Ok(Json(json!({
-            "status": "degraded", "degraded": true, "cause": cause, "model": model.version.tag(), "encoder": encoder.id(),
+            "status": "degraded", "degraded": true, "cause": cause, "model": model.version.tag(), "encoder": encoder,
         }))),
         Some(cause) => Err(ApiError::not_ready(format!(
             "the encoder is failing and {} has no fallback head: {cause}",
@@ -142,10 +144,12 @@ async fn metrics(State(state): Shared, headers: HeaderMap) -> impl IntoResponse 
 }
 
 async fn models(State(state): Shared) -> Json<serde_json::Value> {
-    let encoder = state.encoder();
-    let mut data = vec![
-        json!({"id": encoder.id(), "object": "model", "owned_by": "keel", "kind": "encoder", "dim": encoder.dim()}),
-    ];
+    // The encoder is listed once it is loaded (a server whose versions read text may have none).
+    let mut data: Vec<serde_json::Value> = state
+        .encoder()
+        .map(|e| json!({"id": e.id(), "object": "model", "owned_by": "keel", "kind": "encoder", "dim": e.dim()}))
+        .into_iter()
+        .collect();
     let challenger_role = state.rollout.challenger.as_ref().map(|c| c.mode.role());
     let served = [state.model().map(|m| (m, "primary")), state.challenger().zip(challenger_role)];
     for (m, role) in served.into_iter().flatten() {
@@ -153,188 +157,10 @@ async fn models(State(state): Shared) -> Json<serde_json::Value> {
             "id": m.version.tag(), "object": "model", "owned_by": "keel", "kind": "classifier", "role": role,
             "labels": m.head.labels(), "metrics": m.version.metrics, "aliases": m.version.aliases,
             "fallback": m.fallback.as_ref().map(Head::kind),
+            "reads": if m.needs_encoder() { "embeddings" } else { "text" },
         }));
     }
     Json(json!({"object": "list", "data": data}))
-}
-
-/// Embeds `texts` through the encoder queue. Returns the vectors and the number of tokens the
-/// texts made (truncated at the encoder's limit).
-async fn encode(state: &AppState, route: &str, texts: Vec<String>) -> Result<Encoded, EncodeError> {
-    state.metrics.texts.get_or_create(&Route { route: route.to_owned() }).inc_by(texts.len() as u64);
-    state.batcher.encode(texts).await
-}
-
-/// 429 with `Retry-After` for a full queue; 503 for a failing encoder.
-pub(crate) fn encode_error(state: &AppState, e: EncodeError) -> ApiError {
-    match e {
-        EncodeError::Full(_) => ApiError::overloaded(e.to_string(), state.batcher.config().retry_after_secs),
-        EncodeError::CircuitOpen(left, _) => {
-            ApiError::unavailable_for(e.to_string(), u32::try_from(left.as_secs() + 1).unwrap_or(u32::MAX))
-        }
-        e => ApiError::unavailable(e.to_string()),
-    }
-}
-
-fn check_count(state: &AppState, n: usize) -> Result<(), ApiError> {
-    if n == 0 {
-        return Err(ApiError::unprocessable("inputs is empty: send at least one text"));
-    }
-    if n > state.limits.max_inputs {
-        return Err(ApiError::too_large(format!(
-            "{n} inputs in one request; the limit is {}",
-            state.limits.max_inputs
-        )));
-    }
-    Ok(())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClassifyRequest {
-    inputs: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct Prediction {
-    id: String,
-    label: String,
-    scores: BTreeMap<String, f32>,
-}
-
-async fn classify(
-    State(state): Shared,
-    body: Result<Json<ClassifyRequest>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let start = Instant::now();
-    let Json(req) = body?;
-    check_count(&state, req.inputs.len())?;
-    let Pick { model, role, shadow } = state
-        .pick()
-        .ok_or_else(|| ApiError::not_ready("no model is loaded; train one with `keel quickstart` or `keel train`"))?;
-    let texts = req.inputs;
-    let (probas, degraded, vectors) = match encode(&state, "/v1/classify", texts.clone()).await {
-        Ok(encoded) => {
-            let probas = encoded
-                .vectors
-                .iter()
-                .map(|v| model.head.predict_proba_embedding(v))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ApiError::internal)?;
-            (probas, false, Some(encoded.vectors))
-        }
-        Err(e @ EncodeError::Full(_)) => return Err(encode_error(&state, e)),
-        Err(e) if model.fallback.is_none() => {
-            return Err(ApiError::unavailable(format!("{e}; {} has no fallback head", model.version.tag())));
-        }
-        Err(_) => {
-            let (m, t) = (model.clone(), texts.clone());
-            let probas = tokio::task::spawn_blocking(move || {
-                let fallback = m.fallback.as_ref().expect("checked above");
-                t.iter().map(|t| fallback.predict_proba_text(t)).collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?;
-            state.metrics.degraded.inc();
-            (probas, true, None)
-        }
-    };
-    let head = if degraded { model.fallback.as_ref().unwrap_or(&model.head) } else { &model.head };
-    let tag = model.version.tag();
-    let predictions = predictions_of(head.labels(), &probas);
-    state
-        .metrics
-        .predictions
-        .get_or_create(&ModelRole { model: tag.clone(), role: role.to_owned() })
-        .inc_by(predictions.len() as u64);
-    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-    if let (Some(shadow), Some(vectors)) = (shadow, vectors) {
-        let answered: Vec<String> = predictions.iter().map(|p| p.label.clone()).collect();
-        let (state, texts) = (state.clone(), texts.clone());
-        tokio::spawn(async move { score_in_shadow(&state, &shadow, &texts, &vectors, &answered, latency_ms) });
-    }
-    if let Some(log) = &state.log {
-        let at = now();
-        for (p, text) in predictions.iter().zip(texts) {
-            log.record(record(p, &at, &tag, text, latency_ms, degraded));
-        }
-    }
-    let mut response = Json(json!({"model": tag, "degraded": degraded, "predictions": predictions})).into_response();
-    if let Ok(v) = HeaderValue::from_str(&tag) {
-        response.headers_mut().insert(MODEL_HEADER, v);
-    }
-    Ok(response)
-}
-
-/// The header naming the model version that answered (classify) or the encoder (embeddings).
-const MODEL_HEADER: &str = "x-keel-model";
-
-fn predictions_of(labels: &[String], probas: &[Vec<f32>]) -> Vec<Prediction> {
-    probas
-        .iter()
-        .map(|p| {
-            let best = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
-            Prediction {
-                id: uuid::Uuid::now_v7().to_string(),
-                label: labels[best].clone(),
-                scores: labels.iter().cloned().zip(p.iter().copied()).collect(),
-            }
-        })
-        .collect()
-}
-
-fn record(p: &Prediction, at: &str, tag: &str, text: String, latency_ms: f64, degraded: bool) -> PredictionRecord {
-    PredictionRecord {
-        id: p.id.clone(),
-        at: at.to_owned(),
-        model: tag.to_owned(),
-        input_sha256: keel_core::sha256_hex(text.as_bytes()),
-        input_text: text,
-        label: p.label.clone(),
-        scores: json!(p.scores),
-        latency_ms,
-        degraded,
-    }
-}
-
-/// The shadow challenger scores the same embeddings; its predictions are logged under its own
-/// tag and counted, never answered.
-fn score_in_shadow(
-    state: &AppState,
-    shadow: &LoadedModel,
-    texts: &[String],
-    vectors: &[Vec<f32>],
-    answered: &[String],
-    latency_ms: f64,
-) {
-    let probas = match vectors.iter().map(|v| shadow.head.predict_proba_embedding(v)).collect::<Result<Vec<_>, _>>() {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(model = %shadow.version.tag(), error = %e, "the shadow model cannot score");
-            return;
-        }
-    };
-    let tag = shadow.version.tag();
-    let predictions = predictions_of(shadow.head.labels(), &probas);
-    let m = &state.metrics;
-    m.predictions
-        .get_or_create(&ModelRole { model: tag.clone(), role: "shadow".into() })
-        .inc_by(predictions.len() as u64);
-    m.shadow_agreed.inc_by(predictions.iter().zip(answered).filter(|(p, a)| &p.label == *a).count() as u64);
-    if let Some(log) = &state.log {
-        let at = now();
-        for (p, text) in predictions.iter().zip(texts) {
-            log.record(record(p, &at, &tag, text.clone(), latency_ms, false));
-        }
-    }
-}
-
-/// The store's timestamp format (UTC, milliseconds), so time windows compare as strings.
-fn now() -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    time::OffsetDateTime::now_utc().format(FORMAT).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
 }
 
 #[derive(Deserialize)]
@@ -401,8 +227,12 @@ async fn embeddings(
             ));
         }
     };
-    check_count(&state, texts.len())?;
-    let encoder = state.encoder();
+    state.limits.check_count(texts.len())?;
+    let encoder = state
+        .encoder_slot()
+        .load()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("/v1/embeddings needs an encoder: {e}")))?;
     if let Some(d) = req.dimensions.filter(|&d| d != encoder.dim()) {
         return Err(ApiError::unprocessable(format!(
             "dimensions {d} is not available; this encoder gives {}",
@@ -419,7 +249,7 @@ async fn embeddings(
         }
     };
     let Encoded { vectors, tokens: prompt_tokens } =
-        encode(&state, "/v1/embeddings", texts).await.map_err(|e| encode_error(&state, e))?;
+        state.batcher.encode_for("/v1/embeddings", texts).await.map_err(|e| state.batcher.api_error(e))?;
     let header = HeaderValue::from_str(encoder.id()).ok();
     let data: Vec<serde_json::Value> = vectors
         .into_iter()

@@ -2,9 +2,11 @@
 //! "hybrid|dense|bm25", "filter": {"field": "value"}, "rrf_k": 60}` → `{"mode": ..., "hits":
 //! [...]}`, each hit with its chunk id, document id, source, char offsets, text and score.
 //!
-//! The query is embedded and the index searched on blocking threads, never on the runtime. The
-//! index is reopened when `keel index` has made a new generation current, so a running server
-//! serves the latest index without a restart.
+//! The query is embedded ([`crate::query_vector`]) and the index searched on a blocking thread,
+//! never on the runtime. The index is reopened when `keel index` has made a new generation
+//! current, so a running server serves the latest index without a restart; a generation built
+//! with another encoder than the server's answers dense and hybrid queries with a 503 naming
+//! both (BM25 still answers).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,13 +16,12 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::routing::post;
 use axum::{Json, Router};
-use keel_embed::Encoder;
 use keel_index::{Filter, Hit, Index, IndexError, Mode, Query};
 use serde::{Deserialize, Serialize};
 
 use serde_json::json;
 
-use crate::{ApiError, Extension};
+use crate::{ApiError, EncoderSlot, Extension, query_vector};
 
 /// Most hits one request may ask for.
 pub const MAX_K: usize = 100;
@@ -31,23 +32,27 @@ pub const MAX_K: usize = 100;
 pub(crate) struct LiveIndex {
     pub(crate) dir: PathBuf,
     index: RwLock<Arc<Index>>,
-    pub(crate) encoder: Arc<Encoder>,
+    encoders: EncoderSlot,
 }
 
 impl LiveIndex {
-    /// Opens the current generation in `dir`; the encoder must be the one the index was built
-    /// with.
-    pub(crate) fn open(dir: &Path, encoder: Arc<Encoder>) -> Result<Self, IndexError> {
+    /// Opens the current generation in `dir`. Each dense or hybrid query checks that the
+    /// generation it searches was built with the slot's encoder.
+    pub(crate) fn open(dir: &Path, encoders: EncoderSlot) -> Result<Self, IndexError> {
         let index = Index::open(dir)?;
-        if index.encoder_id() != encoder.id() {
-            return Err(IndexError::Invalid(format!(
-                "the index at {} was built with {}, the server runs {}",
-                dir.display(),
-                index.encoder_id(),
-                encoder.id()
-            )));
-        }
-        Ok(Self { dir: dir.to_path_buf(), index: RwLock::new(Arc::new(index)), encoder })
+        Ok(Self { dir: dir.to_path_buf(), index: RwLock::new(Arc::new(index)), encoders })
+    }
+
+    /// The current generation, searched with `query` (embedded for dense and hybrid modes).
+    /// Blocks: call it on a blocking thread.
+    pub(crate) fn search(&self, q: Query<'_>) -> Result<(Arc<Index>, Vec<Hit>), ApiError> {
+        let index = self.current().map_err(|e| ApiError::unavailable(format!("the index cannot be read: {e}")))?;
+        let vector = query_vector(&index, q.text, q.mode, &self.encoders)?;
+        let hits = index.search(&Query { vector: vector.as_deref(), ..q }).map_err(|e| match e {
+            IndexError::Invalid(m) => ApiError::unprocessable(m),
+            other => ApiError::internal(other),
+        })?;
+        Ok((index, hits))
     }
 
     /// The index to answer with: the open one, or the new generation if one became current.
@@ -69,10 +74,11 @@ pub struct SearchService {
 }
 
 impl SearchService {
-    /// Opens the current generation in `dir`; the encoder must be the one the index was built
-    /// with.
-    pub fn open(dir: &Path, encoder: Arc<Encoder>) -> Result<Arc<Self>, IndexError> {
-        Ok(Arc::new(Self { live: LiveIndex::open(dir, encoder)? }))
+    /// Opens the current generation in `dir`. `encoder` (an `Arc` of an [`crate::Embed`]
+    /// implementation or a server's [`EncoderSlot`]) embeds dense and hybrid queries; it must be
+    /// the one the generation searched was built with, or those queries answer 503.
+    pub fn open(dir: &Path, encoder: impl Into<EncoderSlot>) -> Result<Arc<Self>, IndexError> {
+        Ok(Arc::new(Self { live: LiveIndex::open(dir, encoder.into())? }))
     }
 }
 
@@ -143,27 +149,12 @@ async fn search(
     if req.rrf_k.is_some_and(|k| !(k.is_finite() && k >= 0.0)) {
         return Err(ApiError::unprocessable("rrf_k must be a non-negative number"));
     }
-    let vector = if req.mode == Mode::Bm25 {
-        None
-    } else {
-        let (enc, q) = (svc.live.encoder.clone(), req.query.clone());
-        let v = tokio::task::spawn_blocking(move || enc.embed(&[q.as_str()]))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| ApiError::unavailable(format!("the encoder failed: {e}")))?;
-        v.into_iter().next()
-    };
     let resp = tokio::task::spawn_blocking(move || -> Result<SearchResponse, ApiError> {
-        let index = svc.live.current().map_err(|e| ApiError::unavailable(format!("the index cannot be read: {e}")))?;
-        let mut q = Query::new(&req.query, vector.as_deref(), req.k, req.mode)
-            .with_filter(Filter(req.filter.into_iter().collect()));
+        let mut q = Query::new(&req.query, None, req.k, req.mode).with_filter(Filter(req.filter.into_iter().collect()));
         if let Some(k) = req.rrf_k {
             q.rrf_k = k;
         }
-        let hits = index.search(&q).map_err(|e| match e {
-            IndexError::Invalid(m) => ApiError::unprocessable(m),
-            other => ApiError::internal(other),
-        })?;
+        let (index, hits) = svc.live.search(q)?;
         Ok(SearchResponse { mode: req.mode, generation: index.generation(), hits })
     })
     .await

@@ -1,11 +1,13 @@
-//! The encoder's circuit breaker, with a genuinely failing encoder (a corrupted tokenizer).
+//! The encoder's circuit breaker, driven by an encoder that fails every call (`Failing`), on
+//! tokio's paused clock: the cool-down passes when the test advances the clock, not on the wall.
 
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use keel_server::{AppState, Batching, Options};
 
-use super::{broken_encoder, call, call_with_headers, encoder, error_type, json_of, model};
+use super::embedders::Failing;
+use super::{call, call_with_headers, encoder, error_type, json_of, model};
 
 /// The value of one sample line (`name value`) in the Prometheus text.
 fn sample(metrics: &str, name: &str) -> f64 {
@@ -18,10 +20,11 @@ fn sample(metrics: &str, name: &str) -> f64 {
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_circuit_breaker_stops_calling_a_failing_encoder_then_probes_it_back() {
-    let broken_dir = tempfile::tempdir().unwrap();
-    let cooldown = Duration::from_millis(300);
+    // Virtual time: while requests are answered the clock moves only by the batch-filling waits
+    // (2 ms each), far short of the cool-down.
+    let cooldown = Duration::from_secs(60);
     let batching = Batching { breaker_failures: 2, breaker_cooldown: cooldown, ..Batching::default() };
     let state = AppState::with_options(encoder(), Some(model()), Options { batching, ..Options::default() });
     let app = keel_server::router(state.clone());
@@ -29,7 +32,8 @@ async fn the_circuit_breaker_stops_calling_a_failing_encoder_then_probes_it_back
     let classify = || async { call(&app, "POST", "/v1/classify", Some(req)).await };
     let metrics = || async { call(&app, "GET", "/metrics", None).await.1 };
 
-    state.set_encoder(broken_encoder(broken_dir.path()));
+    let failing = Failing::new();
+    state.set_encoder(failing.clone());
     for _ in 0..2 {
         let (status, body) = classify().await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -54,7 +58,7 @@ async fn the_circuit_breaker_stops_calling_a_failing_encoder_then_probes_it_back
     assert_eq!(sample(&m, "keel_degraded_total"), 7.0);
 
     // After the cool-down one probe goes through; it fails, so the breaker opens again.
-    tokio::time::sleep(cooldown + Duration::from_millis(100)).await;
+    tokio::time::advance(cooldown + Duration::from_secs(1)).await;
     let (_, body) = classify().await;
     assert_eq!(json_of(&body)["degraded"], true);
     let m = metrics().await;
@@ -66,7 +70,8 @@ async fn the_circuit_breaker_stops_calling_a_failing_encoder_then_probes_it_back
     state.set_encoder(encoder());
     let (_, body) = classify().await;
     assert_eq!(json_of(&body)["degraded"], true);
-    tokio::time::sleep(cooldown + Duration::from_millis(100)).await;
+    assert_eq!(failing.calls.load(std::sync::atomic::Ordering::SeqCst), 3, "two failures and one failed probe");
+    tokio::time::advance(cooldown + Duration::from_secs(1)).await;
     let (status, body) = classify().await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let v = json_of(&body);

@@ -1,15 +1,18 @@
 //! keel-server tests: the router called in-process (no sockets), with the real encoder, a head
-//! trained here on real embeddings, a real n-gram fallback head and a real SQLite store.
+//! trained here on real embeddings, a real n-gram fallback head and a real SQLite store. Failures
+//! of the encoder are induced through the `Embed` trait (`embedders.rs`), and the tests that
+//! depend on time run on tokio's paused clock.
 //!
 //! `#[tokio::test]` runs on one thread: requests joined with `tokio::join!` all reach the encoder
 //! queue before its worker runs, which makes batching and a full queue deterministic.
 
 mod breaker;
+mod embedders;
 mod ops;
 mod rollout;
 mod search;
+mod text_heads;
 
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -17,7 +20,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use keel_core::Matrix;
-use keel_embed::{Encoder, EncoderConfig, InstalledModel, Kernels, PullOptions};
+use keel_embed::{Encoder, EncoderConfig, InstalledModel, PullOptions};
 use keel_server::{AppState, Batching, Limits, LoadedModel, LogOptions, Options};
 use keel_store::Store;
 use serde_json::{Value, json};
@@ -32,28 +35,6 @@ fn encoder() -> Arc<Encoder> {
     ENCODER
         .get_or_init(|| Arc::new(Encoder::load(&installed(), EncoderConfig::default()).expect("encoder loads")))
         .clone()
-}
-
-/// An encoder that loads but cannot embed: a copy of the model folder whose tokenizer gives every
-/// token type id 7, which BERT's two-row token-type table does not have (candle's kernels check
-/// the index and return an error).
-fn broken_encoder(dir: &Path) -> Arc<Encoder> {
-    let good = installed();
-    for f in ["config.json", "sentence_bert_config.json", "model.safetensors"] {
-        let (from, to) = (good.dir.join(f), dir.join(f));
-        std::fs::hard_link(&from, &to).or_else(|_| std::fs::copy(&from, &to).map(drop)).unwrap();
-    }
-    let mut tok: Value = serde_json::from_slice(&std::fs::read(good.dir.join("tokenizer.json")).unwrap()).unwrap();
-    for piece in tok["post_processor"]["single"].as_array_mut().unwrap() {
-        for part in piece.as_object_mut().unwrap().values_mut() {
-            part["type_id"] = json!(7);
-        }
-    }
-    std::fs::write(dir.join("tokenizer.json"), serde_json::to_vec(&tok).unwrap()).unwrap();
-    let copy = InstalledModel { dir: dir.to_path_buf(), source: keel_embed::Source::ModelDir, ..good };
-    let enc = Encoder::load(&copy, EncoderConfig { kernels: Kernels::Candle, ..EncoderConfig::default() }).unwrap();
-    assert!(enc.embed(&["hello"]).is_err(), "the corrupted encoder must fail");
-    Arc::new(enc)
 }
 
 /// A two-label head trained on a handful of real embeddings.
@@ -296,7 +277,6 @@ async fn a_full_queue_answers_429_with_retry_after_and_a_json_error() {
 #[tokio::test]
 async fn a_failing_encoder_degrades_classify_to_the_fallback_then_recovers() {
     let home = tempfile::tempdir().unwrap();
-    let broken_dir = tempfile::tempdir().unwrap();
     let store = Store::open(home.path()).await.unwrap();
     let options = Options { store: Some(store.clone()), ..Options::default() };
     let state = AppState::with_options(encoder(), Some(model()), options);
@@ -309,7 +289,7 @@ async fn a_failing_encoder_degrades_classify_to_the_fallback_then_recovers() {
     assert_eq!(json_of(&body)["degraded"], false);
     assert_eq!(json_of(&call(&app, "GET", "/readyz", None).await.1)["status"], "ready");
 
-    state.set_encoder(broken_encoder(broken_dir.path()));
+    state.set_encoder(embedders::Failing::new());
     let (status, body) = call(&app, "POST", "/v1/classify", Some(&req)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let v = json_of(&body);
@@ -356,10 +336,9 @@ async fn a_failing_encoder_degrades_classify_to_the_fallback_then_recovers() {
 
 #[tokio::test]
 async fn without_a_fallback_a_failing_encoder_gives_503() {
-    let broken_dir = tempfile::tempdir().unwrap();
     let state = AppState::new(encoder(), Some(LoadedModel { fallback: None, ..model() }), Limits::default());
     let app = keel_server::router(state.clone());
-    state.set_encoder(broken_encoder(broken_dir.path()));
+    state.set_encoder(embedders::Failing::new());
     let (status, body) = call(&app, "POST", "/v1/classify", Some(r#"{"inputs": ["fine"]}"#)).await;
     assert_eq!((status, error_type(&body).as_str()), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"), "{body}");
     assert_eq!(call(&app, "GET", "/readyz", None).await.0, StatusCode::SERVICE_UNAVAILABLE);

@@ -9,6 +9,7 @@ use keel_store::{PredictionRecord, Store};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::embedders::Stalled;
 use super::{call, call_with_headers, encoder, error_type, json_of, logged, model};
 
 #[tokio::test]
@@ -58,45 +59,72 @@ async fn openapi_lists_every_route_and_each_listed_route_answers() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
 }
 
-#[tokio::test]
+/// Yields until one request waits in the encoder queue (its deadline timer is then set).
+async fn until_queued(app: &axum::Router) {
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+        if call(app, "GET", "/metrics", None).await.1.contains("keel_encoder_queue_depth 1\n") {
+            return;
+        }
+    }
+    panic!("no request reached the encoder queue");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_request_deadline_cuts_off_a_slow_request_and_classify_falls_back_first() {
-    // The worker waits up to 5 s to fill a batch, so a lone request is slow.
-    let batching = Batching {
-        max_batch: 64,
-        max_wait: Duration::from_secs(5),
-        deadline: Duration::from_millis(150),
-        ..Batching::default()
-    };
+    // The encoder stalls until released; the paused clock moves only when the test advances it
+    // (a blocking call in flight stops tokio from advancing it by itself).
+    let stalled = Stalled::new();
+    let batching = Batching { deadline: Duration::from_millis(150), ..Batching::default() };
     let limits = Limits { request_deadline: Duration::from_millis(400), ..Limits::default() };
-    let state = AppState::with_options(encoder(), Some(model()), Options { batching, limits, ..Options::default() });
-    let app = keel_server::router(state);
+    let options = Options { batching, limits, ..Options::default() };
+    let app = keel_server::router(AppState::with_options(stalled.clone(), Some(model()), options));
     // Classify: the encoder misses its deadline, the fallback answers within the request's.
-    let (status, body) = call(&app, "POST", "/v1/classify", Some(r#"{"inputs": ["a wonderful film"]}"#)).await;
+    let request = {
+        let app = app.clone();
+        tokio::spawn(
+            async move { call(&app, "POST", "/v1/classify", Some(r#"{"inputs": ["a wonderful film"]}"#)).await },
+        )
+    };
+    stalled.started().await;
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let (status, body) = request.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(json_of(&body)["degraded"], true);
     // Embeddings have no fallback: 503 when the encoder misses its deadline.
-    let (status, body) = call(&app, "POST", "/v1/embeddings", Some(r#"{"input": "x"}"#)).await;
+    let request = {
+        let app = app.clone();
+        tokio::spawn(async move { call(&app, "POST", "/v1/embeddings", Some(r#"{"input": "x"}"#)).await })
+    };
+    // The worker is still blocked on the first call, so this request waits in the queue.
+    until_queued(&app).await;
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let (status, body) = request.await.unwrap();
     assert_eq!((status, error_type(&body).as_str()), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"), "{body}");
+    stalled.release();
 
     // With the encoder's own deadline above the request's, the request deadline answers.
-    let batching = Batching {
-        max_batch: 64,
-        max_wait: Duration::from_secs(5),
-        deadline: Duration::from_secs(10),
-        ..Batching::default()
-    };
+    let stalled = Stalled::new();
+    let batching = Batching { deadline: Duration::from_secs(10), ..Batching::default() };
     let limits = Limits { request_deadline: Duration::from_millis(300), ..Limits::default() };
     let app = keel_server::router(AppState::with_options(
-        encoder(),
+        stalled.clone(),
         None,
         Options { batching, limits, ..Options::default() },
     ));
-    let (status, headers, body) = call_with_headers(&app, "POST", "/v1/embeddings", Some(r#"{"input": "x"}"#)).await;
+    let request = {
+        let app = app.clone();
+        tokio::spawn(async move { call_with_headers(&app, "POST", "/v1/embeddings", Some(r#"{"input": "x"}"#)).await })
+    };
+    stalled.started().await;
+    tokio::time::advance(Duration::from_millis(400)).await;
+    let (status, headers, body) = request.await.unwrap();
     assert_eq!((status, error_type(&body).as_str()), (StatusCode::SERVICE_UNAVAILABLE, "deadline_exceeded"), "{body}");
     assert!(headers.contains_key("retry-after"));
     let (_, metrics) = call(&app, "GET", "/metrics", None).await;
     assert!(metrics.contains("keel_deadline_exceeded_total 1\n"), "{metrics}");
     assert!(metrics.contains(r#"keel_http_requests_total{route="/v1/embeddings",status="503"} 1"#), "{metrics}");
+    stalled.release();
 }
 
 #[tokio::test]
@@ -171,12 +199,12 @@ async fn http(addr: std::net::SocketAddr, method: &'static str, path: &'static s
 async fn shutdown_answers_every_request_in_flight_and_writes_the_log_first() {
     let home = tempfile::tempdir().unwrap();
     let store = Store::open(home.path()).await.unwrap();
-    // The worker waits up to 3 s to fill a batch, so the requests are still in flight when the
-    // shutdown starts; the log is written only by the shutdown flush.
-    let batching = Batching { max_batch: 64, max_wait: Duration::from_secs(3), ..Batching::default() };
+    // The encoder stalls until released after the shutdown has started, so the requests are
+    // still in flight then (no wall-clock window); the log is written only by the shutdown flush.
+    let stalled = Stalled::new();
     let log = LogOptions { flush_rows: 10_000, flush_interval: Duration::from_secs(3600), ..LogOptions::default() };
-    let options = Options { store: Some(store.clone()), batching, log, ..Options::default() };
-    let state = AppState::with_options(encoder(), Some(model()), options);
+    let options = Options { store: Some(store.clone()), log, ..Options::default() };
+    let state = AppState::with_options(stalled.clone(), Some(model()), options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -196,7 +224,7 @@ async fn shutdown_answers_every_request_in_flight_and_writes_the_log_first() {
         .collect();
     // Wait until all of them are being answered (the metrics request itself makes one more).
     let mut in_flight = 0.0;
-    for _ in 0..200 {
+    for _ in 0..1000 {
         let (_, m) = http(addr, "GET", "/metrics", String::new()).await;
         in_flight = m
             .lines()
@@ -209,6 +237,15 @@ async fn shutdown_answers_every_request_in_flight_and_writes_the_log_first() {
     }
     assert_eq!(in_flight, f64::from(n + 1), "all requests are in flight before the shutdown");
     stop.send(()).unwrap();
+    // The shutdown has begun once the listener is closed; only then can the encoder answer.
+    for _ in 0..1000 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the server stopped accepting");
+    stalled.release();
     let mut ids = Vec::new();
     for c in clients {
         let (status, body) = c.await.unwrap();

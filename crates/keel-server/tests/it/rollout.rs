@@ -17,6 +17,17 @@ use super::{call, call_with_headers, encoder, error_type, json_of, model};
 /// trained on `encoder_id`'s embeddings.
 pub(crate) async fn register(store: &Store, key: &str, encoder_id: &str) -> ModelVersion {
     let m = model();
+    register_head(store, key, encoder_id, &m.head, m.fallback.as_ref()).await
+}
+
+/// Registers a version of `sentiment` made from `key` with `head` (and `fallback`, if any).
+pub(crate) async fn register_head(
+    store: &Store,
+    key: &str,
+    encoder_id: &str,
+    head: &keel_train::Head,
+    fallback: Option<&keel_train::Head>,
+) -> ModelVersion {
     let records = store.put_artifact("records", b"text,label\n").await.unwrap();
     let dataset = store
         .put_dataset(&NewDataset {
@@ -33,8 +44,12 @@ pub(crate) async fn register(store: &Store, key: &str, encoder_id: &str) -> Mode
         .await
         .unwrap();
     let run = store.start_run("train", &json!({}), "test", "localhost").await.unwrap();
-    let head = store.put_artifact("head", &m.head.to_bytes()).await.unwrap();
-    let fallback = store.put_artifact("head", &m.fallback.unwrap().to_bytes()).await.unwrap();
+    let head = store.put_artifact("head", &head.to_bytes()).await.unwrap();
+    let mut metrics = json!({});
+    if let Some(f) = fallback {
+        let hash = store.put_artifact("head", &f.to_bytes()).await.unwrap();
+        metrics = json!({"artifacts": {"fallback": hash.as_str()}});
+    }
     let (v, created) = store
         .register_model_version(&NewModelVersion {
             name: "sentiment".into(),
@@ -43,7 +58,7 @@ pub(crate) async fn register(store: &Store, key: &str, encoder_id: &str) -> Mode
             dataset_id: dataset.fields.id,
             encoder_id: encoder_id.into(),
             head_artifact: head,
-            metrics: json!({"artifacts": {"fallback": fallback.as_str()}}),
+            metrics,
         })
         .await
         .unwrap();
@@ -63,7 +78,7 @@ async fn two_versions() -> (tempfile::TempDir, Store) {
 }
 
 async fn following(store: &Store, challenger: Option<Challenger>, token: Option<&str>) -> Arc<AppState> {
-    let first = keel_server::load_model(store, "sentiment", encoder().id()).await.unwrap();
+    let first = keel_server::load_model(store, "sentiment", &encoder().into()).await.unwrap();
     let rollout = Rollout { follow: Some("sentiment".into()), poll_interval: Duration::from_millis(50), challenger };
     let options =
         Options { store: Some(store.clone()), rollout, admin_token: token.map(str::to_owned), ..Options::default() };

@@ -7,6 +7,7 @@ use keel_index::{Chunker, Document, Index, IndexOptions};
 use keel_server::{SearchService, search_routes};
 use serde_json::Value;
 
+use crate::embedders::Renamed;
 use crate::{app, call, encoder, error_type, installed};
 
 const DOCS: [(&str, &str, &str); 4] = [
@@ -87,4 +88,22 @@ async fn a_new_index_generation_is_served_without_a_restart() {
     let (_, body) = call(&app, "POST", "/v1/search", Some(ask)).await;
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!((v["generation"].as_u64(), v["hits"][0]["doc_id"].as_str()), (Some(2), Some("bread")), "{body}");
+}
+
+#[tokio::test]
+async fn an_index_built_with_another_encoder_refuses_dense_search_and_names_both() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), &DOCS);
+    let other = Renamed::new("another-encoder@123456789abc");
+    let app = search_routes(SearchService::open(dir.path(), other).unwrap());
+    for mode in ["dense", "hybrid"] {
+        let ask = format!(r#"{{"query": "green tea", "mode": "{mode}"}}"#);
+        let (status, body) = call(&app, "POST", "/v1/search", Some(&ask)).await;
+        assert_eq!((status, error_type(&body).as_str()), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"), "{body}");
+        assert!(body.contains(encoder().id()) && body.contains("another-encoder@123456789abc"), "{body}");
+    }
+    // BM25 needs no vectors: it still answers.
+    let (status, body) = call(&app, "POST", "/v1/search", Some(r#"{"query": "green tea", "mode": "bm25"}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["hits"][0]["doc_id"], "tea");
 }

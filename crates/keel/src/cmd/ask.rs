@@ -8,22 +8,10 @@ use anyhow::Context as _;
 use keel_index::{Index, Mode, Query};
 use keel_llm::{Params, Passage};
 
+use super::serve::lazy_encoder;
 use crate::cli::AskArgs;
 use crate::context::open_store;
 use crate::output::{self, note};
-
-/// A retrieved chunk as a prompt passage.
-pub fn passage(h: &keel_index::Hit) -> Passage {
-    Passage {
-        chunk_id: h.chunk_id.clone(),
-        doc_id: h.doc_id.clone(),
-        source: h.source.clone(),
-        start: h.start_char,
-        end: h.end_char,
-        text: h.text.clone(),
-        score: f64::from(h.score),
-    }
-}
 
 pub async fn run(home: &Path, json: bool, args: AskArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!args.question.trim().is_empty(), "the question is empty");
@@ -31,20 +19,9 @@ pub async fn run(home: &Path, json: bool, args: AskArgs) -> anyhow::Result<()> {
     let index = Index::open(&dir)
         .with_context(|| format!("no index at {}; build one with `keel index PATH`", dir.display()))?;
     let mode = Mode::parse(&args.mode).context("mode must be dense, bm25 or hybrid")?;
-    let vector = if mode == Mode::Bm25 {
-        None
-    } else {
-        let (_, encoder) = args.encoder.load()?;
-        anyhow::ensure!(
-            encoder.id() == index.encoder_id(),
-            "the index was built with {}, not {}; pass --encoder or rebuild it",
-            index.encoder_id(),
-            encoder.id()
-        );
-        Some(encoder.embed(&[args.question.as_str()])?.remove(0))
-    };
+    let vector = keel_server::query_vector(&index, &args.question, mode, &lazy_encoder(&args.encoder))?;
     let hits = index.search(&Query::new(&args.question, vector.as_deref(), args.k, mode))?;
-    let passages: Vec<Passage> = hits.iter().map(passage).collect();
+    let passages: Vec<Passage> = hits.iter().map(keel_server::passage).collect();
 
     let store = open_store(home).await?;
     let pull = keel_embed::PullOptions::from_env();

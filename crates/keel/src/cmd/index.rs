@@ -96,18 +96,7 @@ pub async fn search(home: &Path, json: bool, args: SearchArgs) -> anyhow::Result
     let index = Index::open(&dir)?;
     let mode = Mode::parse(&args.mode).context("mode must be dense, bm25 or hybrid")?;
     let filter = Filter(args.filters.iter().map(|f| Filter::parse_condition(f)).collect::<Result<_, _>>()?);
-    let vector = if mode == Mode::Bm25 {
-        None
-    } else {
-        let (_, encoder) = args.encoder.load()?;
-        anyhow::ensure!(
-            encoder.id() == index.encoder_id(),
-            "the index was built with {}, not {}; pass --encoder or rebuild it",
-            index.encoder_id(),
-            encoder.id()
-        );
-        Some(encoder.embed(&[args.query.as_str()])?.remove(0))
-    };
+    let vector = keel_server::query_vector(&index, &args.query, mode, &super::serve::lazy_encoder(&args.encoder))?;
     let mut q = Query::new(&args.query, vector.as_deref(), args.k, mode).with_filter(filter);
     q.rrf_k = args.rrf_k;
     q.ef_search = args.ef_search;

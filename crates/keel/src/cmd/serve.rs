@@ -1,5 +1,7 @@
-//! `keel serve`: load the encoder and a registered model, then answer HTTP until stopped,
-//! following the registry (promotions and rollbacks swap the model without a failed request).
+//! `keel serve`: load a registered model (and the encoder, only when a served version reads
+//! embeddings), then answer HTTP until stopped, following the registry (promotions and
+//! rollbacks swap the model without a failed request). A server whose versions all read text
+//! loads the encoder only if `/v1/embeddings` or dense search asks for it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,21 +9,29 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use keel_embed::Encoder;
-use keel_server::{AppState, Batching, Challenger, ChallengerMode, Limits, Options, Rollout};
+use keel_server::{AppState, Batching, Challenger, ChallengerMode, Embed, EncoderSlot, Limits, Options, Rollout};
 
-use crate::cli::ServeArgs;
-use crate::context::open_store;
+use crate::cli::{EncoderArgs, ServeArgs};
+use crate::context::{load_encoder, open_store};
 use crate::output::note;
 
 pub async fn run(home: &Path, args: ServeArgs) -> anyhow::Result<()> {
     run_with(home, args, None).await
 }
 
+/// The encoder these flags name, loaded (fetched on first use) when something first needs it.
+pub(crate) fn lazy_encoder(args: &EncoderArgs) -> EncoderSlot {
+    let section = args.section();
+    EncoderSlot::lazy(move || {
+        load_encoder(&section, Path::new("")).map(|(_, e)| e as Arc<dyn Embed>).map_err(|e| format!("{e:#}"))
+    })
+}
+
 pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>>) -> anyhow::Result<()> {
     let store = open_store(home).await?;
-    let encoder = match encoder {
-        Some(e) => e,
-        None => args.encoder.load()?.1,
+    let encoders = match encoder {
+        Some(e) => EncoderSlot::from(e),
+        None => lazy_encoder(&args.encoder),
     };
     let spec = match &args.model {
         Some(s) => Some(s.clone()),
@@ -32,7 +42,7 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
         },
     };
     let model = match &spec {
-        Some(spec) => Some(keel_server::load_model(&store, spec, encoder.id()).await.with_context(|| {
+        Some(spec) => Some(keel_server::load_model(&store, spec, &encoders).await.with_context(|| {
             format!("cannot serve {spec}; pass the same --encoder/--model-dir it was trained with")
         })?),
         None => {
@@ -42,18 +52,7 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
     };
     let ops = &args.ops;
     let poll_ms = ops.poll_ms.unwrap_or(1000);
-    let challenger = match (&ops.canary, &ops.shadow) {
-        (Some(_), Some(_)) => bail!("choose --canary or --shadow, not both"),
-        (Some(spec), None) => {
-            let share = ops.canary_share.unwrap_or(0.1);
-            if !(0.0..=1.0).contains(&share) {
-                bail!("--canary-share must be between 0 and 1, not {share}");
-            }
-            Some(Challenger { spec: spec.clone(), mode: ChallengerMode::Canary { share } })
-        }
-        (None, Some(spec)) => Some(Challenger { spec: spec.clone(), mode: ChallengerMode::Shadow }),
-        (None, None) => None,
-    };
+    let challenger = challenger_of(ops)?;
     let rollout = Rollout {
         follow: spec.clone().filter(|_| poll_ms > 0),
         // With polling off, the follower only looks when asked (admin reload, promote, rollback).
@@ -82,12 +81,18 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
         admin_token: ops.admin_token.clone(),
         ..Options::default()
     };
-    let state = AppState::with_options(encoder.clone(), model, options);
-    let extension = documents_extension(home, &args, &store, encoder).await;
+    let state = AppState::with_options(encoders.clone(), model, options);
+    let extension = documents_extension(home, &args, &store, encoders).await;
     if challenger.is_some() {
         let (_, errors) = state.reload().await;
         for e in errors {
             note(format!("challenger not loaded: {e}"));
+        }
+    }
+    match state.encoder() {
+        Some(e) => note(format!("encoder {}", e.id())),
+        None => {
+            note("no encoder loaded: the served model reads text; /v1/embeddings and dense search load it on first use")
         }
     }
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| {
@@ -116,6 +121,22 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
     Ok(())
 }
 
+/// The `--canary` or `--shadow` challenger, if one is asked for.
+fn challenger_of(ops: &crate::cli::ServeOps) -> anyhow::Result<Option<Challenger>> {
+    Ok(match (&ops.canary, &ops.shadow) {
+        (Some(_), Some(_)) => bail!("choose --canary or --shadow, not both"),
+        (Some(spec), None) => {
+            let share = ops.canary_share.unwrap_or(0.1);
+            if !(0.0..=1.0).contains(&share) {
+                bail!("--canary-share must be between 0 and 1, not {share}");
+            }
+            Some(Challenger { spec: spec.clone(), mode: ChallengerMode::Canary { share } })
+        }
+        (None, Some(spec)) => Some(Challenger { spec: spec.clone(), mode: ChallengerMode::Shadow }),
+        (None, None) => None,
+    })
+}
+
 /// `/v1/search` and `/v1/answer` over the document index, when `keel index` has built one.
 /// The generator for answers loads from the model cache (fetched once); when it cannot load,
 /// search is still served and the reason is printed.
@@ -123,13 +144,13 @@ async fn documents_extension(
     home: &Path,
     args: &ServeArgs,
     store: &keel_store::Store,
-    encoder: Arc<Encoder>,
+    encoders: EncoderSlot,
 ) -> keel_server::Extension {
     let dir = args.index.clone().unwrap_or_else(|| keel_index::default_dir(home));
     if !dir.exists() {
         return keel_server::Extension::default();
     }
-    let search = match keel_server::SearchService::open(&dir, encoder.clone()) {
+    let search = match keel_server::SearchService::open(&dir, encoders.clone()) {
         Ok(s) => s,
         Err(e) => {
             note(format!("not serving /v1/search or /v1/answer: {e}"));
@@ -147,7 +168,7 @@ async fn documents_extension(
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()));
     match chain.map(Arc::new) {
-        Ok(chain) => match keel_server::AnswerService::open(&dir, encoder, chain, store.clone()) {
+        Ok(chain) => match keel_server::AnswerService::open(&dir, encoders, chain, store.clone()) {
             Ok(answer) => {
                 extension = extension.merge(keel_server::answer_extension(answer));
                 note(format!("serving /v1/search and /v1/answer over {}", dir.display()));

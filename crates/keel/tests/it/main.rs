@@ -7,6 +7,7 @@ mod monitor;
 mod run;
 mod select;
 mod serve_clients;
+mod serve_text;
 mod store_kill;
 mod train_eval;
 
@@ -45,9 +46,14 @@ struct Server {
 
 impl Server {
     fn start(home: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(home, extra, &[])
+    }
+
+    fn start_with_env(home: &Path, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
         let mut child = keel(home)
             .args(["serve", "--addr", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
