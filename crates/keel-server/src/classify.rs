@@ -1,8 +1,9 @@
 //! `POST /v1/classify`: the model the request is routed to (primary or canary) answers it, in the
 //! way its family needs. A head that reads raw text (the n-gram or sparse TF-IDF model) scores
 //! the request's texts on a blocking thread: no encoder, no queue, no breaker, never degraded. A
-//! head that reads embeddings gets them through the encoder queue, and answers from the
-//! version's n-gram fallback head (`"degraded": true`) when the encoder fails.
+//! head that reads embeddings (or, the combined model, the text and its embedding) gets them
+//! through the encoder queue, and answers from the version's n-gram fallback head
+//! (`"degraded": true`) when the encoder fails.
 //!
 //! A shadow challenger scores the same request after the answer, off the request path: from the
 //! text if it reads text, from the same embeddings if it reads embeddings (embedded through the
@@ -99,12 +100,7 @@ pub(crate) async fn classify(
 async fn from_embeddings(state: &AppState, model: &Arc<LoadedModel>, texts: &[String]) -> Result<Scored, ApiError> {
     match state.batcher.encode_for("/v1/classify", texts.to_vec()).await {
         Ok(encoded) => {
-            let probas = encoded
-                .vectors
-                .iter()
-                .map(|v| model.head.predict_proba_embedding(v))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ApiError::internal)?;
+            let probas = read_both(&model.head, texts, &encoded.vectors)?;
             Ok(Scored { probas, degraded: false, vectors: Some(encoded.vectors) })
         }
         Err(e @ EncodeError::Full(_)) => Err(state.batcher.api_error(e)),
@@ -231,13 +227,17 @@ async fn shadow_scores(
         },
         (None, false) => return None,
     };
-    Some(
-        vectors
-            .iter()
-            .map(|v| shadow.head.predict_proba_embedding(v))
-            .collect::<Result<_, _>>()
-            .map_err(ApiError::internal),
-    )
+    Some(read_both(&shadow.head, &input.texts, vectors))
+}
+
+/// A head that reads embeddings (the combined model: the text too) on each text and its vector.
+fn read_both(head: &keel_train::Head, texts: &[String], vectors: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ApiError> {
+    texts
+        .iter()
+        .zip(vectors)
+        .map(|(text, v)| head.predict_proba(keel_train::Input::Both { text, embedding: v }))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)
 }
 
 /// The store's timestamp format (UTC, milliseconds), so time windows compare as strings.

@@ -61,9 +61,9 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Whether answering needs the encoder: only a head that reads embeddings does.
+    /// Whether answering needs the encoder: a head reading embeddings (alone or beside text).
     pub fn needs_encoder(&self) -> bool {
-        matches!(self.head.input_kind(), InputKind::Embedding { .. })
+        matches!(self.head.input_kind(), InputKind::Embedding { .. } | InputKind::TextAndEmbedding { .. })
     }
 
     /// What `keel_model_info` names as the encoder this version reads (`none` for text heads).

@@ -84,7 +84,7 @@ pub(crate) async fn load_version(
     encoders: &EncoderSlot,
 ) -> Result<LoadedModel, ApiError> {
     let head = load_head(store, &version).await?;
-    if matches!(head.input_kind(), InputKind::Embedding { .. }) {
+    if matches!(head.input_kind(), InputKind::Embedding { .. } | InputKind::TextAndEmbedding { .. }) {
         let encoder = encoders.load().await.map_err(|e| {
             ApiError::unavailable(format!("{} reads embeddings from {}, but {e}", version.tag(), version.encoder_id))
         })?;

@@ -76,6 +76,13 @@ fn auto_ships_the_ngram_model_when_a_token_gives_the_label_away() {
         assert_eq!(v["degraded"], false, "{v}");
         assert_eq!(v["predictions"][0]["label"], source, "{v}");
     }
+    // ... without the encoder ever loaded (it loads only when a request needs embeddings).
+    let (status, body) = super::http::get(&server.addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["encoder"], Value::Null, "{ready}");
+    let (_, body) = super::http::get(&server.addr, "/v1/models");
+    assert!(body.contains("\"reads\":\"text\""), "{body}");
 }
 
 #[test]
