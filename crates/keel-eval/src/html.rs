@@ -173,7 +173,7 @@ pub fn render_html(r: &Report) -> String {
     }
 
     if let Some(sel) = &r.selection {
-        h.push_str(&sel.html());
+        h.push_str(&selection_html(sel));
     }
 
     h.push_str("<h2>Slices</h2><p class=\"why\">The same metrics on subsets of the test rows: by true label, by text length and by any metadata column. A slice far below the overall numbers is where the model fails; slices with few examples are noisy.</p><table><tr><th>by</th><th>slice</th><th>examples</th><th>accuracy</th><th>macro-F1</th><th>log loss</th></tr>");
@@ -403,4 +403,33 @@ fn per_class_svg(r: &Report) -> String {
 /// A gate decision's difference as the page and terminal show it, e.g. "+2.1 pt".
 pub fn format_diff(diff: f64) -> String {
     format!("{} pt", signed_pt(diff))
+}
+
+/// The report's "Model selection" section: the reason and a table of candidates.
+fn selection_html(sel: &crate::ModelSelection) -> String {
+    let mut h = String::from(
+        "<h2>Model selection</h2><p class=\"why\">Each model family was cross-validated on the same folds of the training split (never the test split); the cheapest within one standard error of the best was shipped.</p>",
+    );
+    let _ = write!(h, "<p><strong>{}</strong></p>", escape(&sel.reason));
+    if let Some(note) = &sel.cost_note {
+        let _ = write!(h, "<p>{}</p>", escape(note));
+    }
+    h.push_str("<table><tr><th>candidate</th><th>CV accuracy</th><th>± SE</th><th>needs the encoder</th><th>CPU µs / prediction</th><th>setting</th></tr>");
+    for c in &sel.candidates {
+        let mark = if c.family == sel.chosen { " (shipped)" } else { "" };
+        let cost = c.cost_us.map_or_else(|| "(measured at training; see the version)".to_owned(), |u| u.to_string());
+        let _ = write!(
+            h,
+            "<tr><td>{}{}</td><td class=\"num\">{:.4}</td><td class=\"num\">{:.4}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            escape(&c.description),
+            mark,
+            c.mean,
+            c.se,
+            if c.needs_encoder { "yes" } else { "no" },
+            cost,
+            escape(&c.setting)
+        );
+    }
+    h.push_str("</table>\n");
+    h
 }

@@ -1,13 +1,13 @@
-//! Model selection's record: every candidate family's cross-validated accuracy and measured
-//! cost, the rule, and the choice in plain words (kept with the version and in its report).
-
-use std::fmt::Write as _;
+//! Model selection's record: every candidate family's cross-validated accuracy, its cost rank
+//! and (outside artifacts) its measured cost, the rule, and the choice in plain words.
+//!
+//! Artifacts hold only what the same inputs always give (scores, ranks, the reason); CPU time
+//! measured on the training machine goes to the version's metrics row (`cost_us`,
+//! `cost_note`), so a run killed and redone ends with the same artifact bytes.
 
 use serde::{Deserialize, Serialize};
 
-use crate::html::escape;
-
-/// One candidate's cross-validated accuracy and its measured cost.
+/// One candidate's cross-validated accuracy and its cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CandidateScore {
     /// The family's name (`sparse`, `logistic`, ...).
@@ -21,9 +21,14 @@ pub struct CandidateScore {
     pub mean: f64,
     /// Standard error of that mean (sample standard deviation over folds / √folds).
     pub se: f64,
-    /// CPU microseconds per prediction, measured on the training machine (two significant
-    /// digits), the encoder's share included for families that read embeddings.
-    pub cost_us: f64,
+    /// Cost order of the family (0 is cheapest): what reads no encoder costs microseconds per
+    /// prediction, what reads the encoder milliseconds, and the combined model adds its n-grams
+    /// to that. Fixed per family, so the choice does not depend on a clock.
+    pub cost_rank: u32,
+    /// CPU microseconds per prediction measured on the training machine (two significant
+    /// digits), the encoder's share included; absent in artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_us: Option<f64>,
     /// The setting the candidate's own cross-validation chose.
     pub setting: String,
     /// Whether serving it needs the encoder.
@@ -38,38 +43,17 @@ pub struct ModelSelection {
     pub chosen: String,
     /// The rule, in words.
     pub rule: String,
-    /// The choice in plain words, with every candidate's score and the cost ratio.
+    /// The choice in plain words, with every candidate's score.
     pub reason: String,
+    /// The measured costs in words ("about 7000× cheaper per prediction than ..."); absent in
+    /// artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_note: Option<String>,
 }
 
 impl ModelSelection {
     /// The chosen candidate's record.
     pub fn chosen(&self) -> Option<&CandidateScore> {
         self.candidates.iter().find(|c| c.family == self.chosen)
-    }
-
-    /// The report's "Model selection" section (empty string never: a heading, the reason and a
-    /// table of candidates).
-    pub fn html(&self) -> String {
-        let mut h = String::from(
-            "<h2>Model selection</h2><p class=\"why\">Each model family was cross-validated on the same folds of the training split (never the test split); the cheapest within one standard error of the best was shipped.</p>",
-        );
-        let _ = write!(h, "<p><strong>{}</strong></p>", escape(&self.reason));
-        h.push_str("<table><tr><th>candidate</th><th>CV accuracy</th><th>± SE</th><th>CPU µs / prediction</th><th>setting</th></tr>");
-        for c in &self.candidates {
-            let mark = if c.family == self.chosen { " (shipped)" } else { "" };
-            let _ = write!(
-                h,
-                "<tr><td>{}{}</td><td class=\"num\">{:.4}</td><td class=\"num\">{:.4}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-                escape(&c.description),
-                mark,
-                c.mean,
-                c.se,
-                c.cost_us,
-                escape(&c.setting)
-            );
-        }
-        h.push_str("</table>\n");
-        h
     }
 }

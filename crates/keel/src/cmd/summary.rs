@@ -37,6 +37,9 @@ fn print_figures(m: &VersionMetrics) {
     }
     if let Some(sel) = &m.selection {
         println!("selected  {}", sel.reason);
+        if let Some(note) = &sel.cost_note {
+            println!("cost      {note}");
+        }
     }
     println!(
         "accuracy  {:.4}{}   share of test rows labelled correctly (95% interval)",

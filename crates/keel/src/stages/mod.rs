@@ -173,6 +173,10 @@ pub struct Trained {
     pub labels: Vec<String>,
     pub l2_origin: Option<L2Origin>,
     pub split_sizes: SplitSizes,
+    /// Auto selection: each candidate's CPU µs per prediction, measured while training (in the
+    /// step's record, not in an artifact: a clock does not give the same bytes twice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub costs_us: Vec<f64>,
 }
 
 /// The evaluate step's record: the candidate's report on the test split.

@@ -81,7 +81,17 @@ fn version_metrics(input: &RegisterInput<'_>, report: &Report, artifacts: Versio
     m.head = Some(d.head.clone());
     m.set_calibration(&d.calibration);
     m.baselines = Some(d.baselines.clone());
-    m.selection = d.selection.clone();
+    m.selection = d.selection.clone().map(|mut sel| {
+        let costs = &input.trained.costs_us;
+        if costs.len() == sel.candidates.len() {
+            for (c, &us) in sel.candidates.iter_mut().zip(costs) {
+                c.cost_us = Some(us);
+            }
+            let chosen = sel.candidates.iter().position(|c| c.family == sel.chosen).unwrap_or(0);
+            sel.cost_note = Some(super::select::cost_note(&sel.candidates, costs, chosen));
+        }
+        sel
+    });
     if let serde_json::Value::Object(extra) = &d.details {
         m.details.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     }

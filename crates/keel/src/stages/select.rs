@@ -10,7 +10,9 @@ use keel_train::{Head, SparseConfig, SparseModel};
 use serde::{Deserialize, Serialize};
 
 use super::data::Part;
-use super::train::CV_FOLDS;
+
+/// Folds for choosing a head's setting (and, under auto, its family) on the training split.
+pub const CV_FOLDS: usize = 5;
 
 /// A model family auto selection can ship.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -39,6 +41,16 @@ impl Family {
         matches!(self, Family::Logistic | Family::Combined)
     }
 
+    /// Cost order: the n-gram model reads no encoder (microseconds per prediction), the encoder
+    /// head reads it (milliseconds), the combined model reads it and its n-grams.
+    pub fn cost_rank(self) -> u32 {
+        match self {
+            Family::Sparse => 0,
+            Family::Logistic => 1,
+            Family::Combined => 2,
+        }
+    }
+
     /// The name keel.toml uses.
     pub fn name(self) -> &'static str {
         match self {
@@ -56,7 +68,8 @@ impl Family {
             fold_accuracy,
             mean,
             se,
-            cost_us: 0.0,
+            cost_rank: self.cost_rank(),
+            cost_us: None,
             setting,
             needs_encoder: self.needs_encoder(),
         }
@@ -64,52 +77,71 @@ impl Family {
 }
 
 /// The one-standard-error rule: the best mean fold accuracy sets a bar (its mean minus its
-/// standard error); the cheapest candidate at or above the bar wins, the higher mean on equal
-/// cost.
+/// standard error); the cheapest candidate (by cost rank) at or above the bar wins, the higher
+/// mean on equal rank.
 pub fn choose(candidates: &[CandidateScore]) -> Option<usize> {
-    let best = (0..candidates.len()).max_by(|&a, &b| candidates[a].mean.total_cmp(&candidates[b].mean))?;
+    let best = best(candidates)?;
     let bar = candidates[best].mean - candidates[best].se;
     (0..candidates.len()).filter(|&i| candidates[i].mean >= bar).min_by(|&a, &b| {
         let (ca, cb) = (&candidates[a], &candidates[b]);
-        ca.cost_us.total_cmp(&cb.cost_us).then(cb.mean.total_cmp(&ca.mean))
+        ca.cost_rank.cmp(&cb.cost_rank).then(cb.mean.total_cmp(&ca.mean))
     })
 }
 
-/// The sentence stored and shown with the version.
+fn best(candidates: &[CandidateScore]) -> Option<usize> {
+    (0..candidates.len()).max_by(|&a, &b| candidates[a].mean.total_cmp(&candidates[b].mean))
+}
+
+/// The sentence stored with the version and in its report: scores and the choice, nothing
+/// measured by a clock.
 pub fn reason(candidates: &[CandidateScore], chosen: usize) -> String {
     let scores: Vec<String> =
         candidates.iter().map(|c| format!("{} scored {:.3} ± {:.3}", c.description, c.mean, c.se)).collect();
     let c = &candidates[chosen];
     let mut out =
         format!("in {}-fold cross-validation on the training split, {}: ", c.fold_accuracy.len(), scores.join(", "));
-    let best =
-        (0..candidates.len()).max_by(|&a, &b| candidates[a].mean.total_cmp(&candidates[b].mean)).unwrap_or(chosen);
-    let costs: Vec<String> = candidates
-        .iter()
-        .filter(|o| o.family != c.family)
-        .map(|o| {
-            let ratio = o.cost_us / c.cost_us.max(f64::MIN_POSITIVE);
-            if (1.0 / 1.5..1.5).contains(&ratio) {
-                format!("at about the cost per prediction of {}", o.description)
-            } else if ratio >= 1.0 {
-                format!("about {} cheaper per prediction than {}", times(ratio), o.description)
-            } else {
-                format!("about {} dearer per prediction than {}", times(1.0 / ratio), o.description)
-            }
-        })
-        .collect();
+    let best = best(candidates).unwrap_or(chosen);
     if best == chosen {
         out.push_str(&format!("shipped {}, the best", c.description));
     } else {
+        let why = if c.needs_encoder { "and cheaper per prediction" } else { "and it needs no encoder" };
         out.push_str(&format!(
-            "shipped {}, within one standard error of the best ({})",
+            "shipped {}, within one standard error of the best ({}) {why}",
             c.description, candidates[best].description
         ));
     }
-    if !costs.is_empty() {
-        out.push_str(&format!(", {}", costs.join(", ")));
+    if !c.needs_encoder {
+        out.push_str(if best == chosen { "; it needs no encoder" } else { "" });
     }
     out
+}
+
+/// The measured costs in words: each candidate's CPU time per prediction and how the shipped
+/// one compares (`costs[i]` is candidate `i`'s).
+pub fn cost_note(candidates: &[CandidateScore], costs: &[f64], chosen: usize) -> String {
+    let each: Vec<String> = candidates.iter().zip(costs).map(|(c, us)| format!("{} {us} µs", c.description)).collect();
+    let c = costs[chosen];
+    let rel: Vec<String> = candidates
+        .iter()
+        .zip(costs)
+        .enumerate()
+        .filter(|(i, _)| *i != chosen)
+        .map(|(_, (o, &us))| {
+            let ratio = us / c.max(f64::MIN_POSITIVE);
+            if (1.0 / 1.5..1.5).contains(&ratio) {
+                format!("about the cost of {}", o.description)
+            } else if ratio >= 1.0 {
+                format!("about {} cheaper than {}", times(ratio), o.description)
+            } else {
+                format!("about {} dearer than {}", times(1.0 / ratio), o.description)
+            }
+        })
+        .collect();
+    format!(
+        "CPU time per prediction measured at training: {}; the shipped model is {}",
+        each.join(", "),
+        rel.join(", ")
+    )
 }
 
 /// A ratio to one significant digit ("about 300×"): measured costs vary by tens of percent.
@@ -238,22 +270,25 @@ pub fn time_per_prediction(head: &Head, rows: &Part) -> anyhow::Result<f64> {
 mod tests {
     use super::*;
 
-    fn cand(family: Family, mean: f64, se: f64, cost_us: f64) -> CandidateScore {
-        CandidateScore { mean, se, cost_us, ..family.score(vec![mean; 5], String::new()) }
+    fn cand(family: Family, mean: f64, se: f64) -> CandidateScore {
+        CandidateScore { mean, se, ..family.score(vec![mean; 5], String::new()) }
     }
 
     #[test]
     fn the_cheapest_within_one_standard_error_of_the_best_wins() {
-        // The encoder head is best, the n-gram model within one SE and 100x cheaper: n-grams.
-        let c = [cand(Family::Sparse, 0.790, 0.004, 40.0), cand(Family::Logistic, 0.794, 0.005, 4000.0)];
+        // The encoder head is best, the n-gram model within one SE and cheaper: n-grams.
+        let c = [cand(Family::Sparse, 0.790, 0.004), cand(Family::Logistic, 0.794, 0.005)];
         assert_eq!(choose(&c), Some(0));
+        let text = reason(&c, 0);
+        assert!(text.contains("within one standard error of the best (the encoder head)"), "{text}");
         // Beyond one SE: the encoder head.
-        let c = [cand(Family::Sparse, 0.770, 0.004, 40.0), cand(Family::Logistic, 0.794, 0.005, 4000.0)];
+        let c = [cand(Family::Sparse, 0.770, 0.004), cand(Family::Logistic, 0.794, 0.005)];
         assert_eq!(choose(&c), Some(1));
         let text = reason(&c, 1);
         assert!(text.contains("shipped the encoder head"), "{text}");
         assert!(text.contains("0.770 ± 0.004"), "{text}");
-        assert!(text.contains("100× dearer"), "{text}");
+        let note = cost_note(&c, &[40.0, 4000.0], 1);
+        assert!(note.contains("100× dearer than the n-gram model"), "{note}");
         assert_eq!(choose(&[]), None);
     }
 

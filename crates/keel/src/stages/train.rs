@@ -16,8 +16,7 @@ use serde_json::json;
 use super::data::Part;
 use super::select::{self, CandidateScore, Family, ModelSelection};
 
-/// Folds for choosing the logistic regression's L2 strength on the training split.
-pub const CV_FOLDS: usize = 5;
+pub use super::select::CV_FOLDS;
 
 /// Which classifier reads the embeddings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +96,8 @@ pub struct TrainedHeads {
     pub baselines: Vec<BaselineResult>,
     /// What auto selection compared and chose (`[head] kind = "auto"` only).
     pub selection: Option<ModelSelection>,
+    /// Each candidate's measured CPU µs per prediction (auto only; not in any artifact).
+    pub costs: Vec<f64>,
 }
 
 /// The train step's details artifact (fields in the order its JSON object sorts them).
@@ -135,17 +136,19 @@ struct Base {
     details: serde_json::Value,
     cross_validated_l2: Option<f64>,
     selection: Option<ModelSelection>,
+    /// CPU µs per prediction of each candidate, measured (auto only; kept out of artifacts).
+    costs: Vec<f64>,
 }
 
 /// Auto selection: every family cross-validated on the training split, timed on validation
 /// texts, and the one-standard-error rule.
 fn select_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
-    let mut fitted = Vec::new();
+    let (mut fitted, mut costs) = (Vec::new(), Vec::new());
     for family in [Family::Sparse, Family::Logistic, Family::Combined] {
         let started = std::time::Instant::now();
-        let mut f = select::fit_candidate(family, input.train, input.labels, input.seed)?;
+        let f = select::fit_candidate(family, input.train, input.labels, input.seed)?;
         let encoder = if family.needs_encoder() { input.encoder_cost_us } else { 0.0 };
-        f.score.cost_us = select::time_per_prediction(&f.head, input.validation)? + encoder;
+        costs.push(select::round2(select::time_per_prediction(&f.head, input.validation)? + encoder));
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), ?family, mean = f.score.mean, "candidate fitted");
         fitted.push(f);
     }
@@ -156,12 +159,13 @@ fn select_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
         chosen: scores[chosen].family.clone(),
         rule: "the cheapest candidate within one standard error of the best mean fold accuracy".into(),
         reason: select::reason(&scores, chosen),
+        cost_note: None,
     };
     let f = fitted.swap_remove(chosen);
     // A chosen logistic regression carries its L2 origin, so later runs on nearly the same rows
     // keep both the family and the strength (see cmd/run/l2.rs).
     let cross_validated_l2 = f.cross_validated_l2;
-    Ok(Base { head: f.head, details: f.details, cross_validated_l2, selection: Some(selection) })
+    Ok(Base { head: f.head, details: f.details, cross_validated_l2, selection: Some(selection), costs })
 }
 
 fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
@@ -171,6 +175,7 @@ fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
         details,
         cross_validated_l2: l2,
         selection: None,
+        costs: Vec::new(),
     };
     Ok(plain(match (input.spec.kind, input.l2) {
         (HeadKind::Auto, L2Choice::CrossValidate) => return select_base(input),
@@ -217,7 +222,7 @@ fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
 /// Deterministic for a given seed and `l2`.
 pub fn train_heads(input: &TrainInput<'_>) -> anyhow::Result<TrainedHeads> {
     let started = std::time::Instant::now();
-    let Base { head: base, details, cross_validated_l2, selection } = fit_base(input)?;
+    let Base { head: base, details, cross_validated_l2, selection, costs } = fit_base(input)?;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), head = base.kind(), "head trained");
     let (train, validation, test, labels) = (input.train, input.validation, input.test, input.labels);
     let logits = logits(&base, validation)?;
@@ -235,7 +240,7 @@ pub fn train_heads(input: &TrainInput<'_>) -> anyhow::Result<TrainedHeads> {
         BaselineResult::new("word and character n-grams", &test.y, &fallback.predict_proba_texts(&test.texts)?, labels),
     ];
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "baselines evaluated");
-    Ok(TrainedHeads { head, fallback, details, cross_validated_l2, calibration, baselines, selection })
+    Ok(TrainedHeads { head, fallback, details, cross_validated_l2, calibration, baselines, selection, costs })
 }
 
 /// A head's logits on a split, reading embeddings or text as the head needs.

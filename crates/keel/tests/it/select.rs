@@ -60,7 +60,11 @@ fn auto_ships_the_ngram_model_when_a_token_gives_the_label_away() {
     assert!(score("sparse") > 0.9, "the shortener gives the source away: {scores:?}");
     assert!(score("sparse") > score("logistic") + 0.1, "the encoder blurs it: {scores:?}");
     let reason = sel["reason"].as_str().unwrap();
-    assert!(reason.contains("shipped the n-gram model") && reason.contains("cheaper per prediction"), "{reason}");
+    assert!(reason.contains("shipped the n-gram model") && reason.contains("needs no encoder"), "{reason}");
+    // Its measured cost per prediction is kept with the version, beside every candidate's.
+    let note = sel["cost_note"].as_str().unwrap();
+    assert!(note.contains("cheaper than the encoder head"), "{note}");
+    assert!(sel["candidates"].as_array().unwrap().iter().all(|c| c["cost_us"].as_f64().unwrap() > 0.0), "{sel}");
     assert!(m["accuracy"].as_f64().unwrap() > 0.9, "{m}");
     // The report names the choice and its reason.
     let html = std::fs::read_to_string(out["report_html"].as_str().unwrap()).unwrap();

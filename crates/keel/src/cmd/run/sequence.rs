@@ -221,7 +221,15 @@ impl<'a> Pass<'a> {
         let fallback = store.put_artifact(ArtifactKind::Fallback.as_str(), &trained.fallback.to_bytes()).await?;
         let details = TrainDetails::of(&trained).to_bytes();
         let details = store.put_artifact(ArtifactKind::TrainDetails.as_str(), &details).await?;
-        Ok(Trained { head, fallback, details, labels: l.labels.clone(), l2_origin, split_sizes: l.rows.sizes() })
+        Ok(Trained {
+            head,
+            fallback,
+            details,
+            labels: l.labels.clone(),
+            l2_origin,
+            split_sizes: l.rows.sizes(),
+            costs_us: trained.costs.clone(),
+        })
     }
 
     async fn train_details(&self, trained: &Trained) -> anyhow::Result<TrainDetails> {
