@@ -22,7 +22,6 @@ mod gate;
 mod html;
 mod metrics;
 mod report;
-mod rng;
 mod slices;
 mod version;
 
