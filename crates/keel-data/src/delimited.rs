@@ -211,132 +211,158 @@ impl<R: Read> Parser<R> {
     /// A record's fate depends on its bytes only, not on how the input was chunked: while
     /// keeping a record, the scan never looks past `max_record` bytes from its start.
     fn scan(&mut self) -> Scan {
-        let (d, q) = (self.delimiter, b'"');
         let keep = self.oversize.is_none();
         let end = if keep { self.end.min(self.start + self.max_record) } else { self.end };
         loop {
-            match self.st {
-                St::FieldStart => {
-                    let Some(&b) = self.buf[..end].get(self.pos) else { return Scan::NeedMore };
-                    if b == q {
-                        self.pos += 1;
-                        self.st = St::Quoted;
-                        self.prev_cr = false;
-                        self.breaks_before_quote = self.breaks;
-                        self.first_break = None;
-                    } else if b == d {
-                        self.pos += 1;
-                        self.end_field();
-                    } else if b == b'\n' {
-                        self.pos += 1;
-                        self.end_field();
-                        return Scan::End;
-                    } else if b == b'\r' {
-                        self.pos += 1;
-                        self.end_field();
-                        self.st = St::Cr;
-                    } else {
-                        self.st = St::Unquoted;
-                    }
-                }
-                St::Unquoted => {
-                    let hay = &self.buf[self.pos..end];
-                    match memchr3(d, b'\n', b'\r', hay) {
-                        None => {
-                            if keep {
-                                self.data.extend_from_slice(hay);
-                            }
-                            self.pos = end;
-                            return Scan::NeedMore;
-                        }
-                        Some(k) => {
-                            if keep {
-                                self.data.extend_from_slice(&hay[..k]);
-                            }
-                            let b = hay[k];
-                            self.pos += k + 1;
-                            self.end_field();
-                            if b == d {
-                                self.st = St::FieldStart;
-                            } else if b == b'\n' {
-                                return Scan::End;
-                            } else {
-                                self.st = St::Cr;
-                            }
-                        }
-                    }
-                }
-                St::Quoted => {
-                    let hay = &self.buf[self.pos..end];
-                    match memchr3(q, b'\n', b'\r', hay) {
-                        None => {
-                            if keep {
-                                self.data.extend_from_slice(hay);
-                            }
-                            if !hay.is_empty() {
-                                self.prev_cr = false;
-                            }
-                            self.pos = end;
-                            return Scan::NeedMore;
-                        }
-                        Some(k) => {
-                            if keep {
-                                self.data.extend_from_slice(&hay[..k]);
-                            }
-                            let b = hay[k];
-                            self.pos += k + 1;
-                            if k > 0 {
-                                self.prev_cr = false;
-                            }
-                            if b == q {
-                                self.st = St::QuoteInQuoted;
-                                continue;
-                            }
-                            if keep {
-                                self.data.push(b);
-                            }
-                            if b == b'\r' || !self.prev_cr {
-                                self.breaks += 1;
-                                if self.first_break.is_none() {
-                                    self.first_break = Some(self.pos - self.start);
-                                }
-                            } else if self.breaks == self.breaks_before_quote + 1 {
-                                // `\r\n`: the first line break ends after the `\n`.
-                                self.first_break = Some(self.pos - self.start);
-                            }
-                            self.prev_cr = b == b'\r';
-                        }
-                    }
-                }
-                St::QuoteInQuoted => {
-                    let Some(&b) = self.buf[..end].get(self.pos) else { return Scan::NeedMore };
-                    if b == q {
-                        self.pos += 1;
-                        if keep {
-                            self.data.push(q);
-                        }
-                        self.st = St::Quoted;
-                        self.prev_cr = false;
-                    } else if b == d || b == b'\n' || b == b'\r' || self.breaks == self.breaks_before_quote {
-                        // The quotes ended; on one line, anything up to the delimiter is appended.
-                        self.st = St::Unquoted;
-                    } else if keep {
-                        // `"...<line break>..."x`: the quote that opened this field was not
-                        // meant to span lines.
-                        return Scan::Malformed;
-                    } else {
-                        self.st = St::Unquoted;
-                    }
-                }
-                St::Cr => {
-                    let Some(&b) = self.buf[..end].get(self.pos) else { return Scan::NeedMore };
-                    if b == b'\n' {
-                        self.pos += 1;
-                    }
-                    return Scan::End;
-                }
+            let done = match self.st {
+                St::FieldStart => self.field_start(end),
+                St::Unquoted => self.unquoted(end, keep),
+                St::Quoted => self.quoted(end, keep),
+                St::QuoteInQuoted => self.quote_in_quoted(end, keep),
+                St::Cr => self.after_cr(end),
+            };
+            if let Some(scan) = done {
+                return scan;
             }
         }
+    }
+
+    // The steps of [`Parser::scan`], one per state: each reads from `pos` (not past `end`),
+    // moves to the next state, and returns `Some` when the scan stops there. `keep`: the
+    // record's bytes are collected (it is not over `max_record`).
+
+    /// At the start of a field: a quote opens a quoted field; a delimiter or line break ends an
+    /// empty one.
+    #[inline]
+    fn field_start(&mut self, end: usize) -> Option<Scan> {
+        let Some(&b) = self.buf[..end].get(self.pos) else { return Some(Scan::NeedMore) };
+        if b == b'"' {
+            self.pos += 1;
+            self.st = St::Quoted;
+            self.prev_cr = false;
+            self.breaks_before_quote = self.breaks;
+            self.first_break = None;
+        } else if b == self.delimiter {
+            self.pos += 1;
+            self.end_field();
+        } else if b == b'\n' {
+            self.pos += 1;
+            self.end_field();
+            return Some(Scan::End);
+        } else if b == b'\r' {
+            self.pos += 1;
+            self.end_field();
+            self.st = St::Cr;
+        } else {
+            self.st = St::Unquoted;
+        }
+        None
+    }
+
+    /// Inside an unquoted field: up to the next delimiter or line break.
+    #[inline]
+    fn unquoted(&mut self, end: usize, keep: bool) -> Option<Scan> {
+        let d = self.delimiter;
+        let hay = &self.buf[self.pos..end];
+        let Some(k) = memchr3(d, b'\n', b'\r', hay) else {
+            if keep {
+                self.data.extend_from_slice(hay);
+            }
+            self.pos = end;
+            return Some(Scan::NeedMore);
+        };
+        if keep {
+            self.data.extend_from_slice(&hay[..k]);
+        }
+        let b = hay[k];
+        self.pos += k + 1;
+        self.end_field();
+        if b == d {
+            self.st = St::FieldStart;
+        } else if b == b'\n' {
+            return Some(Scan::End);
+        } else {
+            self.st = St::Cr;
+        }
+        None
+    }
+
+    /// Inside a quoted field: up to the next quote, counting the line breaks it spans.
+    #[inline]
+    fn quoted(&mut self, end: usize, keep: bool) -> Option<Scan> {
+        let q = b'"';
+        let hay = &self.buf[self.pos..end];
+        let Some(k) = memchr3(q, b'\n', b'\r', hay) else {
+            if keep {
+                self.data.extend_from_slice(hay);
+            }
+            if !hay.is_empty() {
+                self.prev_cr = false;
+            }
+            self.pos = end;
+            return Some(Scan::NeedMore);
+        };
+        if keep {
+            self.data.extend_from_slice(&hay[..k]);
+        }
+        let b = hay[k];
+        self.pos += k + 1;
+        if k > 0 {
+            self.prev_cr = false;
+        }
+        if b == q {
+            self.st = St::QuoteInQuoted;
+            return None;
+        }
+        if keep {
+            self.data.push(b);
+        }
+        if b == b'\r' || !self.prev_cr {
+            self.breaks += 1;
+            if self.first_break.is_none() {
+                self.first_break = Some(self.pos - self.start);
+            }
+        } else if self.breaks == self.breaks_before_quote + 1 {
+            // `\r\n`: the first line break ends after the `\n`.
+            self.first_break = Some(self.pos - self.start);
+        }
+        self.prev_cr = b == b'\r';
+        None
+    }
+
+    /// After a quote inside a quoted field: a doubled quote, the field's end, or a quote that
+    /// was not meant to span lines.
+    #[inline]
+    fn quote_in_quoted(&mut self, end: usize, keep: bool) -> Option<Scan> {
+        let Some(&b) = self.buf[..end].get(self.pos) else { return Some(Scan::NeedMore) };
+        if b == b'"' {
+            self.pos += 1;
+            if keep {
+                self.data.push(b'"');
+            }
+            self.st = St::Quoted;
+            self.prev_cr = false;
+        } else if b == self.delimiter || b == b'\n' || b == b'\r' || self.breaks == self.breaks_before_quote {
+            // The quotes ended; on one line, anything up to the delimiter is appended.
+            self.st = St::Unquoted;
+        } else if keep {
+            // `"...<line break>..."x`: the quote that opened this field was not
+            // meant to span lines.
+            return Some(Scan::Malformed);
+        } else {
+            self.st = St::Unquoted;
+        }
+        None
+    }
+
+    /// After a `\r` that ended a record: a `\n` right after it belongs to the same line break.
+    #[inline]
+    fn after_cr(&mut self, end: usize) -> Option<Scan> {
+        let Some(&b) = self.buf[..end].get(self.pos) else { return Some(Scan::NeedMore) };
+        if b == b'\n' {
+            self.pos += 1;
+        }
+        Some(Scan::End)
     }
 
     /// The next row, or `None` at the end of the input.

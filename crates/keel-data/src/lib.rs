@@ -12,17 +12,19 @@
 //! This crate knows nothing about SQL, embeddings or HTTP.
 
 mod delimited;
+mod format;
 mod input;
 mod normalize;
 mod read;
 mod sniff;
 mod split;
 
+pub use format::Format;
 pub use input::Compression;
 pub use normalize::{html_to_text, normalize};
 pub use read::{
-    DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_TEXT_CHARS, Format, IngestStats, Ingested, ReadOptions, Row, ingest,
-    ingest_reader, read_bytes, read_table,
+    DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_TEXT_CHARS, IngestStats, Ingested, ReadOptions, Row, ingest, ingest_reader,
+    read_bytes, read_table,
 };
 pub use split::{SplitConfig, assign_splits};
 

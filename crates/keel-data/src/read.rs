@@ -10,30 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::DataError;
 use crate::delimited::{self, Parser};
+use crate::format::Format;
 use crate::input::{self, Compression, HashingReader};
 use crate::normalize::normalize;
 use crate::sniff;
-
-/// How a file is laid out. `None` in [`ReadOptions::format`] means: decide from the extension
-/// (`.csv` comma, `.tsv`/`.tab`/`.txt` tab, `.jsonl`/`.ndjson` JSON lines, after removing a
-/// `.gz`/`.bz2` one) and the content (a delimiter that splits the first rows consistently).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Format {
-    Delimited { delimiter: u8 },
-    JsonLines,
-}
-
-impl Format {
-    pub fn from_path(path: &Path) -> Option<Format> {
-        let ext = input::inner_path(path).extension()?.to_str()?.to_ascii_lowercase();
-        match ext.as_str() {
-            "csv" => Some(Format::Delimited { delimiter: b',' }),
-            "tsv" | "tab" | "txt" => Some(Format::Delimited { delimiter: b'\t' }),
-            "jsonl" | "ndjson" => Some(Format::JsonLines),
-            _ => None,
-        }
-    }
-}
 
 /// Which columns hold what, and how rows are validated and normalised. A column is named by
 /// its header, or by its 0-based position.
@@ -288,6 +268,13 @@ struct RowFields<'a> {
     id: Option<&'a [u8]>,
 }
 
+/// [`RowFields`] as text.
+struct Decoded<'a> {
+    text: Option<Cow<'a, str>>,
+    label: Option<Cow<'a, str>>,
+    id: Option<Cow<'a, str>>,
+}
+
 /// The key of the duplicate index: a 64-bit SipHash and the length. Two different texts of the
 /// same length collide with probability 2^-64 per pair (about 3 in 10,000 for 10^8 rows).
 fn text_key(text: &str) -> (u64, usize) {
@@ -334,97 +321,22 @@ impl Validator<'_> {
         id.and_then(|i| self.label_names.get(i as usize)).map_or("(none)", String::as_str)
     }
 
-    fn row<'a>(&mut self, line: u64, raw: &[u8], f: RowFields<'a>) -> io::Result<()> {
+    fn row(&mut self, line: u64, raw: &[u8], f: RowFields<'_>) -> io::Result<()> {
         self.stats.rows_read += 1;
-        let mut repaired = false;
-        let mut decode = |b: Option<&'a [u8]>, what: &str| -> Result<Option<Cow<'a, str>>, String> {
-            let Some(b) = b else { return Ok(None) };
-            match std::str::from_utf8(b) {
-                Ok(s) => Ok(Some(Cow::Borrowed(s))),
-                Err(_) if self.opts.lossy_utf8 => {
-                    repaired = true;
-                    Ok(Some(String::from_utf8_lossy(b)))
-                }
-                Err(e) => Err(format!("invalid UTF-8 in {what}: {e}")),
-            }
-        };
-        let decoded = (|| Ok::<_, String>((decode(f.text, "text")?, decode(f.label, "label")?, decode(f.id, "id")?)))();
-        let (text, label, id) = match decoded {
-            Ok(t) => t,
-            Err(reason) => return self.quarantine(line, reason, raw),
-        };
-        if repaired {
-            self.stats.repaired_utf8 += 1;
+        match self.accept(line, f) {
+            Ok(record) => (self.on_row)(Row::Accepted(record)),
+            Err(reason) => self.quarantine(line, reason, raw),
         }
-        let Some(raw_text) = text else {
-            return self.quarantine(line, "missing text: the row has no text column".into(), raw);
-        };
-        let text = if self.opts.normalize {
-            normalize(&raw_text, self.opts.strip_html)
-        } else if self.opts.strip_html {
-            Cow::Owned(crate::normalize::html_to_text(&raw_text))
-        } else {
-            Cow::Borrowed(&*raw_text)
-        };
-        if text.trim().is_empty() {
-            let why = if raw_text.trim().is_empty() {
-                "the text is empty or only whitespace"
-            } else {
-                "nothing is left after normalisation (only markup, control characters or whitespace)"
-            };
-            return self.quarantine(line, format!("empty text: {why}"), raw);
-        }
-        if let Some(max) = self.opts.max_text_chars {
-            // A text of at most `max` bytes has at most `max` characters: most need no count.
-            if text.len() > max && text.chars().take(max + 1).count() > max {
-                let reason = format!(
-                    "text too long: {} characters, over the limit of {max} (--max-text-chars)",
-                    text.chars().count()
-                );
-                return self.quarantine(line, reason, raw);
-            }
-        }
-        let label = label.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty());
-        if self.opts.label_col.is_some() && label.is_none() {
-            return self.quarantine(line, "missing label: the label column is empty".into(), raw);
-        }
-        if let (Some(allowed), Some(l)) = (&self.opts.labels, &label)
-            && !allowed.iter().any(|a| a == l)
-        {
-            let reason = format!("unknown label: {l:?} is not one of {}", allowed.join(", "));
-            return self.quarantine(line, reason, raw);
-        }
-        let label_id = self.label_id(label.as_deref());
+    }
+
+    /// The checks of [`Validator::row`], in order: the record, or the reason to quarantine.
+    fn accept(&mut self, line: u64, f: RowFields<'_>) -> Result<Record, String> {
+        let Decoded { text, label, id } = self.decode(f)?;
+        let Some(raw_text) = text else { return Err("missing text: the row has no text column".into()) };
+        let text = self.clean_text(&raw_text)?;
+        let (label, label_id) = self.check_label(label)?;
         let given_id = id.map(|i| i.trim().to_owned()).filter(|i| !i.is_empty());
-        if let Some(id) = &given_id
-            && let Some(&(first_label, first_line)) = self.ids.get(id)
-            && first_label != label_id
-        {
-            let reason = format!(
-                "duplicate id with a different label: id {id:?} is labelled {:?} on line {first_line}",
-                self.label_name(first_label)
-            );
-            return self.quarantine(line, reason, raw);
-        }
-        let key = text_key(&text);
-        if let Some(&(first_label, first_line)) = self.texts.get(&key) {
-            let conflict = first_label != label_id;
-            if self.opts.drop_duplicates {
-                let reason = if conflict {
-                    format!(
-                        "conflicting duplicate: same normalised text as line {first_line}, labelled {:?} there",
-                        self.label_name(first_label)
-                    )
-                } else {
-                    format!("duplicate text: same normalised text and label as line {first_line}")
-                };
-                return self.quarantine(line, reason, raw);
-            }
-            self.stats.exact_duplicates += 1;
-            self.stats.conflicting_duplicates += u64::from(conflict);
-        } else {
-            self.texts.insert(key, (label_id, line));
-        }
+        self.check_duplicates(line, &text, label_id, given_id.as_ref())?;
         let id = match given_id {
             Some(id) => {
                 self.ids.entry(id.clone()).or_insert((label_id, line));
@@ -439,8 +351,115 @@ impl Validator<'_> {
         let text = text.into_owned();
         self.stats.normalised += u64::from(changed);
         self.stats.accepted += 1;
-        let record = Record { id, text, label, line, raw_text: changed.then(|| raw_text.into_owned()) };
-        (self.on_row)(Row::Accepted(record))
+        Ok(Record { id, text, label, line, raw_text: changed.then(|| raw_text.into_owned()) })
+    }
+
+    /// The fields as text. Invalid UTF-8 is an error, or with `lossy_utf8` replaced (the row
+    /// counted once as repaired).
+    fn decode<'a>(&mut self, f: RowFields<'a>) -> Result<Decoded<'a>, String> {
+        let lossy = self.opts.lossy_utf8;
+        let mut repaired = false;
+        let mut decode = |b: Option<&'a [u8]>, what: &str| -> Result<Option<Cow<'a, str>>, String> {
+            let Some(b) = b else { return Ok(None) };
+            match std::str::from_utf8(b) {
+                Ok(s) => Ok(Some(Cow::Borrowed(s))),
+                Err(_) if lossy => {
+                    repaired = true;
+                    Ok(Some(String::from_utf8_lossy(b)))
+                }
+                Err(e) => Err(format!("invalid UTF-8 in {what}: {e}")),
+            }
+        };
+        let decoded =
+            Decoded { text: decode(f.text, "text")?, label: decode(f.label, "label")?, id: decode(f.id, "id")? };
+        if repaired {
+            self.stats.repaired_utf8 += 1;
+        }
+        Ok(decoded)
+    }
+
+    /// The text as kept (normalised and HTML-stripped as the options say), which must not be
+    /// empty or over `max_text_chars`.
+    fn clean_text<'t>(&self, raw_text: &'t str) -> Result<Cow<'t, str>, String> {
+        let text = if self.opts.normalize {
+            normalize(raw_text, self.opts.strip_html)
+        } else if self.opts.strip_html {
+            Cow::Owned(crate::normalize::html_to_text(raw_text))
+        } else {
+            Cow::Borrowed(raw_text)
+        };
+        if text.trim().is_empty() {
+            let why = if raw_text.trim().is_empty() {
+                "the text is empty or only whitespace"
+            } else {
+                "nothing is left after normalisation (only markup, control characters or whitespace)"
+            };
+            return Err(format!("empty text: {why}"));
+        }
+        if let Some(max) = self.opts.max_text_chars {
+            // A text of at most `max` bytes has at most `max` characters: most need no count.
+            if text.len() > max && text.chars().take(max + 1).count() > max {
+                return Err(format!(
+                    "text too long: {} characters, over the limit of {max} (--max-text-chars)",
+                    text.chars().count()
+                ));
+            }
+        }
+        Ok(text)
+    }
+
+    /// The trimmed label (required with a label column; one of `labels` when given) and its id.
+    fn check_label(&mut self, label: Option<Cow<'_, str>>) -> Result<(Option<String>, Option<u32>), String> {
+        let label = label.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty());
+        if self.opts.label_col.is_some() && label.is_none() {
+            return Err("missing label: the label column is empty".into());
+        }
+        if let (Some(allowed), Some(l)) = (&self.opts.labels, &label)
+            && !allowed.iter().any(|a| a == l)
+        {
+            return Err(format!("unknown label: {l:?} is not one of {}", allowed.join(", ")));
+        }
+        let label_id = self.label_id(label.as_deref());
+        Ok((label, label_id))
+    }
+
+    /// An id seen before must keep its label; a text seen before is counted as a duplicate (or,
+    /// with `drop_duplicates`, refused), and a new text is remembered.
+    fn check_duplicates(
+        &mut self,
+        line: u64,
+        text: &str,
+        label_id: Option<u32>,
+        given_id: Option<&String>,
+    ) -> Result<(), String> {
+        if let Some(id) = given_id
+            && let Some(&(first_label, first_line)) = self.ids.get(id)
+            && first_label != label_id
+        {
+            return Err(format!(
+                "duplicate id with a different label: id {id:?} is labelled {:?} on line {first_line}",
+                self.label_name(first_label)
+            ));
+        }
+        let key = text_key(text);
+        if let Some(&(first_label, first_line)) = self.texts.get(&key) {
+            let conflict = first_label != label_id;
+            if self.opts.drop_duplicates {
+                return Err(if conflict {
+                    format!(
+                        "conflicting duplicate: same normalised text as line {first_line}, labelled {:?} there",
+                        self.label_name(first_label)
+                    )
+                } else {
+                    format!("duplicate text: same normalised text and label as line {first_line}")
+                });
+            }
+            self.stats.exact_duplicates += 1;
+            self.stats.conflicting_duplicates += u64::from(conflict);
+        } else {
+            self.texts.insert(key, (label_id, line));
+        }
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 //! Orange's type and flag rows follow the header. Works on the first bytes of the file.
 
 use crate::delimited::{Parser, Row};
-use crate::read::Format;
+use crate::format::Format;
 
 /// Delimiters tried, in order of preference on a tie.
 const CANDIDATES: [u8; 4] = [b',', b'\t', b';', b'|'];

@@ -7,11 +7,10 @@
 //! expect a nominal 95% interval to cover the truth 93–95% of the time at a few hundred
 //! examples (see the coverage test).
 
-use keel_core::Matrix;
+use keel_core::{Matrix, SplitMix64};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{ECE_BINS, bin_of, top};
-use crate::rng::SplitMix64;
 
 /// How to bootstrap.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -5,51 +5,36 @@ use std::fmt::Write as _;
 
 use crate::bootstrap::Interval;
 use crate::gate::signed_pt;
+use crate::page::{escape, page};
 use crate::report::{Report, explain};
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 fn short(s: &str, n: usize) -> String {
     if s.chars().count() > n { s.chars().take(n - 1).chain(['…']).collect() } else { s.to_owned() }
 }
 
-const CSS: &str = "
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330;padding:0 1rem;line-height:1.45}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2.2rem;border-bottom:1px solid #dde2ea;padding-bottom:.3rem}
-.sub{color:#5b6474}.why{color:#5b6474;font-size:.9rem}
-table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}td,th{padding:.3rem .6rem;border-bottom:1px solid #eef1f5;text-align:left;vertical-align:top}
-th{background:#f6f8fb}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.promote{background:#e7f6ec;border-left:4px solid #2f9e55;padding:.6rem 1rem}.hold{background:#fdf0e6;border-left:4px solid #d9822b;padding:.6rem 1rem}
-svg{display:block;margin:.6rem 0;max-width:100%;height:auto}svg text{font-family:inherit;font-size:11px;fill:#1d2330}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:.8rem}
-.card{border:1px solid #dde2ea;border-radius:6px;padding:.7rem .9rem}.card .v{font-size:1.5rem;font-weight:600}
-";
-
 /// Renders the report as one HTML document with inline CSS and SVG: a confusion-matrix heat
 /// map, a reliability diagram, per-class bars and metric intervals, plus slices and the most
 /// confidently wrong examples. Every number comes with a sentence on what it means.
 pub fn render_html(r: &Report) -> String {
-    let mut h = String::new();
+    page(&r.title, "", |h| {
+        heading(h, r);
+        gate_section(h, r);
+        headline_cards(h, r);
+        intervals_section(h, r);
+        calibration_section(h, r);
+        plots(h, r);
+        baselines_section(h, r);
+        if let Some(sel) = &r.selection {
+            h.push_str(&selection_html(sel));
+        }
+        slices_section(h, r);
+        wrong_section(h, r);
+    })
+}
+
+/// The title line and what the test set is.
+fn heading(h: &mut String, r: &Report) {
     let title = escape(&r.title);
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<link rel=\"icon\" href=\"data:,\"><title>{title}</title><style>{CSS}</style></head><body>\n"
-    );
     let _ = writeln!(
         h,
         "<h1>{title}</h1><p class=\"sub\">{} · {} test examples · {} labels</p>",
@@ -58,7 +43,10 @@ pub fn render_html(r: &Report) -> String {
         r.labels.len()
     );
     let _ = writeln!(h, "<p class=\"why\">{}</p>", explain::N);
+}
 
+/// The promotion decision, when the report has one.
+fn gate_section(h: &mut String, r: &Report) {
     if let Some(g) = &r.gate {
         let cls = if g.promote { "promote" } else { "hold" };
         let _ = writeln!(
@@ -68,7 +56,10 @@ pub fn render_html(r: &Report) -> String {
             g.n
         );
     }
+}
 
+/// The headline metrics as cards, each with its interval and what it means.
+fn headline_cards(h: &mut String, r: &Report) {
     h.push_str("<h2>Headline metrics</h2><div class=\"cards\">");
     let pct = r.bootstrap.level * 100.0;
     let card = |h: &mut String, name: &str, iv: &Interval, why: &str| {
@@ -81,10 +72,10 @@ pub fn render_html(r: &Report) -> String {
             escape(why)
         );
     };
-    card(&mut h, "Accuracy", &r.intervals.accuracy, explain::ACCURACY);
-    card(&mut h, "Macro-F1", &r.intervals.macro_f1, explain::MACRO_F1);
-    card(&mut h, "Log loss", &r.intervals.log_loss, explain::LOG_LOSS);
-    card(&mut h, "Expected calibration error", &r.intervals.ece, explain::ECE);
+    card(h, "Accuracy", &r.intervals.accuracy, explain::ACCURACY);
+    card(h, "Macro-F1", &r.intervals.macro_f1, explain::MACRO_F1);
+    card(h, "Log loss", &r.intervals.log_loss, explain::LOG_LOSS);
+    card(h, "Expected calibration error", &r.intervals.ece, explain::ECE);
     let _ = write!(
         h,
         "<div class=\"card\"><div>Brier score</div><div class=\"v\">{:.4}</div><p class=\"why\">{}</p></div>",
@@ -101,6 +92,11 @@ pub fn render_html(r: &Report) -> String {
         );
     }
     h.push_str("</div>\n");
+}
+
+/// Every metric's bootstrap interval on its own axis.
+fn intervals_section(h: &mut String, r: &Report) {
+    let pct = r.bootstrap.level * 100.0;
     let _ = writeln!(
         h,
         "<h2>Metric intervals</h2><p class=\"why\">{} Each line is one metric's {pct:.0}% interval from {} bootstrap resamples; the dot is the value on the full test set. A narrow line means the number is trustworthy; a wide one means the test set is too small to be sure.</p>",
@@ -108,7 +104,10 @@ pub fn render_html(r: &Report) -> String {
         r.bootstrap.resamples
     );
     h.push_str(&intervals_svg(&r.intervals.all()));
+}
 
+/// Temperature scaling's effect on the validation split, when it was fitted.
+fn calibration_section(h: &mut String, r: &Report) {
     if let Some(c) = &r.calibration {
         let _ = writeln!(
             h,
@@ -119,7 +118,10 @@ pub fn render_html(r: &Report) -> String {
             c.before.log_loss, c.before.ece, c.temperature, c.after.log_loss, c.after.ece
         );
     }
+}
 
+/// The reliability diagram, the confusion matrix and the per-label bars with their table.
+fn plots(h: &mut String, r: &Report) {
     let _ = writeln!(
         h,
         "<h2>Reliability diagram</h2><p class=\"why\">Test examples grouped into {} bins by how confident the model was. Bars show how often it was right in each bin; the dashed diagonal is perfect calibration. Bars below the diagonal mean over-confidence.</p>",
@@ -151,7 +153,10 @@ pub fn render_html(r: &Report) -> String {
         );
     }
     h.push_str("</table>\n");
+}
 
+/// The baselines beside this model, when there are any.
+fn baselines_section(h: &mut String, r: &Report) {
     if !r.baselines.is_empty() {
         h.push_str("<h2>Baselines</h2><p class=\"why\">Simple models trained on the same data. If the model does not clearly beat them, it has not learned much beyond label frequencies or keywords.</p><table><tr><th>model</th><th>accuracy</th><th>macro-F1</th><th>log loss</th></tr>");
         let _ = write!(
@@ -171,11 +176,10 @@ pub fn render_html(r: &Report) -> String {
         }
         h.push_str("</table>\n");
     }
+}
 
-    if let Some(sel) = &r.selection {
-        h.push_str(&selection_html(sel));
-    }
-
+/// The metrics on slices of the test rows.
+fn slices_section(h: &mut String, r: &Report) {
     h.push_str("<h2>Slices</h2><p class=\"why\">The same metrics on subsets of the test rows: by true label, by text length and by any metadata column. A slice far below the overall numbers is where the model fails; slices with few examples are noisy.</p><table><tr><th>by</th><th>slice</th><th>examples</th><th>accuracy</th><th>macro-F1</th><th>log loss</th></tr>");
     for s in &r.slices {
         let _ = write!(
@@ -190,7 +194,10 @@ pub fn render_html(r: &Report) -> String {
         );
     }
     h.push_str("</table>\n");
+}
 
+/// The most confidently wrong test rows.
+fn wrong_section(h: &mut String, r: &Report) {
     h.push_str("<h2>Most confidently wrong</h2><p class=\"why\">Test examples the model got wrong while being most sure of itself. They often reveal mislabelled data or a systematic blind spot.</p><table><tr><th>row</th><th>text</th><th>true label</th><th>predicted</th><th>confidence</th></tr>");
     for w in &r.confidently_wrong {
         let _ = write!(
@@ -203,8 +210,7 @@ pub fn render_html(r: &Report) -> String {
             w.confidence
         );
     }
-    h.push_str("</table>\n</body></html>\n");
-    h
+    h.push_str("</table>\n");
 }
 
 fn intervals_svg(ivs: &[&Interval]) -> String {

@@ -21,8 +21,8 @@ mod calibration;
 mod gate;
 mod html;
 mod metrics;
+mod page;
 mod report;
-mod rng;
 mod selection;
 mod slices;
 mod version;
@@ -34,11 +34,12 @@ pub use calibration::{
     CalibrationStats, TemperatureFit, fit_temperature, nll_at_temperature, softmax_with_temperature,
 };
 pub use gate::{Gate, GateDecision, signed_pt};
-pub use html::{escape, format_diff, render_html};
+pub use html::{format_diff, render_html};
 pub use metrics::{
     ECE_BINS, ReliabilityBin, RocAuc, binary_roc_auc, brier_score, expected_calibration_error, reliability_bins,
     roc_auc,
 };
+pub use page::{escape, page};
 pub use report::{BaselineResult, Report, ReportInput, ReportedWrong, build_report};
 pub use selection::{CandidateScore, ModelSelection};
 pub use slices::{LENGTH_BUCKETS, Slice, WrongExample, confidently_wrong, label_keys, length_keys, slice_metrics};

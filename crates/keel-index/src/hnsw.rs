@@ -12,6 +12,7 @@ use std::collections::BinaryHeap;
 use std::io::Write;
 use std::path::Path;
 
+use keel_core::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 use crate::IndexError;
@@ -96,7 +97,8 @@ pub struct Hnsw {
     links: Vec<Vec<Vec<u32>>>,
     entry: Option<u32>,
     max_level: usize,
-    rng: u64,
+    /// Draws the levels of new nodes; its state is saved with the graph.
+    rng: SplitMix64,
 }
 
 const MAGIC: &[u8; 8] = b"KEELHNSW";
@@ -106,7 +108,15 @@ const MAX_LEVEL: usize = 16;
 impl Hnsw {
     /// An empty graph for `dim`-dimensional vectors.
     pub fn new(dim: usize, params: HnswParams) -> Self {
-        Self { dim, params, vectors: Vec::new(), links: Vec::new(), entry: None, max_level: 0, rng: params.seed }
+        Self {
+            dim,
+            params,
+            vectors: Vec::new(),
+            links: Vec::new(),
+            entry: None,
+            max_level: 0,
+            rng: SplitMix64::new(params.seed),
+        }
     }
 
     /// Builds a graph over `rows` (each of length `dim`, unit length), inserted in order.
@@ -145,17 +155,8 @@ impl Hnsw {
         1.0 - dot(q, self.vector(id))
     }
 
-    fn next_random(&mut self) -> u64 {
-        // splitmix64
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
     fn random_level(&mut self) -> usize {
-        let u = ((self.next_random() >> 11) as f64 + 1.0) / (1u64 << 53) as f64; // (0, 1]
+        let u = self.rng.unit_nonzero(); // (0, 1]
         let ml = 1.0 / (self.params.m.max(2) as f64).ln();
         ((-u.ln() * ml) as usize).min(MAX_LEVEL)
     }
@@ -339,7 +340,7 @@ impl Hnsw {
             b.extend_from_slice(&v.to_le_bytes());
         }
         b.extend_from_slice(&self.params.seed.to_le_bytes());
-        b.extend_from_slice(&self.rng.to_le_bytes());
+        b.extend_from_slice(&self.rng.state().to_le_bytes());
         for x in &self.vectors {
             b.extend_from_slice(&x.to_le_bytes());
         }
@@ -368,7 +369,7 @@ impl Hnsw {
             return Err(bad(&format!("format {format}, expected {FORMAT}")));
         }
         let seed = r.u64().ok_or_else(|| bad("truncated header"))?;
-        let rng = r.u64().ok_or_else(|| bad("truncated header"))?;
+        let rng = SplitMix64::new(r.u64().ok_or_else(|| bad("truncated header"))?);
         let (dim, n) = (dim as usize, n as usize);
         let raw = r.take(n * dim * 4).ok_or_else(|| bad("truncated vectors"))?;
         let vectors: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
@@ -444,10 +445,8 @@ mod tests {
     }
 
     fn random_rows(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
-        let mut g = Hnsw::new(1, HnswParams { seed, ..HnswParams::default() });
-        (0..n)
-            .map(|_| unit((0..dim).map(|_| (g.next_random() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).collect()))
-            .collect()
+        let mut rng = SplitMix64::new(seed);
+        (0..n).map(|_| unit((0..dim).map(|_| rng.unit_f32() - 0.5).collect())).collect()
     }
 
     #[test]

@@ -107,14 +107,8 @@ fn export(dir: &Path, rows: usize) {
         Observation::new(&profile, &Rows { texts: &pool, tokens: Some(&pt), embeddings: &px, proba: &pp }).unwrap();
     write_csv(&dir.join("reference.csv"), &reference, &labels, &(0..reference.n).collect::<Vec<_>>());
     // 70% held-out sentences (pool rows 0..1000), 30% headlines (1000..2000), drawn with replacement.
-    let mut state = 0x6b65_656c_u64;
-    let mut next = || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut rng = keel_core::SplitMix64::new(0x6b65_656c);
+    let mut next = || rng.next_u64();
     let pick: Vec<usize> = (0..rows)
         .map(|_| if next() % 10 < 7 { (next() % 1000) as usize } else { 1000 + (next() % 1000) as usize })
         .collect();

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use keel_core::Matrix;
+use keel_core::{Matrix, SplitMix64};
 use keel_eval::{BootstrapConfig, Interval};
 use keel_train::LrConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::profile::{EvalFigures, Observation, Profile};
-use crate::rng::{SplitMix64, sample_indices};
+use crate::sample::sample_indices;
 use crate::stats;
 
 /// Thresholds and sizes. The defaults are Evidently's where Evidently has one.

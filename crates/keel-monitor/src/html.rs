@@ -1,24 +1,14 @@
 //! The drift report as one self-contained HTML page (inline CSS and SVG, no scripts, no
-//! external requests), in the style of keel-eval's report.
+//! external requests), in keel-eval's page shell.
 
 use std::fmt::Write as _;
 
-use keel_eval::escape;
+use keel_eval::{escape, page};
 
 use crate::drift::{ColumnDrift, DriftReport, TimePoint};
 
-const CSS: &str = "
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330;padding:0 1rem;line-height:1.45}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2.2rem;border-bottom:1px solid #dde2ea;padding-bottom:.3rem}
-.sub{color:#5b6474}.why{color:#5b6474;font-size:.9rem}
-table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}td,th{padding:.3rem .6rem;border-bottom:1px solid #eef1f5;text-align:left;vertical-align:top}
-th{background:#f6f8fb}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.promote{background:#e7f6ec;border-left:4px solid #2f9e55;padding:.6rem 1rem}.hold{background:#fdf0e6;border-left:4px solid #d9822b;padding:.6rem 1rem}
-svg{display:block;margin:.6rem 0;max-width:100%;height:auto}svg text{font-family:inherit;font-size:11px;fill:#1d2330}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:.8rem}
-.card{border:1px solid #dde2ea;border-radius:6px;padding:.7rem .9rem}.card .v{font-size:1.5rem;font-weight:600}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:.8rem}
-";
+/// The drift page's own style, after keel-eval's shared one.
+const GRID_CSS: &str = ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:.8rem}\n";
 
 const REF: &str = "#6b8fc7";
 const CUR: &str = "#e07b39";
@@ -27,13 +17,19 @@ const CUR: &str = "#e07b39";
 /// overlay per statistic (reference against current), predicted-class shares, live quality and
 /// the drift-over-time line when the report has a series.
 pub fn render_html(r: &DriftReport) -> String {
-    let mut h = String::new();
+    page(&r.title, GRID_CSS, |h| {
+        heading(h, r);
+        embeddings(h, r);
+        quality(h, r);
+        over_time(h, r);
+        statistics(h, r);
+        distributions(h, r);
+    })
+}
+
+/// The title line and the verdict with its rule.
+fn heading(h: &mut String, r: &DriftReport) {
     let title = escape(&r.title);
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<link rel=\"icon\" href=\"data:,\"><title>{title}</title><style>{CSS}</style></head><body>\n"
-    );
     let _ = writeln!(
         h,
         "<h1>{title}</h1><p class=\"sub\">{} reference rows (training split) · {} current rows</p>",
@@ -47,7 +43,10 @@ pub fn render_html(r: &DriftReport) -> String {
         r.embedding.threshold,
         100.0 * r.config.drift_share
     );
+}
 
+/// The embedding comparison: domain classifier, MMD and the unexplained norm.
+fn embeddings(h: &mut String, r: &DriftReport) {
     let e = &r.embedding;
     h.push_str("<h2>Embeddings</h2><div class=\"cards\">");
     let _ = write!(
@@ -75,7 +74,10 @@ pub fn render_html(r: &DriftReport) -> String {
         e.current_residual, e.reference_residual
     );
     h.push_str("</div>");
+}
 
+/// Live quality on the predictions that received feedback, when there are any.
+fn quality(h: &mut String, r: &DriftReport) {
     if let Some(q) = &r.quality {
         h.push_str("<h2>Live quality</h2><div class=\"cards\" id=\"quality\">");
         for (name, iv, at) in [
@@ -95,12 +97,18 @@ pub fn render_html(r: &DriftReport) -> String {
         }
         h.push_str("</div>");
     }
+}
 
+/// The drift-over-time line, when the report has a series.
+fn over_time(h: &mut String, r: &DriftReport) {
     if !r.over_time.is_empty() {
         h.push_str("<h2>Drift over time</h2><p class=\"why\">Domain classifier ROC-AUC of each window against the training data; the dashed line is the drift threshold.</p>");
-        over_time_svg(&mut h, &r.over_time, e.threshold);
+        over_time_svg(h, &r.over_time, r.embedding.threshold);
     }
+}
 
+/// The per-row statistics and their tests.
+fn statistics(h: &mut String, r: &DriftReport) {
     h.push_str("<h2>Statistics</h2><p class=\"why\">Each per-row statistic is compared with Evidently's default test: with at most 1,000 reference rows, Kolmogorov–Smirnov (numbers) or chi-square (categories) at p &lt; 0.05; with more, the Wasserstein distance divided by the reference's spread, or the Jensen–Shannon distance, at 0.1. PSI is shown for reference.</p>");
     h.push_str("<table id=\"statistics\"><tr><th>statistic</th><th>test</th><th>value</th><th>p</th><th>threshold</th><th>PSI</th><th>training mean</th><th>current mean</th><th>drift</th></tr>");
     for c in &r.columns {
@@ -120,16 +128,18 @@ pub fn render_html(r: &DriftReport) -> String {
         );
     }
     h.push_str("</table>");
+}
 
+/// One distribution overlay per statistic.
+fn distributions(h: &mut String, r: &DriftReport) {
     let _ = write!(
         h,
         "<h2>Distributions</h2><p class=\"why\"><span style=\"color:{REF}\">■</span> training · <span style=\"color:{CUR}\">■</span> current. Share of rows in each bin.</p><div class=\"grid\">"
     );
     for c in &r.columns {
-        distribution_svg(&mut h, c);
+        distribution_svg(h, c);
     }
-    h.push_str("</div></body></html>\n");
-    h
+    h.push_str("</div>");
 }
 
 fn distribution_svg(h: &mut String, c: &ColumnDrift) {

@@ -31,7 +31,7 @@ mod drift;
 mod html;
 mod pca;
 mod profile;
-mod rng;
+mod sample;
 pub mod stats;
 
 pub use drift::{

@@ -3,9 +3,7 @@
 //! seeded start, a fixed number of iterations, and each component's sign fixed so its largest
 //! coordinate is positive.
 
-use keel_core::Matrix;
-
-use crate::rng::SplitMix64;
+use keel_core::{Matrix, SplitMix64};
 
 pub(crate) struct Pca {
     pub mean: Vec<f32>,

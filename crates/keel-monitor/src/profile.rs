@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use keel_core::Matrix;
+use keel_core::{Matrix, SplitMix64};
 use serde::{Deserialize, Serialize};
 
-use crate::rng::{SplitMix64, sample_indices};
+use crate::sample::sample_indices;
 use crate::{MonitorError, pca};
 
 /// Version of the profile's serialised form.

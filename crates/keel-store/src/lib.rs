@@ -16,18 +16,18 @@
 mod artifacts;
 mod llm;
 mod monitor;
+mod registry;
 mod schema;
 mod steps;
 mod store;
+mod tx;
 
 pub use artifacts::{Artifacts, LocalArtifacts, ObjectStoreArtifacts};
 pub use llm::{CachedResponse, LlmCall, LlmUsage};
-pub use monitor::Feedback;
+pub use monitor::{Feedback, PredictionRecord};
+pub use registry::{AliasEvent, Lineage, ModelVersion, NewModelVersion};
 pub use steps::{NewStep, PipelineEvent, StepRecord};
-pub use store::{
-    AliasEvent, Dataset, Lineage, ModelVersion, NewDataset, NewModelVersion, PredictionRecord, Run, RunStatus, Store,
-    StoreCheck, StoreOptions,
-};
+pub use store::{Dataset, NewDataset, Run, RunStatus, Store, StoreCheck, StoreOptions};
 
 /// Which database a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

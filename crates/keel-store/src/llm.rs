@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::store::{Store, write_tx};
+use crate::store::Store;
+use crate::tx::write_tx;
 use crate::{Result, StoreError};
 
 /// One generation request as the caller saw it: answered from the cache, generated, or failed.

@@ -23,7 +23,7 @@ pub(crate) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<()> {
     };
     // Serialise concurrent openers: SQLite through its write lock (BEGIN IMMEDIATE), PostgreSQL
     // through a transaction-scoped advisory lock.
-    let mut tx = crate::store::write_tx(pool, backend).await?;
+    let mut tx = crate::tx::write_tx(pool, backend).await?;
     if backend == Backend::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock(7313)").execute(&mut *tx).await?;
     }

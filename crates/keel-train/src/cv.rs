@@ -4,7 +4,7 @@
 use keel_core::Matrix;
 use serde::{Deserialize, Serialize};
 
-use crate::rng::SplitMix64;
+use crate::rng;
 use crate::{FitReport, LogisticRegression, LrConfig, TrainError, fit, fit_from};
 
 /// The L2 strengths [`fit_cv`] tries when given an empty grid.
@@ -35,7 +35,7 @@ pub struct CvReport {
 /// depends only on the labels and the seed.
 pub fn stratified_folds(y: &[usize], folds: usize, seed: u64) -> Vec<usize> {
     let k = y.iter().copied().max().map_or(0, |m| m + 1);
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = rng::seeded(seed);
     let mut out = vec![0; y.len()];
     let mut offset = 0;
     for c in 0..k {

@@ -11,7 +11,7 @@ use keel_core::Matrix;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{Reader, Writer, b64_to_f32s, f32s_to_b64};
-use crate::rng::{SplitMix64, fnv1a};
+use crate::rng::{self, SplitMix64, fnv1a};
 use crate::{TrainError, softmax_f64};
 
 /// The hidden layer's non-linearity.
@@ -341,7 +341,7 @@ impl State {
         w.u64(fingerprint);
         w.u64(self.epoch as u64);
         w.u64(self.step);
-        w.u64(self.rng.0);
+        w.u64(self.rng.state());
         for p in [&self.params, &self.m, &self.v, &self.best] {
             p.write(&mut w);
         }
@@ -371,7 +371,7 @@ impl State {
         }
         let epoch = r.u64()? as usize;
         let step = r.u64()?;
-        let rng = SplitMix64(r.u64()?);
+        let rng = SplitMix64::new(r.u64()?);
         let params = Params::read(&mut r, shape)?;
         let m = Params::read(&mut r, shape)?;
         let v = Params::read(&mut r, shape)?;
@@ -472,7 +472,7 @@ pub fn fit_mlp(
             s
         }
         None => {
-            let mut rng = SplitMix64::new(cfg.seed);
+            let mut rng = rng::seeded(cfg.seed);
             // He-uniform for the ReLU/GELU layer, Glorot-uniform for the output layer.
             let a1 = (6.0 / d as f32).sqrt();
             let a2 = (6.0 / (h + k) as f32).sqrt();

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{b64_to_f32s, b64_to_u32s, f32s_to_b64, u32s_to_b64};
-use crate::rng::{SplitMix64, fnv1a};
+use crate::rng::{self, fnv1a};
 use crate::{TrainError, softmax_f64};
 
 /// Settings of the n-gram model.
@@ -167,7 +167,7 @@ impl NgramModel {
         let mut v = vec![0.0f32; buckets * k];
         let mut bias = vec![0.0f64; k];
         let mut scale = 1.0f64;
-        let mut rng = SplitMix64::new(cfg.seed);
+        let mut rng = rng::seeded(cfg.seed);
         let mut order: Vec<usize> = (0..texts.len()).collect();
         let mut t = 0u64;
         let mut z = vec![0.0f64; k];

@@ -1,10 +1,11 @@
 //! Finite-difference check of the hand-written backward, in f64 on a tiny random BERT.
 
+use keel_core::SplitMix64;
+
 use super::float::Float;
 use super::lora::{Lora, LoraConfig};
 use super::loss::{Loss, loss_grad};
 use super::model::{Dropout, Grads, Model, TokenIds};
-use super::rng::SplitMix64;
 use super::weights::{BertWeights, Dims, Proj};
 
 const DIMS: Dims =

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use keel_core::SplitMix64;
+
 use super::float::{Float, View};
-use super::rng::SplitMix64;
 use super::st;
 use super::weights::{BertWeights, Dims, Proj};
 use crate::error::EmbedError;

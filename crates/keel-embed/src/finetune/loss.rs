@@ -89,7 +89,7 @@ mod tests {
     use super::*;
 
     fn unit_rows(rows: usize, h: usize, seed: u64) -> Vec<f64> {
-        let mut rng = crate::finetune::rng::SplitMix64::new(seed);
+        let mut rng = keel_core::SplitMix64::new(seed);
         let mut v: Vec<f64> = (0..rows * h).map(|_| rng.signed_unit()).collect();
         for r in v.chunks_exact_mut(h) {
             let n = r.iter().map(|x| x * x).sum::<f64>().sqrt();

@@ -26,7 +26,6 @@ mod loss;
 mod model;
 mod optim;
 mod pairs;
-mod rng;
 mod st;
 mod trainer;
 mod weights;
@@ -35,12 +34,12 @@ mod weights;
 mod gradcheck;
 
 pub use float::Float;
+pub use keel_core::SplitMix64;
 pub use lora::{Adapter, LORA_FORMAT, Lora, LoraConfig};
 pub use loss::Loss;
 pub use model::TokenIds;
 pub use optim::{AdamW, ParamGrad, linear_schedule};
 pub use pairs::{Pair, contrastive_pairs, positive_pairs};
-pub use rng::SplitMix64;
 pub use trainer::{CHECKPOINT_FORMAT, FineTuneConfig, FineTuner, Method};
 pub use weights::{BertWeights, Dims, Kind, LayerWeights, Linear, Norm, Proj, TensorMut, TensorRef};
 

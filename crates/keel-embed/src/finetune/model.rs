@@ -1,11 +1,11 @@
 //! The trainable BERT forward (packed sequences, as the inference forward) that records what its
 //! backward needs, and the backward itself.
 
+use keel_core::SplitMix64;
 use rayon::prelude::*;
 
 use super::float::{Float, View, gelu, gelu_grad};
 use super::lora::Lora;
-use super::rng::SplitMix64;
 use super::weights::{BertWeights, Norm, Proj};
 
 /// Word-piece ids and token-type ids of one text, specials included (as the tokenizer gives them).

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::rng::SplitMix64;
+use keel_core::SplitMix64;
 
 /// Two examples (indices into the caller's rows) and the target cosine.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
+use keel_core::SplitMix64;
+
 use super::lora::{Lora, LoraConfig};
 use super::loss::{Loss, loss_grad};
 use super::model::{Dropout, Grads, Model, TokenIds};
 use super::optim::{AdamW, ParamGrad, linear_schedule};
 use super::pairs::Pair;
-use super::rng::SplitMix64;
 use super::st;
 use super::weights::{BertWeights, Kind};
 use crate::error::EmbedError;

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use keel_core::SplitMix64;
 
 use super::float::Float;
-use super::rng::SplitMix64;
 use super::st;
 use crate::bert::BertConfig;
 use crate::error::EmbedError;

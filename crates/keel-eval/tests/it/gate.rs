@@ -39,7 +39,7 @@ fn reasons_read_as_specified() {
 
 #[test]
 fn a_clearly_better_challenger_is_promoted() {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     let (y, _) = synthetic(2000, 4, 0.5, &mut rng);
     let prod = predictions(&y, 4, |i| i % 10 < 7);
     let chal = predictions(&y, 4, |i| i % 10 < 8);
@@ -52,7 +52,7 @@ fn a_clearly_better_challenger_is_promoted() {
 
 #[test]
 fn the_same_model_is_not_promoted() {
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     let (y, proba) = synthetic(500, 3, 0.8, &mut rng);
     let d = Gate::default().decide(&y, &proba, &proba);
     assert!(!d.promote);
@@ -64,7 +64,7 @@ fn the_same_model_is_not_promoted() {
 #[test]
 fn a_small_noisy_gain_is_held_back() {
     // 200 rows; the challenger fixes 6 rows and breaks 4: +1 point on 200 rows is noise.
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let (y, _) = synthetic(200, 2, 0.5, &mut rng);
     let prod_right = |i: usize| !i.is_multiple_of(5);
     let fixed = [0, 5, 10, 15, 20, 25];
@@ -79,7 +79,7 @@ fn a_small_noisy_gain_is_held_back() {
 
 #[test]
 fn a_worse_challenger_is_not_promoted() {
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     let (y, _) = synthetic(1000, 5, 0.5, &mut rng);
     let prod = predictions(&y, 5, |i| i % 10 < 8);
     let chal = predictions(&y, 5, |i| i % 10 < 7);
@@ -91,7 +91,7 @@ fn a_worse_challenger_is_not_promoted() {
 fn paired_interval_is_narrower_than_unpaired_noise() {
     // Two models that agree on 98% of rows: the paired interval of the difference is much
     // narrower than the interval of either model's own macro-F1.
-    let mut rng = Rng(6);
+    let mut rng = Rng::new(6);
     let (y, _) = synthetic(1000, 3, 0.5, &mut rng);
     let a = predictions(&y, 3, |i| i % 10 < 8);
     let b = predictions(&y, 3, |i| i % 10 < 8 && i % 100 != 0 || i % 100 == 9);

@@ -8,7 +8,7 @@ use keel_eval::{BaselineResult, Gate, Report, ReportInput, build_report, fit_tem
 use crate::{Rng, synthetic};
 
 fn sample_report() -> Report {
-    let mut rng = Rng(31);
+    let mut rng = Rng::new(31);
     let (y, proba) = synthetic(400, 4, 0.75, &mut rng);
     let labels: Vec<String> =
         ["billing", "bug <report>", "feature & request", "other"].iter().map(|s| (*s).to_owned()).collect();

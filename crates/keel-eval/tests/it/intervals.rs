@@ -7,7 +7,7 @@ use crate::{Rng, synthetic};
 /// Share of `reps` synthetic test sets (each `n` rows of a classifier with true accuracy `p`)
 /// whose bootstrap interval at `level` contains `p`.
 fn coverage(reps: usize, n: usize, k: usize, p: f64, level: f64, seed: u64) -> f64 {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut hits = 0;
     for r in 0..reps {
         let (y, proba) = synthetic(n, k, p, &mut rng);
@@ -45,7 +45,7 @@ fn bootstrap_intervals_cover_the_true_accuracy_at_their_nominal_rate() {
 
 #[test]
 fn intervals_are_deterministic_given_the_seed_and_bracket_the_point() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let (y, proba) = synthetic(300, 4, 0.7, &mut rng);
     let cfg = BootstrapConfig::default();
     assert_eq!((cfg.resamples, cfg.level), (1000, 0.95));
@@ -68,7 +68,7 @@ fn intervals_are_deterministic_given_the_seed_and_bracket_the_point() {
 #[test]
 fn interval_width_matches_the_binomial_standard_error() {
     // For accuracy 0.8 on 1,000 rows, the 95% half-width is about 1.96·sqrt(.8·.2/1000) = 0.0248.
-    let mut rng = Rng(8);
+    let mut rng = Rng::new(8);
     let (y, proba) = synthetic(1000, 2, 0.8, &mut rng);
     let iv = bootstrap_intervals(&y, &proba, &BootstrapConfig::default()).accuracy;
     let se = (iv.point * (1.0 - iv.point) / 1000.0).sqrt();

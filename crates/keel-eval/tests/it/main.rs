@@ -1,6 +1,6 @@
 //! Integration tests for keel-eval, against hand computation and scikit-learn 1.9.1.
 
-use keel_core::Matrix;
+use keel_core::{Matrix, SplitMix64};
 use keel_eval::{Evaluation, accuracy, evaluate, macro_f1};
 
 pub(crate) fn labels(names: &[&str]) -> Vec<String> {
@@ -163,20 +163,17 @@ mod html;
 mod intervals;
 mod probability;
 
-/// A small deterministic generator (SplitMix64) so the tests need no extra crates.
-pub(crate) struct Rng(pub u64);
+/// Test data from keel-core's seeded generator, with the tests' own bounded-int (by a float)
+/// and normal draws.
+pub(crate) struct Rng(SplitMix64);
 
 impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    pub fn new(seed: u64) -> Self {
+        Self(SplitMix64::new(seed))
     }
 
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit()
     }
 
     pub fn below(&mut self, n: usize) -> usize {

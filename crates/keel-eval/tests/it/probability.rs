@@ -74,7 +74,7 @@ fn roc_auc_matches_scikit_learn_and_pair_counting() {
     assert_eq!(binary_roc_auc(&[0.5, 0.5, 0.5, 0.9], &[false, true, false, true]), Some(0.75));
     assert_eq!(binary_roc_auc(&[0.1, 0.2], &[true, true]), None);
     // Random scores on a coarse grid (many ties) against O(n²) pair counting.
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let scores: Vec<f64> = (0..300).map(|_| (rng.uniform() * 10.0).floor() / 10.0).collect();
     let pos: Vec<bool> = scores.iter().map(|s| rng.uniform() < 0.3 + 0.5 * s).collect();
     let fast = binary_roc_auc(&scores, &pos).unwrap();
@@ -103,7 +103,7 @@ fn multi_class_roc_auc_is_the_one_vs_rest_mean() {
 /// Logits of an over-confident model: the true class probabilities are `softmax(z)`, labels
 /// are drawn from them, and the model reports `4·z`.
 fn overconfident(n: usize, k: usize, seed: u64) -> (Matrix, Vec<usize>) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut logits = Matrix::zeros(n, k);
     let mut y = Vec::with_capacity(n);
     for i in 0..n {

@@ -135,14 +135,8 @@ fn observe(
 
 fn windows(n: usize, seed: u64) -> Vec<Vec<usize>> {
     // A seeded partial Fisher–Yates per window.
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut rng = keel_core::SplitMix64::new(seed);
+    let mut next = move || rng.next_u64();
     (0..WINDOWS)
         .map(|_| {
             let mut idx: Vec<usize> = (0..n).collect();

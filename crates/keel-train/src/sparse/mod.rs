@@ -74,7 +74,7 @@ use solver::Dcd;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{b64_to_f16s, b64_to_f32s, f16_bits_to_f32, f16s_to_b64, f32_to_f16_bits, f32s_to_b64};
-use crate::rng::SplitMix64;
+use crate::rng;
 use crate::{TrainError, softmax_f64, stratified_folds};
 
 /// The `C` values [`SparseModel::fit_cv`] tries when given an empty grid: 0.1 to 2 in steps of
@@ -329,7 +329,7 @@ impl SparseModel {
             let target = positive_class(k, c);
             let yy: Vec<bool> = splits[f].0.iter().map(|&i| y[i] == target).collect();
             let mut solver = Dcd::new(train, mats[f].2, &yy);
-            let mut rng = SplitMix64::new(problem_seed(cfg.seed, f as u64 + 1, c as u64));
+            let mut rng = rng::seeded(problem_seed(cfg.seed, f as u64 + 1, c as u64));
             grid.iter()
                 .map(|&cc| {
                     solver.solve(cc, cfg.cv_tol, cfg.max_iter, &mut rng);
@@ -606,9 +606,8 @@ fn predicted(k: usize, z: &[f32]) -> usize {
 }
 
 fn problem_seed(seed: u64, fold: u64, class: u64) -> u64 {
-    let mut r = SplitMix64::new(seed ^ fold.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    r.0 ^= class.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    r.next_u64()
+    // (XOR is associative: the same state as salting `seed ^ fold·γ`, then XORing `class·c`.)
+    rng::seeded(seed ^ fold.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ class.wrapping_mul(0xbf58_476d_1ce4_e5b9)).next_u64()
 }
 
 /// Fits all rows listed in `rows` at strength `c` (the final fit of both entry points).
@@ -630,7 +629,7 @@ fn final_fit(
         let target = positive_class(k, p);
         let yy: Vec<bool> = rows.iter().map(|&i| y[i] == target).collect();
         let mut solver = Dcd::new(&x, d, &yy);
-        let mut rng = SplitMix64::new(problem_seed(cfg.seed, 0, p as u64));
+        let mut rng = rng::seeded(problem_seed(cfg.seed, 0, p as u64));
         let epochs = solver.solve(c, cfg.tol, cfg.max_iter, &mut rng);
         (solver.w, epochs)
     });
