@@ -9,25 +9,17 @@
 //! `KEEL_BENCH_MODES` (`f32,int8,candle`), `KEEL_BENCH_JSON` (also write results there),
 //! `KEEL_SHARED` (the shared folder), plus the model lookup of `PullOptions::from_env`.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use keel_embed::{Encoder, EncoderConfig, Kernels, Precision, PullOptions, pull};
-
-fn shared_dir() -> PathBuf {
-    match std::env::var_os("KEEL_SHARED") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")),
-    }
-}
+use keel_test_support::shared_text;
 
 fn texts() -> Vec<String> {
     if let Some(path) = std::env::var_os("KEEL_BENCH_TEXTS") {
         let raw = std::fs::read_to_string(&path).expect("KEEL_BENCH_TEXTS");
         return raw.lines().map(str::to_owned).collect();
     }
-    let path = shared_dir().join("data/vader-sentiment/movieReviewSnippets_GroundTruth.txt");
-    let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (set KEEL_SHARED)", path.display()));
+    let raw = shared_text("data/vader-sentiment/movieReviewSnippets_GroundTruth.txt");
     raw.lines().filter_map(|l| l.trim_end_matches('\r').splitn(3, '\t').nth(2).map(str::to_owned)).take(2000).collect()
 }
 

@@ -10,18 +10,14 @@
 //! JSON line with the timings.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use keel_core::Matrix;
 use keel_monitor::{Column, MonitorConfig, Observation, PROFILE_FORMAT, Profile, ProfileConfig, Rows};
+use keel_test_support::{shared_file, shared_text};
 
 const NUMERIC: [&str; 4] = ["text_chars", "text_tokens", "oov_rate", "confidence"];
-
-fn shared() -> PathBuf {
-    std::env::var_os("KEEL_SHARED")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"), PathBuf::from)
-}
 
 fn key(t: &str) -> String {
     let mut h = keel_core::Hasher::new();
@@ -53,8 +49,7 @@ fn write_csv(path: &Path, o: &Observation, labels: &[String], pick: &[usize]) {
 
 fn export(dir: &Path, rows: usize) {
     std::fs::create_dir_all(dir).unwrap();
-    let raw =
-        std::fs::read_to_string(shared().join("data/vader-sentiment/movieReviewSnippets_GroundTruth.txt")).unwrap();
+    let raw = shared_text("data/vader-sentiment/movieReviewSnippets_GroundTruth.txt");
     let mut movie: Vec<(String, usize)> = raw
         .lines()
         .filter_map(|l| {
@@ -67,7 +62,7 @@ fn export(dir: &Path, rows: usize) {
     movie.dedup_by(|a, b| a.0 == b.0);
     let opts = keel_data::ReadOptions { text_col: "Text".into(), label_col: Some("Date".into()), ..Default::default() };
     let mut news: Vec<String> =
-        keel_data::read_table(&shared().join("data/scattertext/guardian_headlines.csv.bz2"), &opts)
+        keel_data::read_table(&shared_file("data/scattertext/guardian_headlines.csv.bz2"), &opts)
             .unwrap()
             .records
             .into_iter()

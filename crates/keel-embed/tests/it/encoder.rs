@@ -3,7 +3,7 @@ use std::time::Instant;
 use keel_embed::{Encoder, EncoderConfig, Kernels, Precision};
 use serde::Deserialize;
 
-use crate::{cosine, encoder, model, shared_dir};
+use crate::{cosine, encoder, model, shared_text};
 
 #[derive(Deserialize)]
 struct Reference {
@@ -13,8 +13,7 @@ struct Reference {
 }
 
 fn references() -> Vec<Reference> {
-    let path = shared_dir().join("reference/minilm-embeddings.jsonl");
-    let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (set KEEL_SHARED)", path.display()));
+    let raw = shared_text("reference/minilm-embeddings.jsonl");
     raw.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 

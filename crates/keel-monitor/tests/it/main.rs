@@ -8,28 +8,9 @@ mod drift;
 mod html;
 mod stats;
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use keel_core::Matrix;
-use keel_embed::{Encoder, EncoderConfig, PullOptions, pull};
-
-/// The shared folder beside the workspace (`$KEEL_SHARED` overrides).
-pub fn shared_dir() -> PathBuf {
-    match std::env::var_os("KEEL_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    }
-}
-
-pub fn encoder() -> &'static Encoder {
-    static ENCODER: OnceLock<Encoder> = OnceLock::new();
-    ENCODER.get_or_init(|| {
-        let model =
-            pull("all-MiniLM-L6-v2", &PullOptions::from_env()).expect("pull all-MiniLM-L6-v2 (set KEEL_MODELS)");
-        Encoder::load(&model, EncoderConfig::default()).expect("load encoder")
-    })
-}
+use keel_test_support::encoder;
+pub use keel_test_support::{shared_file, shared_text};
 
 /// Embeddings and token counts of `texts`.
 pub fn embed(texts: &[String]) -> (Matrix, Vec<usize>) {

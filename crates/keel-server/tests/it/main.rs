@@ -13,29 +13,19 @@ mod rollout;
 mod search;
 mod text_heads;
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use keel_core::Matrix;
-use keel_embed::{Encoder, EncoderConfig, InstalledModel, PullOptions};
 use keel_server::{AppState, Batching, Limits, LoadedModel, LogOptions, Options};
 use keel_store::Store;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-fn installed() -> InstalledModel {
-    keel_embed::pull("all-MiniLM-L6-v2", &PullOptions::from_env()).expect("encoder model")
-}
-
-fn encoder() -> Arc<Encoder> {
-    static ENCODER: OnceLock<Arc<Encoder>> = OnceLock::new();
-    ENCODER
-        .get_or_init(|| Arc::new(Encoder::load(&installed(), EncoderConfig::default()).expect("encoder loads")))
-        .clone()
-}
+// The real encoder (one per test binary, as the `Arc` a state holds) and its installed model.
+use keel_test_support::{encoder_arc as encoder, minilm as installed};
 
 /// A two-label head trained on a handful of real embeddings.
 fn model() -> LoadedModel {

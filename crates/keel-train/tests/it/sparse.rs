@@ -1,7 +1,5 @@
 //! The sparse TF-IDF linear SVM: learning, cross-validation, determinism, the artifact.
 
-use std::path::PathBuf;
-
 use keel_eval::fit_temperature;
 use keel_train::{Head, InputKind, Majority, SparseConfig, SparseModel, TrainError};
 
@@ -170,12 +168,7 @@ fn bad_inputs_are_errors() {
 
 /// `(texts, labels)` of an Orange `.tab` file in the shared data folder.
 fn read_tab(name: &str) -> (Vec<String>, Vec<String>) {
-    let dir = match std::env::var_os("KEEL_SHARED") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
-    let path = dir.join("data/orange-text").join(name);
-    let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (set KEEL_SHARED)", path.display()));
+    let raw = keel_test_support::shared_text(&format!("data/orange-text/{name}"));
     let (mut texts, mut labels) = (Vec::new(), Vec::new());
     for line in raw.split('\n').skip(3) {
         // Reuters R8: "Category<TAB>Text".

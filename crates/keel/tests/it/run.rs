@@ -296,12 +296,6 @@ fn watch_retrains_when_rows_arrive_and_gates_the_new_version() {
     assert_eq!(production["model"]["version"], if promoted { 2 } else { 1 }, "promoted only through the gate");
 }
 
-fn shared() -> PathBuf {
-    std::env::var_os("KEEL_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
-
 #[test]
 fn example_projects_read_the_shared_data() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -310,7 +304,7 @@ fn example_projects_read_the_shared_data() {
         let config = root.join("examples").join(name).join("keel.toml");
         let plan = json_of(
             keel(home.path())
-                .env("KEEL_SHARED", shared())
+                .env("KEEL_SHARED", keel_test_support::shared_dir())
                 .args(["run", "--plan", "--json", "--config"])
                 .arg(&config)
                 .output()
@@ -323,7 +317,7 @@ fn example_projects_read_the_shared_data() {
     let config = root.join("examples/rotten-tomatoes/keel.toml");
     let v = json_of(
         keel(home.path())
-            .env("KEEL_SHARED", shared())
+            .env("KEEL_SHARED", keel_test_support::shared_dir())
             .args(["run", "--json", "--limit", "1300", "--config"])
             .arg(&config)
             .output()
