@@ -98,6 +98,21 @@ pub(crate) struct Bert {
     isa: Isa,
 }
 
+/// One GEMM's operands: `out = epi(input · Wᵀ + bias)`.
+struct Gemm<'a> {
+    input: &'a [f32],
+    epi: Epilogue<'a>,
+    out: &'a mut [f32],
+}
+
+/// A packed batch: the sequences, where each one's tokens start, and the longest length.
+#[derive(Clone, Copy)]
+struct Packed<'s, 'a> {
+    seqs: &'s [Seq<'a>],
+    starts: &'s [usize],
+    max_len: usize,
+}
+
 /// Buffers one forward pass needs; grown on demand, never shrunk.
 #[derive(Default)]
 pub(crate) struct Scratch {
@@ -211,16 +226,21 @@ impl Bert {
         let mut quantized = false;
         for (l, layer) in self.layers.iter().enumerate() {
             let qkv = &mut sc.qkv[..total * 3 * h];
-            self.linear(&layer.qkv, x, Epilogue::Bias, qkv, threads, &mut sc.qact, quantized);
-            self.attention(seqs, qkv, &sc.starts, &mut sc.scores, &mut sc.ctx, max_len, threads);
+            let g = Gemm { input: x, epi: Epilogue::Bias, out: qkv };
+            self.linear(&layer.qkv, g, threads, &mut sc.qact, quantized);
+            let batch = Packed { seqs, starts: &sc.starts, max_len };
+            self.attention(&batch, qkv, &mut sc.scores, &mut sc.ctx, threads);
             // tmp = x + attention output; x = LayerNorm(tmp).
             let ctx = &sc.ctx[..total * h];
-            self.linear(&layer.attn_out, ctx, Epilogue::Residual(x), tmp, threads, &mut sc.qact, false);
+            let g = Gemm { input: ctx, epi: Epilogue::Residual(x), out: tmp };
+            self.linear(&layer.attn_out, g, threads, &mut sc.qact, false);
             quantized = self.norm_into(tmp, x, &layer.ln1, threads, Some(&layer.ff_in), &mut sc.qact);
             let ff = &mut sc.ff[..total * self.inter];
             let acts = (&mut sc.qact, &mut sc.qspare);
-            quantized = self.linear_then(&layer.ff_in, x, Epilogue::Gelu, ff, threads, acts, quantized, &layer.ff_out);
-            self.linear(&layer.ff_out, ff, Epilogue::Residual(x), tmp, threads, &mut sc.qact, quantized);
+            let g = Gemm { input: x, epi: Epilogue::Gelu, out: ff };
+            quantized = self.linear_then(&layer.ff_in, g, threads, acts, quantized, &layer.ff_out);
+            let g = Gemm { input: ff, epi: Epilogue::Residual(x), out: tmp };
+            self.linear(&layer.ff_out, g, threads, &mut sc.qact, quantized);
             let next = self.layers.get(l + 1).map(|n| &n.qkv);
             quantized = self.norm_into(tmp, x, &layer.ln2, threads, next, &mut sc.qact);
         }
@@ -261,19 +281,10 @@ impl Bert {
         par_rows(x, h, threads, |rows| kernels::layer_norm(isa, rows, &norm.gamma, &norm.beta, eps));
     }
 
-    /// `out = epi(input · Wᵀ + bias)` over all `rows = input.len() / k` rows; in int8 mode
-    /// `quantized` says `qact` already holds `input` quantized for `lin`.
-    #[allow(clippy::too_many_arguments)]
-    fn linear(
-        &self,
-        lin: &Linear,
-        input: &[f32],
-        epi: Epilogue<'_>,
-        out: &mut [f32],
-        threads: usize,
-        qact: &mut QAct,
-        quantized: bool,
-    ) {
+    /// `g.out = g.epi(g.input · Wᵀ + bias)` over all `rows = input.len() / k` rows; in int8
+    /// mode `quantized` says `qact` already holds `input` quantized for `lin`.
+    fn linear(&self, lin: &Linear, g: Gemm<'_>, threads: usize, qact: &mut QAct, quantized: bool) {
+        let Gemm { input, epi, out } = g;
         match &lin.w {
             LinearWeights::Int8(q) => {
                 if !quantized {
@@ -287,22 +298,20 @@ impl Bert {
 
     /// [`Bert::linear`], then in int8 mode quantizes `out` for `next` into `qact` (fused with
     /// the GEMM where the kernels allow; `spare` is the second buffer that takes) and returns true.
-    #[allow(clippy::too_many_arguments)]
     fn linear_then(
         &self,
         lin: &Linear,
-        input: &[f32],
-        epi: Epilogue<'_>,
-        out: &mut [f32],
+        g: Gemm<'_>,
         threads: usize,
         (qact, spare): (&mut QAct, &mut QAct),
         quantized: bool,
         next: &Linear,
     ) -> bool {
         let (LinearWeights::Int8(q), LinearWeights::Int8(nq)) = (&lin.w, &next.w) else {
-            self.linear(lin, input, epi, out, threads, qact, quantized);
+            self.linear(lin, g, threads, qact, quantized);
             return false;
         };
+        let Gemm { input, epi, out } = g;
         if !quantized {
             kernels::quantize(self.isa, threads, input, lin.k, q, qact);
         }
@@ -315,17 +324,8 @@ impl Bert {
     /// Self-attention per (sequence, head) from `qkv` into `ctx` (token-major, heads side by
     /// side). Sequence by sequence, so one sequence's q, k and v stay in cache for all its heads;
     /// `threads > 1` hands whole sequences to each thread.
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        seqs: &[Seq<'_>],
-        qkv: &[f32],
-        starts: &[usize],
-        scores: &mut [f32],
-        ctx: &mut [f32],
-        max_len: usize,
-        threads: usize,
-    ) {
+    fn attention(&self, batch: &Packed<'_, '_>, qkv: &[f32], scores: &mut [f32], ctx: &mut [f32], threads: usize) {
+        let Packed { seqs, starts, max_len } = *batch;
         let (h, heads) = (self.hidden, self.heads);
         let total = qkv.len() / (3 * h);
         let d = h / heads;

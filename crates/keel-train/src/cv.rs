@@ -120,6 +120,7 @@ fn cross_validate(
     }
     let grid: Vec<f64> = if grid.is_empty() { DEFAULT_L2_GRID.to_vec() } else { grid.to_vec() };
     let fold_of = stratified_folds(y, folds, seed);
+    let shared = Folds { x, y, labels: &labels, grid: &grid, fold_of: &fold_of };
     // Folds are independent: they run on separate cores (each fit single-threaded), and their
     // held-out sums are added in fold order afterwards, so the result does not depend on how
     // many cores there are or which fold finished first.
@@ -136,7 +137,7 @@ fn cross_validate(
                         if f >= folds {
                             break;
                         }
-                        let r = fold_scores(x, y, &labels, &grid, &fold_of, f, cv_tol, Some(1));
+                        let r = fold_scores(&shared, f, cv_tol, Some(1));
                         *slots[f].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
                     }
                 });
@@ -147,7 +148,7 @@ fn cross_validate(
             .map(|m| m.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).expect("every fold ran"))
             .collect()
     } else {
-        (0..folds).map(|f| fold_scores(x, y, &labels, &grid, &fold_of, f, cv_tol, None)).collect()
+        (0..folds).map(|f| fold_scores(&shared, f, cv_tol, None)).collect()
     };
     let (mut loss, mut hits) = (vec![0.0; grid.len()], vec![0usize; grid.len()]);
     let mut fold_rows = vec![0usize; folds];
@@ -181,6 +182,17 @@ fn cross_validate(
     Ok((model, report, CvFolds { fold_rows, fold_accuracy }))
 }
 
+/// What every fold of cross-validation shares: the rows, the labels, the grid of strengths and
+/// each row's fold.
+#[derive(Clone, Copy)]
+struct Folds<'a> {
+    x: &'a Matrix,
+    y: &'a [usize],
+    labels: &'a [String],
+    grid: &'a [f64],
+    fold_of: &'a [usize],
+}
+
 /// One fold's held-out log-loss sum and hit count per grid point.
 type FoldScores = (Vec<f64>, Vec<usize>);
 
@@ -196,17 +208,8 @@ pub const CV_TOL: f64 = 1e-5;
 /// each fit starting from the previous one's solution (a regularisation path: the optimum is
 /// the same to the tolerance, reached in fewer iterations than from zero), and scores the
 /// fold's held-out rows.
-#[allow(clippy::too_many_arguments)]
-fn fold_scores(
-    x: &Matrix,
-    y: &[usize],
-    labels: &[String],
-    grid: &[f64],
-    fold_of: &[usize],
-    f: usize,
-    tol: f64,
-    threads: Option<usize>,
-) -> Result<FoldScores, TrainError> {
+fn fold_scores(p: &Folds<'_>, f: usize, tol: f64, threads: Option<usize>) -> Result<FoldScores, TrainError> {
+    let Folds { x, y, labels, grid, fold_of } = *p;
     let mut path: Vec<usize> = (0..grid.len()).collect();
     path.sort_by(|&a, &b| grid[b].total_cmp(&grid[a]));
     let train: Vec<usize> = (0..y.len()).filter(|&i| fold_of[i] != f).collect();

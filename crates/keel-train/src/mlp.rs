@@ -427,8 +427,6 @@ fn fingerprint(x: &Matrix, y: &[usize], xv: &Matrix, yv: &[usize], labels: &[Str
 /// the weights an uninterrupted run would have produced, bit for bit. A checkpoint from other
 /// data or another config is an error ([`TrainError::InvalidCheckpoint`]), not silently
 /// ignored; a failed save is [`TrainError::Checkpoint`].
-// Index loops mirror the maths (rows r, hidden units j, classes c) across several arrays.
-#[allow(clippy::needless_range_loop)]
 pub fn fit_mlp(
     x: &Matrix,
     y: &[usize],
@@ -438,23 +436,8 @@ pub fn fit_mlp(
     cfg: &MlpConfig,
     ckpt: &mut dyn Checkpoint,
 ) -> Result<(Mlp, MlpReport), TrainError> {
-    crate::check_labels(&labels)?;
-    let k = labels.len();
-    crate::check_xy(x, y, k)?;
-    crate::check_xy(x_val, y_val, k)?;
-    if x_val.cols() != x.cols() {
-        return Err(TrainError::InvalidConfig("validation vectors differ in length from training vectors".into()));
-    }
-    if cfg.hidden == 0
-        || cfg.batch_size == 0
-        || cfg.max_epochs == 0
-        || !(0.0..1.0).contains(&cfg.dropout)
-        || !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0)
-        || !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0)
-    {
-        return Err(TrainError::InvalidConfig(format!("invalid MLP configuration {cfg:?}")));
-    }
-    let (d, h, n) = (x.cols(), cfg.hidden, x.rows());
+    check_inputs(x, y, x_val, y_val, &labels, cfg)?;
+    let (d, h, k) = (x.cols(), cfg.hidden, labels.len());
     let fp = fingerprint(x, y, x_val, y_val, &labels, cfg);
     let mut mlp = Mlp {
         labels,
@@ -471,149 +454,20 @@ pub fn fit_mlp(
             resumed_from = Some(s.epoch);
             s
         }
-        None => {
-            let mut rng = rng::seeded(cfg.seed);
-            // He-uniform for the ReLU/GELU layer, Glorot-uniform for the output layer.
-            let a1 = (6.0 / d as f32).sqrt();
-            let a2 = (6.0 / (h + k) as f32).sqrt();
-            mlp.p.w1.iter_mut().for_each(|w| *w = (2.0 * rng.unit_f32() - 1.0) * a1);
-            mlp.p.w2.iter_mut().for_each(|w| *w = (2.0 * rng.unit_f32() - 1.0) * a2);
-            State {
-                epoch: 0,
-                step: 0,
-                rng,
-                m: Params::zeros_like(&mlp.p),
-                v: Params::zeros_like(&mlp.p),
-                best: mlp.p.clone(),
-                params: mlp.p.clone(),
-                best_epoch: 0,
-                best_val: f64::INFINITY,
-                since_best: 0,
-                stopped: false,
-                history: Vec::new(),
-            }
-        }
+        None => State::fresh(&mut mlp, cfg),
     };
 
-    let (b1c, b2c, eps) = (0.9f32, 0.999f32, 1e-8f32);
-    let keep = 1.0 - cfg.dropout;
-    let drop_scale = 1.0 / keep;
-    let mut grad = Params::zeros_like(&st.params);
-    let mut order: Vec<usize> = (0..n).collect();
-    let bs = cfg.batch_size;
-    let mut hpre = vec![0.0f32; bs * h];
-    let mut hact = vec![0.0f32; bs * h];
-    let mut dz = vec![0.0f32; bs * k];
-    let mut dh = vec![0.0f32; h];
+    let epochs = Epochs { x, y, cfg, d, h, k };
+    let mut work = Work::new(&st.params, x.rows(), cfg.batch_size, h, k);
     while !st.stopped && st.epoch < cfg.max_epochs {
-        order.iter_mut().enumerate().for_each(|(i, o)| *o = i);
-        st.rng.shuffle(&mut order);
-        let mut loss_sum = 0.0f64;
-        for batch in order.chunks(bs) {
-            let m = batch.len();
-            let p = &st.params;
-            for g in grad.parts_mut() {
-                g.fill(0.0);
-            }
-            // Forward.
-            for (r, &i) in batch.iter().enumerate() {
-                let xi = x.row(i);
-                for j in 0..h {
-                    let pre = dot(&p.w1[j * d..(j + 1) * d], xi) + p.b1[j];
-                    // A dropped unit is marked by a NaN pre-activation for the backward pass.
-                    let kept = cfg.dropout == 0.0 || st.rng.unit_f32() < keep;
-                    hpre[r * h + j] = if kept { pre } else { f32::NAN };
-                    hact[r * h + j] = if kept { act(cfg.activation, pre) * drop_scale } else { 0.0 };
-                }
-                let mut z: Vec<f64> = (0..k)
-                    .map(|c| f64::from(dot(&p.w2[c * h..(c + 1) * h], &hact[r * h..(r + 1) * h]) + p.b2[c]))
-                    .collect();
-                softmax_f64(&mut z);
-                loss_sum -= z[y[i]].max(1e-300).ln();
-                z[y[i]] -= 1.0;
-                for c in 0..k {
-                    dz[r * k + c] = (z[c] / m as f64) as f32;
-                }
-            }
-            // Backward.
-            for (r, &i) in batch.iter().enumerate() {
-                let hr = &hact[r * h..(r + 1) * h];
-                let dzr = &dz[r * k..(r + 1) * k];
-                for c in 0..k {
-                    let g = dzr[c];
-                    grad.b2[c] += g;
-                    for (gw, hv) in grad.w2[c * h..(c + 1) * h].iter_mut().zip(hr) {
-                        *gw += g * hv;
-                    }
-                }
-                for j in 0..h {
-                    let pre = hpre[r * h + j];
-                    dh[j] = if pre.is_nan() {
-                        0.0
-                    } else {
-                        let mut s = 0.0f32;
-                        for c in 0..k {
-                            s += dzr[c] * p.w2[c * h + j];
-                        }
-                        s * act_grad(cfg.activation, pre) * drop_scale
-                    };
-                }
-                let xi = x.row(i);
-                for j in 0..h {
-                    let g = dh[j];
-                    if g == 0.0 {
-                        continue;
-                    }
-                    grad.b1[j] += g;
-                    for (gw, xv) in grad.w1[j * d..(j + 1) * d].iter_mut().zip(xi) {
-                        *gw += g * xv;
-                    }
-                }
-            }
-            // AdamW.
-            st.step += 1;
-            let t = st.step as i32;
-            let bc1 = 1.0 - b1c.powi(t);
-            let bc2 = 1.0 - b2c.powi(t);
-            let lr = cfg.learning_rate;
-            for (idx, ((pp, gg), (mm, vv))) in st
-                .params
-                .parts_mut()
-                .into_iter()
-                .zip(grad.parts())
-                .zip(st.m.parts_mut().into_iter().zip(st.v.parts_mut()))
-                .enumerate()
-            {
-                let decay = if idx % 2 == 0 { cfg.weight_decay } else { 0.0 };
-                for (((w, &g), m1), v1) in pp.iter_mut().zip(gg.iter()).zip(mm.iter_mut()).zip(vv.iter_mut()) {
-                    *m1 = b1c * *m1 + (1.0 - b1c) * g;
-                    *v1 = b2c * *v1 + (1.0 - b2c) * g * g;
-                    let mh = *m1 / bc1;
-                    let vh = *v1 / bc2;
-                    *w -= lr * (mh / (vh.sqrt() + eps) + decay * *w);
-                }
-            }
-        }
+        let loss_sum = epochs.train(&mut st, &mut work);
         st.epoch += 1;
         mlp.p = st.params.clone();
         let (val_loss, val_acc) = mlp.mean_loss(x_val, y_val);
-        st.history.push(EpochStats {
-            epoch: st.epoch,
-            train_loss: loss_sum / n as f64,
-            val_loss,
-            val_accuracy: val_acc,
-        });
-        if val_loss < st.best_val {
-            st.best_val = val_loss;
-            st.best_epoch = st.epoch;
-            st.best = st.params.clone();
-            st.since_best = 0;
-        } else {
-            st.since_best += 1;
-            if st.since_best >= cfg.patience {
-                st.stopped = true;
-            }
-        }
+        st.end_epoch(
+            EpochStats { epoch: st.epoch, train_loss: loss_sum / x.rows() as f64, val_loss, val_accuracy: val_acc },
+            cfg.patience,
+        );
         ckpt.save(st.epoch, &st.encode(fp)).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
     }
     mlp.p = st.best.clone();
@@ -625,4 +479,233 @@ pub fn fit_mlp(
         history: st.history,
     };
     Ok((mlp, report))
+}
+
+/// The labels, both sets of rows and the configuration are usable together.
+fn check_inputs(
+    x: &Matrix,
+    y: &[usize],
+    x_val: &Matrix,
+    y_val: &[usize],
+    labels: &[String],
+    cfg: &MlpConfig,
+) -> Result<(), TrainError> {
+    crate::check_labels(labels)?;
+    let k = labels.len();
+    crate::check_xy(x, y, k)?;
+    crate::check_xy(x_val, y_val, k)?;
+    if x_val.cols() != x.cols() {
+        return Err(TrainError::InvalidConfig("validation vectors differ in length from training vectors".into()));
+    }
+    if cfg.hidden == 0
+        || cfg.batch_size == 0
+        || cfg.max_epochs == 0
+        || !(0.0..1.0).contains(&cfg.dropout)
+        || !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0)
+        || !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0)
+    {
+        return Err(TrainError::InvalidConfig(format!("invalid MLP configuration {cfg:?}")));
+    }
+    Ok(())
+}
+
+impl State {
+    /// The state before the first epoch: `mlp`'s weights drawn from the seeded generator.
+    fn fresh(mlp: &mut Mlp, cfg: &MlpConfig) -> State {
+        let (d, h, k) = (mlp.dim, mlp.hidden, mlp.labels.len());
+        let mut rng = rng::seeded(cfg.seed);
+        // He-uniform for the ReLU/GELU layer, Glorot-uniform for the output layer.
+        let a1 = (6.0 / d as f32).sqrt();
+        let a2 = (6.0 / (h + k) as f32).sqrt();
+        mlp.p.w1.iter_mut().for_each(|w| *w = (2.0 * rng.unit_f32() - 1.0) * a1);
+        mlp.p.w2.iter_mut().for_each(|w| *w = (2.0 * rng.unit_f32() - 1.0) * a2);
+        State {
+            epoch: 0,
+            step: 0,
+            rng,
+            m: Params::zeros_like(&mlp.p),
+            v: Params::zeros_like(&mlp.p),
+            best: mlp.p.clone(),
+            params: mlp.p.clone(),
+            best_epoch: 0,
+            best_val: f64::INFINITY,
+            since_best: 0,
+            stopped: false,
+            history: Vec::new(),
+        }
+    }
+
+    /// Records an epoch's figures, keeps the weights when the validation loss is the lowest so
+    /// far, and stops after `patience` epochs without one.
+    fn end_epoch(&mut self, stats: EpochStats, patience: usize) {
+        let val_loss = stats.val_loss;
+        self.history.push(stats);
+        if val_loss < self.best_val {
+            self.best_val = val_loss;
+            self.best_epoch = self.epoch;
+            self.best = self.params.clone();
+            self.since_best = 0;
+        } else {
+            self.since_best += 1;
+            if self.since_best >= patience {
+                self.stopped = true;
+            }
+        }
+    }
+}
+
+/// Buffers an epoch reuses: the gradient, the row order, and per batch the hidden layer's
+/// pre-activations (NaN where dropped) and activations, the output gradient and one row's
+/// hidden gradient.
+struct Work {
+    grad: Params,
+    order: Vec<usize>,
+    hpre: Vec<f32>,
+    hact: Vec<f32>,
+    dz: Vec<f32>,
+    dh: Vec<f32>,
+}
+
+impl Work {
+    fn new(params: &Params, rows: usize, batch_size: usize, h: usize, k: usize) -> Work {
+        Work {
+            grad: Params::zeros_like(params),
+            order: (0..rows).collect(),
+            hpre: vec![0.0f32; batch_size * h],
+            hact: vec![0.0f32; batch_size * h],
+            dz: vec![0.0f32; batch_size * k],
+            dh: vec![0.0f32; h],
+        }
+    }
+}
+
+/// What every epoch trains on: the rows, the configuration, and the layer sizes (inputs `d`,
+/// hidden units `h`, classes `k`).
+struct Epochs<'a> {
+    x: &'a Matrix,
+    y: &'a [usize],
+    cfg: &'a MlpConfig,
+    d: usize,
+    h: usize,
+    k: usize,
+}
+
+// Index loops mirror the maths (rows r, hidden units j, classes c) across several arrays.
+#[allow(clippy::needless_range_loop)]
+impl Epochs<'_> {
+    /// One pass over the rows in a seeded order, one AdamW step per batch; returns the sum of
+    /// the rows' training losses.
+    fn train(&self, st: &mut State, w: &mut Work) -> f64 {
+        w.order.iter_mut().enumerate().for_each(|(i, o)| *o = i);
+        st.rng.shuffle(&mut w.order);
+        let mut loss_sum = 0.0f64;
+        let order = std::mem::take(&mut w.order);
+        for batch in order.chunks(self.cfg.batch_size) {
+            for g in w.grad.parts_mut() {
+                g.fill(0.0);
+            }
+            self.forward(&st.params, &mut st.rng, w, batch, &mut loss_sum);
+            self.backward(&st.params, w, batch);
+            self.adamw(st, &w.grad);
+        }
+        w.order = order;
+        loss_sum
+    }
+
+    /// The batch's hidden layer (dropout drawn from `rng`) and the gradient of the mean loss
+    /// at the output, into `w`; each row's loss is added to `loss_sum`.
+    fn forward(&self, p: &Params, rng: &mut SplitMix64, w: &mut Work, batch: &[usize], loss_sum: &mut f64) {
+        let (d, h, k, cfg) = (self.d, self.h, self.k, self.cfg);
+        let keep = 1.0 - cfg.dropout;
+        let drop_scale = 1.0 / keep;
+        let m = batch.len();
+        for (r, &i) in batch.iter().enumerate() {
+            let xi = self.x.row(i);
+            for j in 0..h {
+                let pre = dot(&p.w1[j * d..(j + 1) * d], xi) + p.b1[j];
+                // A dropped unit is marked by a NaN pre-activation for the backward pass.
+                let kept = cfg.dropout == 0.0 || rng.unit_f32() < keep;
+                w.hpre[r * h + j] = if kept { pre } else { f32::NAN };
+                w.hact[r * h + j] = if kept { act(cfg.activation, pre) * drop_scale } else { 0.0 };
+            }
+            let mut z: Vec<f64> = (0..k)
+                .map(|c| f64::from(dot(&p.w2[c * h..(c + 1) * h], &w.hact[r * h..(r + 1) * h]) + p.b2[c]))
+                .collect();
+            softmax_f64(&mut z);
+            *loss_sum -= z[self.y[i]].max(1e-300).ln();
+            z[self.y[i]] -= 1.0;
+            for c in 0..k {
+                w.dz[r * k + c] = (z[c] / m as f64) as f32;
+            }
+        }
+    }
+
+    /// Back-propagates the output gradient in `w` through the batch, into `w.grad`.
+    fn backward(&self, p: &Params, w: &mut Work, batch: &[usize]) {
+        let (d, h, k, cfg) = (self.d, self.h, self.k, self.cfg);
+        let drop_scale = 1.0 / (1.0 - cfg.dropout);
+        let Work { grad, hpre, hact, dz, dh, .. } = w;
+        for (r, &i) in batch.iter().enumerate() {
+            let hr = &hact[r * h..(r + 1) * h];
+            let dzr = &dz[r * k..(r + 1) * k];
+            for c in 0..k {
+                let g = dzr[c];
+                grad.b2[c] += g;
+                for (gw, hv) in grad.w2[c * h..(c + 1) * h].iter_mut().zip(hr) {
+                    *gw += g * hv;
+                }
+            }
+            for j in 0..h {
+                let pre = hpre[r * h + j];
+                dh[j] = if pre.is_nan() {
+                    0.0
+                } else {
+                    let mut s = 0.0f32;
+                    for c in 0..k {
+                        s += dzr[c] * p.w2[c * h + j];
+                    }
+                    s * act_grad(cfg.activation, pre) * drop_scale
+                };
+            }
+            let xi = self.x.row(i);
+            for j in 0..h {
+                let g = dh[j];
+                if g == 0.0 {
+                    continue;
+                }
+                grad.b1[j] += g;
+                for (gw, xv) in grad.w1[j * d..(j + 1) * d].iter_mut().zip(xi) {
+                    *gw += g * xv;
+                }
+            }
+        }
+    }
+
+    /// One AdamW step on `st`'s weights and moments from `grad` (decay on the weight matrices,
+    /// not the biases).
+    fn adamw(&self, st: &mut State, grad: &Params) {
+        let (b1c, b2c, eps) = (0.9f32, 0.999f32, 1e-8f32);
+        st.step += 1;
+        let t = st.step as i32;
+        let bc1 = 1.0 - b1c.powi(t);
+        let bc2 = 1.0 - b2c.powi(t);
+        let lr = self.cfg.learning_rate;
+        for (idx, ((pp, gg), (mm, vv))) in st
+            .params
+            .parts_mut()
+            .into_iter()
+            .zip(grad.parts())
+            .zip(st.m.parts_mut().into_iter().zip(st.v.parts_mut()))
+            .enumerate()
+        {
+            let decay = if idx % 2 == 0 { self.cfg.weight_decay } else { 0.0 };
+            for (((w, &g), m1), v1) in pp.iter_mut().zip(gg.iter()).zip(mm.iter_mut()).zip(vv.iter_mut()) {
+                *m1 = b1c * *m1 + (1.0 - b1c) * g;
+                *v1 = b2c * *v1 + (1.0 - b2c) * g * g;
+                let mh = *m1 / bc1;
+                let vh = *v1 / bc2;
+                *w -= lr * (mh / (vh.sqrt() + eps) + decay * *w);
+            }
+        }
+    }
 }

@@ -28,6 +28,25 @@ impl<'a, T> View<'a, T> {
     }
 }
 
+/// Where a product goes: a row-major `m x n` matrix with leading dimension `ld`, added to
+/// (`accumulate`) or overwritten.
+pub struct Out<'a, T> {
+    pub data: &'a mut [T],
+    pub ld: usize,
+    pub accumulate: bool,
+}
+
+impl<'a, T> Out<'a, T> {
+    /// The product is added to what `data` holds.
+    pub fn add(data: &'a mut [T], ld: usize) -> Self {
+        Out { data, ld, accumulate: true }
+    }
+    /// The product overwrites `data`.
+    pub fn set(data: &'a mut [T], ld: usize) -> Self {
+        Out { data, ld, accumulate: false }
+    }
+}
+
 /// f32 or f64.
 pub trait Float:
     Copy
@@ -57,20 +76,16 @@ pub trait Float:
     fn max(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
 
-    /// `c[i, j] (+)= alpha * sum_k a[i, k] * b[k, j]` for an `m x n` row-major `c` with leading
-    /// dimension `ldc`; `accumulate` adds to what `c` holds, otherwise `c` is overwritten.
+    /// `c[i, j] (+)= alpha * sum_k a[i, k] * b[k, j]` for the `m x n` output `c` (see [`Out`]).
     /// `threads > 1` splits the output over the current rayon pool (each element's sum over `k`
     /// runs in the same order whatever the thread count).
-    #[allow(clippy::too_many_arguments)]
     fn gemm(
         threads: usize,
         mnk: (usize, usize, usize),
         a: View<'_, Self>,
         b: View<'_, Self>,
         alpha: Self,
-        accumulate: bool,
-        c: &mut [Self],
-        ldc: usize,
+        c: Out<'_, Self>,
     );
 }
 
@@ -109,13 +124,11 @@ impl Float for f32 {
         a: View<'_, f32>,
         b: View<'_, f32>,
         alpha: f32,
-        accumulate: bool,
-        c: &mut [f32],
-        ldc: usize,
+        c: Out<'_, f32>,
     ) {
         let a = Mat { data: a.data, rs: a.rs, cs: a.cs };
         let b = Mat { data: b.data, rs: b.rs, cs: b.cs };
-        kernels::sgemm(isa(), threads, mnk, a, b, alpha, accumulate, c, ldc);
+        kernels::sgemm(isa(), threads, mnk, a, b, alpha, c.accumulate, c.data, c.ld);
     }
 }
 
@@ -149,10 +162,9 @@ impl Float for f64 {
         a: View<'_, f64>,
         b: View<'_, f64>,
         alpha: f64,
-        accumulate: bool,
-        c: &mut [f64],
-        ldc: usize,
+        c: Out<'_, f64>,
     ) {
+        let Out { data: c, ld: ldc, accumulate } = c;
         for i in 0..m {
             for j in 0..n {
                 let mut s = 0.0;
@@ -227,11 +239,11 @@ mod tests {
         let b: Vec<f32> = (0..n * k).map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0).collect();
         let mut c32 = vec![1f32; m * n];
         // c += 0.5 * a · bᵀ with b stored n x k.
-        f32::gemm(1, (m, n, k), View::rows(&a, k), View::transposed(&b, k), 0.5, true, &mut c32, n);
+        f32::gemm(1, (m, n, k), View::rows(&a, k), View::transposed(&b, k), 0.5, Out::add(&mut c32, n));
         let a64: Vec<f64> = a.iter().map(|&v| f64::from(v)).collect();
         let b64: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
         let mut c64 = vec![1f64; m * n];
-        f64::gemm(1, (m, n, k), View::rows(&a64, k), View::transposed(&b64, k), 0.5, true, &mut c64, n);
+        f64::gemm(1, (m, n, k), View::rows(&a64, k), View::transposed(&b64, k), 0.5, Out::add(&mut c64, n));
         for (x, y) in c32.iter().zip(&c64) {
             assert!((f64::from(*x) - y).abs() < 1e-5, "{x} vs {y}");
         }

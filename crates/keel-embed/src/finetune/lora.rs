@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use keel_core::SplitMix64;
 
-use super::float::{Float, View};
+use super::float::{Float, Out, View};
 use super::st;
 use super::weights::{BertWeights, Dims, Proj};
 use crate::error::EmbedError;
@@ -200,7 +200,7 @@ impl Lora<f32> {
                     EmbedError::InvalidConfig(format!("LoRA adapter {} {} does not fit", ad.layer, ad.proj.name()))
                 })?;
             let (m, n, k) = (ad.n_out, ad.n_in, self.rank);
-            f32::gemm(1, (m, n, k), View::rows(&ad.b, k), View::rows(&ad.a, n), scale, true, &mut lin.w, n);
+            f32::gemm(1, (m, n, k), View::rows(&ad.b, k), View::rows(&ad.a, n), scale, Out::add(&mut lin.w, n));
         }
         Ok(())
     }

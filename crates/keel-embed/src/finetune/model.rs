@@ -4,7 +4,7 @@
 use keel_core::SplitMix64;
 use rayon::prelude::*;
 
-use super::float::{Float, View, gelu, gelu_grad};
+use super::float::{Float, Out, View, gelu, gelu_grad};
 use super::lora::Lora;
 use super::weights::{BertWeights, Norm, Proj};
 
@@ -108,6 +108,16 @@ pub(crate) struct Tape<T> {
     pub emb: Vec<T>,
 }
 
+/// One linear layer's backward inputs: projection `p` of layer `l`, its input `x`, and the
+/// gradient of its output `dy`, whose rows are `ldy` apart.
+struct LinearGrad<'a, T> {
+    l: usize,
+    p: Proj,
+    x: &'a [T],
+    dy: &'a [T],
+    ldy: usize,
+}
+
 /// Base weights, optional adapters and a thread count.
 pub(crate) struct Model<'a, T> {
     pub w: &'a BertWeights<T>,
@@ -207,18 +217,18 @@ fn axpy<T: Float>(acc: &mut [T], s: T, x: &[T]) {
     }
 }
 
-/// Self-attention of one sequence: `qkv` its `[n][3h]` rows, `probs` `[heads][n][n]` (before
-/// dropout), `drop` dropout factors laid out as `probs`, `ctx` `[n][h]`.
-#[allow(clippy::too_many_arguments)]
-fn attend_fwd<T: Float>(
-    qkv: &[T],
+/// One sequence's attention: `n` tokens, hidden size `h` in `heads` heads.
+#[derive(Clone, Copy)]
+struct Heads {
     n: usize,
     h: usize,
     heads: usize,
-    probs: &mut [T],
-    drop: Option<&[T]>,
-    ctx: &mut [T],
-) {
+}
+
+/// Self-attention of one sequence: `qkv` its `[n][3h]` rows, `probs` `[heads][n][n]` (before
+/// dropout), `drop` dropout factors laid out as `probs`, `ctx` `[n][h]`.
+fn attend_fwd<T: Float>(qkv: &[T], shape: Heads, probs: &mut [T], drop: Option<&[T]>, ctx: &mut [T]) {
+    let Heads { n, h, heads } = shape;
     let d = h / heads;
     let scale = T::ONE / T::from_f64(d as f64).sqrt();
     for hd in 0..heads {
@@ -249,17 +259,8 @@ fn attend_fwd<T: Float>(
 }
 
 /// The backward of [`attend_fwd`]: from `dctx` (`[n][h]`) into `dqkv` (`[n][3h]`, overwritten).
-#[allow(clippy::too_many_arguments)]
-fn attend_bwd<T: Float>(
-    qkv: &[T],
-    n: usize,
-    h: usize,
-    heads: usize,
-    probs: &[T],
-    drop: Option<&[T]>,
-    dctx: &[T],
-    dqkv: &mut [T],
-) {
+fn attend_bwd<T: Float>(qkv: &[T], shape: Heads, probs: &[T], drop: Option<&[T]>, dctx: &[T], dqkv: &mut [T]) {
+    let Heads { n, h, heads } = shape;
     let d = h / heads;
     let scale = T::ONE / T::from_f64(d as f64).sqrt();
     dqkv.fill(T::ZERO);
@@ -403,7 +404,7 @@ impl<T: Float> Model<'_, T> {
             let (qkv, drop) = (&qkv, masks.as_ref().map(|d| &d[0]));
             each(items, self.threads, |((p, c), ((&start, &n), ps))| {
                 let dm = drop.map(|m| &m[ps..ps + heads * n * n]);
-                attend_fwd(&qkv[start * 3 * h..(start + n) * 3 * h], n, h, heads, p, dm, c)
+                attend_fwd(&qkv[start * 3 * h..(start + n) * 3 * h], Heads { n, h, heads }, p, dm, c)
             });
         }
         // t1 = x + dropout(attention output); x1 = LayerNorm(t1).
@@ -446,14 +447,14 @@ impl<T: Float> Model<'_, T> {
             out[r * ldo..r * ldo + n_out].copy_from_slice(&lin.b);
         }
         let (xv, wt) = (View::rows(x, n_in), View::transposed(&lin.w, n_in));
-        T::gemm(self.threads, (rows, n_out, n_in), xv, wt, T::ONE, true, out, ldo);
+        T::gemm(self.threads, (rows, n_out, n_in), xv, wt, T::ONE, Out::add(out, ldo));
         let lora = self.lora?;
         let ad = &lora.adapters[lora.index(l, p)?];
         let r = lora.rank;
         let mut mid = vec![T::ZERO; rows * r];
-        T::gemm(self.threads, (rows, r, n_in), xv, View::transposed(&ad.a, n_in), T::ONE, false, &mut mid, r);
+        T::gemm(self.threads, (rows, r, n_in), xv, View::transposed(&ad.a, n_in), T::ONE, Out::set(&mut mid, r));
         let bt = View::transposed(&ad.b, r);
-        T::gemm(self.threads, (rows, n_out, r), View::rows(&mid, r), bt, lora.scale(), true, out, ldo);
+        T::gemm(self.threads, (rows, n_out, r), View::rows(&mid, r), bt, lora.scale(), Out::add(out, ldo));
         Some(mid)
     }
 
@@ -480,7 +481,7 @@ impl<T: Float> Model<'_, T> {
         }
         for l in (0..dims.layers).rev() {
             let need_dx = l > 0 || grads.base.is_some();
-            dx = self.layer_bwd(l, &tape.layers[l], &tape.starts, &tape.lens, dx, grads, need_dx);
+            dx = self.layer_bwd(l, tape, dx, grads, need_dx);
         }
         let Some(base) = grads.base.as_mut() else { return };
         if let Some(m) = &tape.emb_drop {
@@ -505,18 +506,9 @@ impl<T: Float> Model<'_, T> {
         }
     }
 
-    /// From the gradient of the layer's output to that of its input (empty unless `need_dx`).
-    #[allow(clippy::too_many_arguments)]
-    fn layer_bwd(
-        &self,
-        l: usize,
-        tape: &LayerTape<T>,
-        starts: &[usize],
-        lens: &[usize],
-        dy: Vec<T>,
-        grads: &mut Grads<T>,
-        need_dx: bool,
-    ) -> Vec<T> {
+    /// From the gradient of layer `l`'s output to that of its input (empty unless `need_dx`).
+    fn layer_bwd(&self, l: usize, tape: &Tape<T>, dy: Vec<T>, grads: &mut Grads<T>, need_dx: bool) -> Vec<T> {
+        let (starts, lens, tape) = (&tape.starts[..], &tape.lens[..], &tape.layers[l]);
         let dims = self.w.dims;
         let (h, inter, heads) = (dims.hidden, dims.inter, dims.heads);
         let layer = &self.w.layers[l];
@@ -531,9 +523,19 @@ impl<T: Float> Model<'_, T> {
             Some(d) => {
                 let mut dff = dt2.clone();
                 mul_in_place(&mut dff, &d[2]);
-                self.linear_bwd(l, Proj::FfOut, &tape.g, &dff, h, Some(&mut du), tape, grads);
+                self.linear_bwd(
+                    LinearGrad { l, p: Proj::FfOut, x: &tape.g, dy: &dff, ldy: h },
+                    Some(&mut du),
+                    tape,
+                    grads,
+                );
             }
-            None => self.linear_bwd(l, Proj::FfOut, &tape.g, &dt2, h, Some(&mut du), tape, grads),
+            None => self.linear_bwd(
+                LinearGrad { l, p: Proj::FfOut, x: &tape.g, dy: &dt2, ldy: h },
+                Some(&mut du),
+                tape,
+                grads,
+            ),
         }
         {
             let threads = self.threads;
@@ -547,7 +549,7 @@ impl<T: Float> Model<'_, T> {
             }
         }
         let mut dx1 = dt2;
-        self.linear_bwd(l, Proj::FfIn, &tape.x1, &du, inter, Some(&mut dx1), tape, grads);
+        self.linear_bwd(LinearGrad { l, p: Proj::FfIn, x: &tape.x1, dy: &du, ldy: inter }, Some(&mut dx1), tape, grads);
         drop(du);
         let mut dt1 = vec![T::ZERO; rows * h];
         let g = grads.base.as_mut().map(|b| &mut b.layers[l].ln1);
@@ -558,9 +560,19 @@ impl<T: Float> Model<'_, T> {
             Some(d) => {
                 let mut dattn = dt1.clone();
                 mul_in_place(&mut dattn, &d[1]);
-                self.linear_bwd(l, Proj::AttnOut, &tape.ctx, &dattn, h, Some(&mut dctx), tape, grads);
+                self.linear_bwd(
+                    LinearGrad { l, p: Proj::AttnOut, x: &tape.ctx, dy: &dattn, ldy: h },
+                    Some(&mut dctx),
+                    tape,
+                    grads,
+                );
             }
-            None => self.linear_bwd(l, Proj::AttnOut, &tape.ctx, &dt1, h, Some(&mut dctx), tape, grads),
+            None => self.linear_bwd(
+                LinearGrad { l, p: Proj::AttnOut, x: &tape.ctx, dy: &dt1, ldy: h },
+                Some(&mut dctx),
+                tape,
+                grads,
+            ),
         }
         let mut dqkv = vec![T::ZERO; rows * 3 * h];
         {
@@ -573,32 +585,22 @@ impl<T: Float> Model<'_, T> {
                 let p = &probs[ps..ps + heads * n * n];
                 let dm = drop.map(|m| &m[ps..ps + heads * n * n]);
                 let q = &qkv[start * 3 * h..(start + n) * 3 * h];
-                attend_bwd(q, n, h, heads, p, dm, &dctx[start * h..(start + n) * h], dq)
+                attend_bwd(q, Heads { n, h, heads }, p, dm, &dctx[start * h..(start + n) * h], dq)
             });
         }
         drop(dctx);
         let mut dx = if need_dx { dt1 } else { Vec::new() };
         for (p, col) in [(Proj::Query, 0), (Proj::Key, h), (Proj::Value, 2 * h)] {
             let dx = if need_dx { Some(&mut dx[..]) } else { None };
-            self.linear_bwd(l, p, &tape.x, &dqkv[col..], 3 * h, dx, tape, grads);
+            self.linear_bwd(LinearGrad { l, p, x: &tape.x, dy: &dqkv[col..], ldy: 3 * h }, dx, tape, grads);
         }
         dx
     }
 
-    /// For `y = x · Wᵀ + b (+ scale · x · Aᵀ · Bᵀ)` with `dy` (rows `ldy` apart): adds `dy · W'`
+    /// For `y = x · Wᵀ + b (+ scale · x · Aᵀ · Bᵀ)` with `dy` (see [`LinearGrad`]): adds `dy · W'`
     /// to `dx` (if given) and the weight (full) or adapter (LoRA) gradients to `grads`.
-    #[allow(clippy::too_many_arguments)]
-    fn linear_bwd(
-        &self,
-        l: usize,
-        p: Proj,
-        x: &[T],
-        dy: &[T],
-        ldy: usize,
-        dx: Option<&mut [T]>,
-        tape: &LayerTape<T>,
-        grads: &mut Grads<T>,
-    ) {
+    fn linear_bwd(&self, at: LinearGrad<'_, T>, dx: Option<&mut [T]>, tape: &LayerTape<T>, grads: &mut Grads<T>) {
+        let LinearGrad { l, p, x, dy, ldy } = at;
         let lin = self.w.layers[l].proj(p);
         let (n_out, n_in) = (lin.n_out, lin.n_in);
         let rows = x.len() / n_in;
@@ -607,7 +609,7 @@ impl<T: Float> Model<'_, T> {
         let dyt = View { data: dy, rs: 1, cs: ldy };
         if let Some(base) = grads.base.as_mut() {
             let g = base.layers[l].proj_mut(p);
-            T::gemm(th, (n_out, n_in, rows), dyt, View::rows(x, n_in), T::ONE, true, &mut g.w, n_in);
+            T::gemm(th, (n_out, n_in, rows), dyt, View::rows(x, n_in), T::ONE, Out::add(&mut g.w, n_in));
             for r in 0..rows {
                 for (b, &d) in g.b.iter_mut().zip(&dy[r * ldy..r * ldy + n_out]) {
                     *b += d;
@@ -622,20 +624,20 @@ impl<T: Float> Model<'_, T> {
             let (r, s) = (lora.rank, lora.scale());
             // dmid = s dy B; dB += s dyᵀ mid; dA += dmidᵀ x; dx += dmid A.
             let mut dmid = vec![T::ZERO; rows * r];
-            T::gemm(th, (rows, r, n_out), dyv, View::rows(&ad.b, r), s, false, &mut dmid, r);
+            T::gemm(th, (rows, r, n_out), dyv, View::rows(&ad.b, r), s, Out::set(&mut dmid, r));
             if let Some(gl) = grads.lora.as_mut() {
                 let ga = &mut gl.adapters[i];
                 let mid = tape.mids[p as usize].as_ref().expect("adapter input recorded");
-                T::gemm(th, (n_out, r, rows), dyt, View::rows(mid, r), s, true, &mut ga.b, r);
+                T::gemm(th, (n_out, r, rows), dyt, View::rows(mid, r), s, Out::add(&mut ga.b, r));
                 let dmt = View::transposed(&dmid, r);
-                T::gemm(th, (r, n_in, rows), dmt, View::rows(x, n_in), T::ONE, true, &mut ga.a, n_in);
+                T::gemm(th, (r, n_in, rows), dmt, View::rows(x, n_in), T::ONE, Out::add(&mut ga.a, n_in));
             }
             if let Some(dx) = dx.as_deref_mut() {
-                T::gemm(th, (rows, n_in, r), View::rows(&dmid, r), View::rows(&ad.a, n_in), T::ONE, true, dx, n_in);
+                T::gemm(th, (rows, n_in, r), View::rows(&dmid, r), View::rows(&ad.a, n_in), T::ONE, Out::add(dx, n_in));
             }
         }
         if let Some(dx) = dx {
-            T::gemm(th, (rows, n_in, n_out), dyv, View::rows(&lin.w, n_in), T::ONE, true, dx, n_in);
+            T::gemm(th, (rows, n_in, n_out), dyv, View::rows(&lin.w, n_in), T::ONE, Out::add(dx, n_in));
         }
     }
 }

@@ -94,6 +94,13 @@ pub(super) unsafe fn sgemm_packed(
     }
 }
 
+/// `R` rows x 16 columns of the f32 GEMM: bias, then the k products, then the epilogue.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `a` points at `R` rows of `k` activations at stride `k`, `bp` at
+/// one packed panel of `k * 16` weights, `bias` at 16 values, `out` at `R` rows of 16 writable
+/// floats at stride `ldo`, and a residual `epi` at the same layout as `out` (as
+/// [`sgemm_packed`] passes them).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_f32<const R: usize>(
@@ -130,6 +137,11 @@ unsafe fn tile_f32<const R: usize>(
 }
 
 /// Stores 16 floats at `o`, applying the epilogue (`off` is the offset from the tile origin).
+///
+/// # Safety
+/// The CPU has AVX2 (its only callers are the `avx2,fma` tiles above, into which it inlines);
+/// `o` points at 16 writable floats and, for [`EpiPtr::Residual`], the residual pointer plus
+/// `off` at 16 readable ones.
 #[inline(always)]
 unsafe fn store(o: *mut f32, mut y0: __m256, mut y1: __m256, epi: EpiPtr, off: usize) {
     // SAFETY: the caller guarantees 16 writable floats at `o` and, for a residual, 16 readable
@@ -210,6 +222,14 @@ pub(super) unsafe fn qgemm_packed(
     }
 }
 
+/// `R` rows x 16 columns of the int8-weight GEMM: i32 sums over k by `vpmaddwd`, then the two
+/// scales, the bias and the epilogue.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `k` is even; `a` points at `R` rows of `k` i16 activations at
+/// stride `k`, `wp` at one packed panel of `k * 16` i16 weights, `a_scales` at `R` values,
+/// `w_scales` and `bias` at 16, `out` at `R` rows of 16 writable floats at stride `ldo`, and a
+/// residual `epi` at the same layout as `out` (as [`qgemm_packed`] passes them).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma")]

@@ -471,6 +471,13 @@ mod vnni {
     /// Rows per micro-tile: 6 rows x 64 columns = 24 zmm accumulators.
     const MR: usize = 6;
 
+    /// `out = a_scales[i] * w.scales[j] * sum_k a[i][k] w[j][k] + bias[j]` with `vpdpwssd`, 64
+    /// columns at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VNNI; `a` holds `m * k` values (`m = a_scales.len()`),
+    /// `w.packed` is the `[n / 16][k / 2][16][2]` packing of `n * k` values with `n % 64 == 0`
+    /// and `k % 2 == 0`, `bias` holds `n` values and `out` at least `m * n`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) unsafe fn qgemm(a: &[i16], a_scales: &[f32], w: &QMatrix, bias: &[f32], out: &mut [f32]) {
         let (m, n, k) = (a_scales.len(), w.n, w.k);
@@ -482,10 +489,14 @@ mod vnni {
             let mut i = 0;
             while i < m {
                 let rows = (m - i).min(MR);
-                let ap = unsafe { a.as_ptr().add(i * k) };
-                let op = unsafe { out.as_mut_ptr().add(i * n + jb) };
-                let sp = unsafe { a_scales.as_ptr().add(i) };
+                // SAFETY: rows i..i + rows <= m lie inside `a` (m rows of k), `a_scales` (m) and
+                // `out` (m rows of n, of which columns jb..jb + 64 <= n); `tile` reads the four
+                // blocks at `wp` and columns jb..jb + 64 of `w.scales` and `bias` (n each), all
+                // bounded above; the CPU has the features this function requires.
                 unsafe {
+                    let ap = a.as_ptr().add(i * k);
+                    let op = out.as_mut_ptr().add(i * n + jb);
+                    let sp = a_scales.as_ptr().add(i);
                     match rows {
                         6 => tile::<6>(ap, k, wp, block, w, jb, bias, sp, op, n),
                         5 => tile::<5>(ap, k, wp, block, w, jb, bias, sp, op, n),
@@ -537,14 +548,21 @@ mod vnni {
                 // jb..jb + 64; rows i..i + rows < m lie inside a, the row vectors, out and the
                 // residual.
                 let wp = unsafe { w.packed8.as_ptr().add((jb / 16) * block) };
-                let cols = Cols {
-                    sums: unsafe { w.sums.as_ptr().add(jb) },
-                    scales: unsafe { w.scales.as_ptr().add(jb) },
-                    bias: unsafe { bias.as_ptr().add(jb) },
+                // SAFETY: `w.sums`, `w.scales` and `bias` hold n values each and jb + 64 <= n.
+                let cols = unsafe {
+                    Cols {
+                        sums: w.sums.as_ptr().add(jb),
+                        scales: w.scales.as_ptr().add(jb),
+                        bias: bias.as_ptr().add(jb),
+                    }
                 };
                 let mut i = i0;
                 while i < end {
                     let rows = (end - i).min(MR);
+                    // SAFETY: rows i..i + rows <= m lie inside `a` (m rows of k codes), the row
+                    // scales and zero points (m each), `out` and the residual (m rows of n, of
+                    // which columns jb..jb + 64 <= n); `tile_u8`'s weight and column reads were
+                    // bounded above; the CPU has the features this function requires.
                     unsafe {
                         let ap = a.as_ptr().add(i * k);
                         let op = out.as_mut_ptr().add(i * n + jb);
@@ -636,6 +654,13 @@ mod vnni {
 
     /// `R` rows x 64 columns of u8 codes x int8 weights: accumulate over all of k, then remove
     /// the zero point, dequantize, add the bias, apply the epilogue, store.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VNNI, AVX2 and FMA; `k % 4 == 0`; `a` points at `R` rows of `k`
+    /// codes at stride `k`, `wp` at four blocks of `k * 16` weights `block` apart, each pointer
+    /// of `cols` at 64 values, the row pointers at `R` values each, `out` at `R` rows of 64
+    /// writable floats at stride `ldo`, and a residual `epi` at the same layout as `out` (as
+    /// [`qgemm_u8`] passes them).
     #[allow(clippy::too_many_arguments)]
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
@@ -698,6 +723,12 @@ mod vnni {
     }
 
     /// `R` rows x 64 columns: accumulate over all of k, then dequantize, add bias, store.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VNNI; `k % 2 == 0`; `a` points at `R` rows of `k` i16 values at
+    /// stride `k`, `wp` at four blocks of `k * 16` i16 weights `block` apart, `a_scales` at `R`
+    /// values, `jb + 64 <= w.n` (so columns jb..jb + 64 of `w.scales` and `bias` exist), and
+    /// `out` at `R` rows of 64 writable floats at stride `ldo` (as [`qgemm`] passes them).
     #[allow(clippy::too_many_arguments)]
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
