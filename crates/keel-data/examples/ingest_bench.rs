@@ -18,6 +18,8 @@
 //!
 //! Each is run REPS times; the median and best MB/s (10^6 bytes per second of file size) and the
 //! ratio of each to `csv ByteRecord` are printed.
+// A benchmark program run by hand: any failure should stop it with a panic and its message.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::path::Path;

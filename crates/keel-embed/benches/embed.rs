@@ -8,6 +8,8 @@
 //! shared/data/vader-sentiment/movieReviewSnippets_GroundTruth.txt), `KEEL_BENCH_ROUNDS` (5),
 //! `KEEL_BENCH_MODES` (`f32,int8,candle`), `KEEL_BENCH_JSON` (also write results there),
 //! `KEEL_SHARED` (the shared folder), plus the model lookup of `PullOptions::from_env`.
+// A benchmark program run by hand: any failure should stop it with a panic and its message.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Instant;
 

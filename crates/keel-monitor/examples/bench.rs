@@ -8,6 +8,8 @@
 //!
 //! `bench compare DIR`: reads both files and runs `keel_monitor::compare` on them; prints one
 //! JSON line with the timings.
+// A benchmark program run by hand: any failure should stop it with a panic and its message.
+#![allow(clippy::unwrap_used)]
 
 use std::fmt::Write as _;
 use std::path::Path;

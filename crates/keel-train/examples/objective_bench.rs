@@ -2,6 +2,8 @@
 //! for the kernel this CPU runs and for the portable one: the fastest of `ROUNDS` evaluations.
 //!
 //!     cargo run --release -p keel-train --example objective_bench -- train.jsonl [ROUNDS]
+// A benchmark program run by hand: any failure should stop it with a panic and its message.
+#![allow(clippy::unwrap_used)]
 
 use std::io::BufRead;
 use std::time::Instant;

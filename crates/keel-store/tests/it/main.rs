@@ -5,6 +5,9 @@
 //! `keel-test`). scripts/test starts PostgreSQL and moto's S3 server and sets both. Without
 //! either variable its part fails, on purpose: a store test suite that silently covers one
 //! backend is not the suite the project promises.
+// Helpers outside `#[test]` functions unwrap too (allow-unwrap-in-tests covers only those): a
+// panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 mod llm;
 mod monitor;

@@ -1,4 +1,7 @@
 //! keel-tidy's tests: every rule on this repository, and each rule on small broken trees.
+// Helpers outside `#[test]` functions unwrap too (allow-unwrap-in-tests covers only those): a
+// panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 mod architecture;
 mod cycles;

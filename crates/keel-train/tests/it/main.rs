@@ -1,4 +1,7 @@
 //! Integration tests for keel-train: the fitted model, its objective, its artifact.
+// Helpers outside `#[test]` functions unwrap too (allow-unwrap-in-tests covers only those): a
+// panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 use keel_core::Matrix;
 use keel_train::{LogisticRegression, LrConfig, Objective, StopReason, TrainError, fit};

@@ -1,4 +1,7 @@
 //! End-to-end tests of the `keel` binary: real model, real data, real HTTP on loopback.
+// Helpers outside `#[test]` functions unwrap too (allow-unwrap-in-tests covers only those): a
+// panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 mod documents;
 mod http;
