@@ -43,7 +43,10 @@ pub use page::{escape, page};
 pub use report::{BaselineResult, Report, ReportInput, ReportedWrong, build_report};
 pub use selection::{CandidateScore, ModelSelection};
 pub use slices::{LENGTH_BUCKETS, Slice, WrongExample, confidently_wrong, label_keys, length_keys, slice_metrics};
-pub use version::{CalibrationChange, GateOutcome, PipelineOrigin, SplitSizes, VersionArtifacts, VersionMetrics};
+pub use version::{
+    CalibrationChange, FineTuneRecord, GateOutcome, PairsRecipe, PipelineOrigin, SplitSizes, VersionArtifacts,
+    VersionMetrics,
+};
 
 use std::fmt::Write as _;
 

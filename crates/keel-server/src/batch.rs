@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::ApiError;
-use crate::embed::EncoderSlot;
+use crate::embed::{Embed, EncoderSlot};
 use crate::metrics::{Metrics, Route};
 
 /// How the encoder queue batches and how long a request may wait for it.
@@ -94,7 +94,19 @@ enum Breaker {
 
 struct Job {
     texts: Vec<String>,
+    /// A version's own (fine-tuned) encoder; `None`: the server's. A batch holds one encoder's
+    /// jobs only.
+    encoder: Option<Arc<dyn Embed>>,
     reply: oneshot::Sender<Result<Encoded, String>>,
+}
+
+/// Whether two jobs embed with the same encoder.
+fn same_encoder(a: &Option<Arc<dyn Embed>>, b: &Option<Arc<dyn Embed>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.id() == b.id(),
+        _ => false,
+    }
 }
 
 /// The encoder in use and whether it is failing; shared by the handlers and the worker.
@@ -221,10 +233,20 @@ impl Batcher {
         &self.cfg
     }
 
-    /// [`Batcher::encode`], counting the texts under `route`.
+    /// [`Batcher::encode_with`] the server's encoder, counting the texts under `route`.
     pub async fn encode_for(&self, route: &str, texts: Vec<String>) -> Result<Encoded, EncodeError> {
+        self.encode_for_with(route, texts, None).await
+    }
+
+    /// [`Batcher::encode_with`], counting the texts under `route`.
+    pub async fn encode_for_with(
+        &self,
+        route: &str,
+        texts: Vec<String>,
+        encoder: Option<Arc<dyn Embed>>,
+    ) -> Result<Encoded, EncodeError> {
         self.health.metrics.texts.get_or_create(&Route { route: route.to_owned() }).inc_by(texts.len() as u64);
-        self.encode(texts).await
+        self.encode_with(texts, encoder).await
     }
 
     /// 429 with `Retry-After` for a full queue; 503 for a failing encoder (with `Retry-After`
@@ -239,13 +261,23 @@ impl Batcher {
         }
     }
 
-    /// Embeds `texts` in whatever batch the worker puts them, within the deadline.
+    /// Embeds `texts` with the server's encoder in whatever batch the worker puts them, within
+    /// the deadline.
     pub async fn encode(&self, texts: Vec<String>) -> Result<Encoded, EncodeError> {
+        self.encode_with(texts, None).await
+    }
+
+    /// [`Batcher::encode`] with `encoder` (a version's own) instead of the server's when given.
+    pub async fn encode_with(
+        &self,
+        texts: Vec<String>,
+        encoder: Option<Arc<dyn Embed>>,
+    ) -> Result<Encoded, EncodeError> {
         let metrics = &self.health.metrics;
         self.health.admit()?;
         let (reply, rx) = oneshot::channel();
         metrics.queue_depth.inc();
-        if let Err(e) = self.tx.try_send(Job { texts, reply }) {
+        if let Err(e) = self.tx.try_send(Job { texts, encoder, reply }) {
             metrics.queue_depth.dec();
             return Err(match e {
                 mpsc::error::TrySendError::Full(_) => {
@@ -297,7 +329,7 @@ async fn worker(mut rx: mpsc::Receiver<Job>, health: Arc<EncoderHealth>, cfg: Ba
             if job.reply.is_closed() {
                 continue;
             }
-            if texts + job.texts.len() > cfg.max_batch {
+            if texts + job.texts.len() > cfg.max_batch || !same_encoder(&job.encoder, &jobs[0].encoder) {
                 carry = Some(job);
                 break;
             }
@@ -315,6 +347,7 @@ async fn worker(mut rx: mpsc::Receiver<Job>, health: Arc<EncoderHealth>, cfg: Ba
 async fn run_batch(health: &EncoderHealth, jobs: Vec<Job>) {
     let mut texts = Vec::with_capacity(jobs.iter().map(|j| j.texts.len()).sum());
     let mut replies = Vec::with_capacity(jobs.len());
+    let own = jobs.first().and_then(|j| j.encoder.clone());
     for job in jobs {
         replies.push((job.texts.len(), job.reply));
         texts.extend(job.texts);
@@ -324,7 +357,10 @@ async fn run_batch(health: &EncoderHealth, jobs: Vec<Job>) {
     health.metrics.encoder_calls.inc();
     let slot = health.encoder().clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let encoder = slot.get_or_load()?;
+        let encoder = match own {
+            Some(e) => e,
+            None => slot.get_or_load()?,
+        };
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let tokens = refs
             .iter()

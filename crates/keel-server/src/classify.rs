@@ -77,8 +77,14 @@ pub(crate) async fn classify(
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     if let Some(shadow) = shadow {
         let answered: Vec<String> = predictions.iter().map(|p| p.label.clone()).collect();
-        // Embed for the shadow only if the answer did not try the encoder.
-        let input = ShadowInput { texts: texts.clone(), vectors: scored.vectors, may_embed: !model.needs_encoder() };
+        // The answer's vectors serve the shadow when both read the same encoder; else the shadow
+        // embeds, unless the answer just tried that encoder.
+        let same = model.same_encoder(&shadow);
+        let input = ShadowInput {
+            texts: texts.clone(),
+            vectors: scored.vectors.filter(|_| same),
+            may_embed: !model.needs_encoder() || !same,
+        };
         let state = state.clone();
         tokio::spawn(async move { score_in_shadow(&state, &shadow, input, &answered, latency_ms).await });
     }
@@ -98,7 +104,7 @@ pub(crate) async fn classify(
 /// A head that reads embeddings: through the encoder queue, or from the fallback head when the
 /// encoder fails (503 without one; 429 when the queue is full).
 async fn from_embeddings(state: &AppState, model: &Arc<LoadedModel>, texts: &[String]) -> Result<Scored, ApiError> {
-    match state.batcher.encode_for("/v1/classify", texts.to_vec()).await {
+    match state.batcher.encode_for_with("/v1/classify", texts.to_vec(), model.encoder.clone()).await {
         Ok(encoded) => {
             let probas = read_both(&model.head, texts, &encoded.vectors)?;
             Ok(Scored { probas, degraded: false, vectors: Some(encoded.vectors) })
@@ -218,7 +224,7 @@ async fn shadow_scores(
     let embedded;
     let vectors = match (&input.vectors, input.may_embed) {
         (Some(v), _) => v,
-        (None, true) => match state.batcher.encode(input.texts.clone()).await {
+        (None, true) => match state.batcher.encode_with(input.texts.clone(), shadow.encoder.clone()).await {
             Ok(e) => {
                 embedded = e.vectors;
                 &embedded

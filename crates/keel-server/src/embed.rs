@@ -6,11 +6,17 @@
 //!
 //! [`EncoderSlot`] holds the server's encoder: loaded at start, loaded on first need (a version
 //! whose head reads embeddings, `/v1/embeddings`, dense search), or none at all. A server whose
-//! versions all read text never loads one.
+//! versions all read text never loads one. A version trained on a fine-tuned encoder gets its
+//! own ([`EncoderSlot::for_version`]), loaded once per adapter and shared by every loaded
+//! version that reads it, so production and a canary or shadow may read different encoders.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use keel_embed::Encoder;
+use keel_eval::FineTuneRecord;
 
 /// Any error an [`Embed`] implementation reports.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -50,9 +56,19 @@ impl Embed for Encoder {
 /// Loads the encoder when first needed (blocking; run on a blocking thread).
 pub type LoadEncoder = Box<dyn Fn() -> Result<Arc<dyn Embed>, String> + Send + Sync>;
 
+/// What loading a fine-tuned encoder returns.
+pub type Adapted = Pin<Box<dyn Future<Output = Result<Arc<dyn Embed>, String>> + Send>>;
+
+/// Loads the fine-tuned encoder a version records (its adapter from the store, merged into the
+/// base model's weights).
+pub type LoadAdapted = Box<dyn Fn(FineTuneRecord) -> Adapted + Send + Sync>;
+
 struct Slot {
     current: RwLock<Option<Arc<dyn Embed>>>,
     load: Option<LoadEncoder>,
+    load_adapted: Option<LoadAdapted>,
+    /// Fine-tuned encoders by id, alive while a loaded version holds them.
+    adapted: tokio::sync::Mutex<HashMap<String, Weak<dyn Embed>>>,
     /// Why the load failed; kept so a missing model is not fetched again on every request.
     failed: Mutex<Option<String>>,
     /// One load at a time.
@@ -81,7 +97,42 @@ impl<T: Embed + 'static> From<Arc<T>> for EncoderSlot {
 
 impl EncoderSlot {
     fn with(current: Option<Arc<dyn Embed>>, load: Option<LoadEncoder>) -> Self {
-        Self(Arc::new(Slot { current: RwLock::new(current), load, failed: Mutex::new(None), loading: Mutex::new(()) }))
+        Self(Arc::new(Slot {
+            current: RwLock::new(current),
+            load,
+            load_adapted: None,
+            adapted: tokio::sync::Mutex::new(HashMap::new()),
+            failed: Mutex::new(None),
+            loading: Mutex::new(()),
+        }))
+    }
+
+    /// The same slot, able to load the fine-tuned encoders versions record through `load`
+    /// (without it, such versions answer 503). Call it before sharing the slot.
+    pub fn with_adapted(self, load: impl Fn(FineTuneRecord) -> Adapted + Send + Sync + 'static) -> Self {
+        let Slot { current, load: base, failed, loading, adapted, .. } =
+            Arc::try_unwrap(self.0).unwrap_or_else(|_| panic!("with_adapted is called before the slot is shared"));
+        Self(Arc::new(Slot { current, load: base, load_adapted: Some(Box::new(load)), adapted, failed, loading }))
+    }
+
+    /// The fine-tuned encoder `record` names: the one a loaded version already reads, or newly
+    /// loaded. Its id is checked against the record's.
+    pub async fn for_version(&self, record: &FineTuneRecord) -> Result<Arc<dyn Embed>, String> {
+        let mut adapted = self.0.adapted.lock().await;
+        if let Some(e) = adapted.get(&record.encoder_id).and_then(Weak::upgrade) {
+            return Ok(e);
+        }
+        let Some(load) = &self.0.load_adapted else {
+            return Err(format!("this server cannot load fine-tuned encoders such as {}", record.encoder_id));
+        };
+        let encoder = load(record.clone()).await?;
+        if encoder.id() != record.encoder_id {
+            return Err(format!("the adapter loads as {}, not {}", encoder.id(), record.encoder_id));
+        }
+        tracing::info!(encoder = encoder.id(), "fine-tuned encoder loaded");
+        adapted.retain(|_, w| w.strong_count() > 0);
+        adapted.insert(record.encoder_id.clone(), Arc::downgrade(&encoder));
+        Ok(encoder)
     }
 
     /// An encoder loaded already.

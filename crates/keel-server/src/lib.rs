@@ -58,12 +58,19 @@ pub struct LoadedModel {
     pub head: Head,
     /// Reads raw text (the version's n-gram baseline); answers while the encoder is failing.
     pub fallback: Option<Head>,
+    /// The version's own encoder when it was trained on a fine-tuned one; `None`: the server's.
+    pub encoder: Option<Arc<dyn Embed>>,
 }
 
 impl LoadedModel {
     /// Whether answering needs the encoder: a head reading embeddings (alone or beside text).
     pub fn needs_encoder(&self) -> bool {
         matches!(self.head.input_kind(), InputKind::Embedding { .. } | InputKind::TextAndEmbedding { .. })
+    }
+
+    /// Whether `self` and `other` read the same embeddings (so one's vectors serve the other).
+    pub(crate) fn same_encoder(&self, other: &LoadedModel) -> bool {
+        self.version.encoder_id == other.version.encoder_id
     }
 
     /// What `keel_model_info` names as the encoder this version reads (`none` for text heads).

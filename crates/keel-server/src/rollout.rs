@@ -84,7 +84,16 @@ pub(crate) async fn load_version(
     encoders: &EncoderSlot,
 ) -> Result<LoadedModel, ApiError> {
     let head = load_head(store, &version).await?;
-    if matches!(head.input_kind(), InputKind::Embedding { .. } | InputKind::TextAndEmbedding { .. }) {
+    let reads_embeddings =
+        matches!(head.input_kind(), InputKind::Embedding { .. } | InputKind::TextAndEmbedding { .. });
+    let fine_tuned = keel_eval::VersionMetrics::parse(&version.metrics).ok().and_then(|m| m.fine_tune);
+    let mut own = None;
+    if let (true, Some(record)) = (reads_embeddings, fine_tuned) {
+        let encoder = encoders.for_version(&record).await.map_err(|e| {
+            ApiError::unavailable(format!("{} reads embeddings from {}, but {e}", version.tag(), version.encoder_id))
+        })?;
+        own = Some(encoder);
+    } else if reads_embeddings {
         let encoder = encoders.load().await.map_err(|e| {
             ApiError::unavailable(format!("{} reads embeddings from {}, but {e}", version.tag(), version.encoder_id))
         })?;
@@ -98,7 +107,7 @@ pub(crate) async fn load_version(
         }
     }
     let fallback = load_fallback(store, &version).await;
-    Ok(LoadedModel { version, head, fallback })
+    Ok(LoadedModel { version, head, fallback, encoder: own })
 }
 
 async fn load_head(store: &Store, version: &ModelVersion) -> Result<Head, ApiError> {

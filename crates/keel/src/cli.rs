@@ -7,6 +7,7 @@ use keel_data::{Format, ReadOptions};
 
 use crate::config::{EncoderSection, Precision};
 use crate::stages::StepKind;
+use crate::stages::finetune::{FineTuneMethod, FineTuneSection};
 use crate::stages::train::{HeadKind, HeadSpec};
 
 /// Keel: train, evaluate, register and serve text models from one binary.
@@ -144,6 +145,7 @@ impl EncoderArgs {
             },
             batch_size: self.batch_size.max(1),
             model_dir: self.model_dir.as_ref().map(|d| d.display().to_string()),
+            fine_tune: None,
         }
     }
 
@@ -301,9 +303,42 @@ pub struct TrainArgs {
     pub seed: u64,
     #[command(flatten)]
     pub head: HeadArgs,
+    /// Adapt the encoder to this task before embedding: `setfit` fine-tunes every weight on
+    /// contrastive pairs of training rows (same label = similar), `lora` trains small low-rank
+    /// adapters on a frozen base (merged at load, served at the base model's speed). Early
+    /// stopping on the validation split; checkpoints, so a killed run resumes. The version's
+    /// encoder id is the base id plus the adapter's hash.
+    #[arg(long, value_enum, default_value = "none")]
+    pub fine_tune: FineTuneArg,
+    /// Cap on training pairs for --fine-tune (default: 40 per training row, at most 2048).
+    #[arg(long, value_name = "N")]
+    pub fine_tune_pairs: Option<usize>,
     /// Register the new version as `candidate` even when it beats production.
     #[arg(long)]
     pub no_promote: bool,
+}
+
+/// How `keel train --fine-tune` adapts the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FineTuneArg {
+    /// The base encoder, frozen.
+    None,
+    /// Contrastive fine-tuning of every weight, in the manner of SetFit.
+    Setfit,
+    /// LoRA adapters (rank 8 on every projection) with the base weights frozen.
+    Lora,
+}
+
+impl TrainArgs {
+    /// The `[encoder.fine_tune]` section the fine-tuning flags amount to.
+    pub fn fine_tune_section(&self) -> Option<FineTuneSection> {
+        let method = match self.fine_tune {
+            FineTuneArg::None => return None,
+            FineTuneArg::Setfit => FineTuneMethod::Setfit,
+            FineTuneArg::Lora => FineTuneMethod::Lora,
+        };
+        Some(FineTuneSection { method, max_pairs: self.fine_tune_pairs.unwrap_or(0), ..FineTuneSection::default() })
+    }
 }
 
 /// Which classifier reads the embeddings (`--head`).

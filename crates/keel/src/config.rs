@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use keel_data::{Format, ReadOptions};
 
+use crate::stages::finetune::FineTuneSection;
 use crate::stages::train::{HeadKind, HeadSpec};
 
 impl Config {
@@ -223,11 +224,21 @@ pub struct EncoderSection {
     pub batch_size: usize,
     /// Load the model from this folder instead of the user cache.
     pub model_dir: Option<String>,
+    /// `[encoder.fine_tune]`: adapt the encoder to the task before embedding (none when absent
+    /// or `method = "none"`; left out of the embed step's key then, so it keys as before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fine_tune: Option<FineTuneSection>,
 }
 
 impl Default for EncoderSection {
     fn default() -> Self {
-        Self { name: "all-MiniLM-L6-v2".into(), precision: Precision::F32, batch_size: 32, model_dir: None }
+        Self {
+            name: "all-MiniLM-L6-v2".into(),
+            precision: Precision::F32,
+            batch_size: 32,
+            model_dir: None,
+            fine_tune: None,
+        }
     }
 }
 
@@ -418,7 +429,7 @@ pub fn parse(text: &str) -> anyhow::Result<Config> {
     }
 }
 
-fn validate(c: Config) -> anyhow::Result<Config> {
+fn validate(mut c: Config) -> anyhow::Result<Config> {
     if c.project.name.trim().is_empty() {
         bail!("[project] name must not be empty");
     }
@@ -430,6 +441,10 @@ fn validate(c: Config) -> anyhow::Result<Config> {
     if c.encoder.batch_size == 0 {
         bail!("[encoder] batch_size must be at least 1");
     }
+    if let Some(ft) = &c.encoder.fine_tune {
+        ft.check()?;
+    }
+    c.encoder.fine_tune.take_if(|ft| !ft.active());
     if !positive(c.watch.interval_secs) {
         bail!("[watch] interval_secs must be above 0");
     }

@@ -28,14 +28,67 @@ pub fn pull_encoder(cfg: &EncoderSection, dir: &Path) -> anyhow::Result<Installe
 
 /// Loads an installed encoder model with `[encoder]`'s precision and batch size.
 pub fn load_installed(cfg: &EncoderSection, installed: &InstalledModel) -> anyhow::Result<Arc<Encoder>> {
+    let encoder = Encoder::load(installed, encoder_config(cfg))
+        .with_context(|| format!("cannot load encoder from {}", installed.dir.display()))?;
+    Ok(Arc::new(encoder))
+}
+
+fn encoder_config(cfg: &EncoderSection) -> EncoderConfig {
     let precision = match cfg.precision {
         Precision::F32 => keel_embed::Precision::F32,
         Precision::Int8 => keel_embed::Precision::Int8,
     };
-    let ecfg = EncoderConfig { batch_size: cfg.batch_size.max(1), precision, ..EncoderConfig::default() };
-    let encoder = Encoder::load(installed, ecfg)
-        .with_context(|| format!("cannot load encoder from {}", installed.dir.display()))?;
+    EncoderConfig { batch_size: cfg.batch_size.max(1), precision, ..EncoderConfig::default() }
+}
+
+/// The base encoder with a fine-tuned adaptation (`bytes`, stored as `adapter`) applied: a LoRA
+/// adapter merged into the weights once, or the tuned weights; in the section's precision.
+pub fn load_adapted(
+    cfg: &EncoderSection,
+    installed: &InstalledModel,
+    kind: keel_embed::finetune::AdapterKind,
+    bytes: &[u8],
+    adapter: &keel_core::ContentHash,
+) -> anyhow::Result<Arc<Encoder>> {
+    let encoder = keel_embed::finetune::load_adapted(installed, encoder_config(cfg), kind, bytes, adapter.short())
+        .with_context(|| format!("cannot load the fine-tuned encoder {} on {}", adapter.short(), installed.name))?;
     Ok(Arc::new(encoder))
+}
+
+/// The fine-tuned encoder `record` names: the base model with the adaptation artifact (read
+/// from the store) applied; its id is checked against the one recorded.
+pub async fn load_recorded(
+    store: &Store,
+    cfg: &EncoderSection,
+    installed: &InstalledModel,
+    record: &keel_eval::FineTuneRecord,
+) -> anyhow::Result<Arc<Encoder>> {
+    let hash = keel_core::ContentHash::parse(&record.adapter).context("malformed adapter hash")?;
+    let bytes = store.read_artifact(&hash).await?;
+    let kind = crate::stages::finetune::kind_of(record)?;
+    let encoder = tokio::task::block_in_place(|| load_adapted(cfg, installed, kind, &bytes, &hash))?;
+    anyhow::ensure!(
+        encoder.id() == record.encoder_id,
+        "the adapter loads as {}, but the version records {}",
+        encoder.id(),
+        record.encoder_id
+    );
+    Ok(encoder)
+}
+
+/// The encoder `version` reads embeddings from: `base`, unless the version was trained on a
+/// fine-tuned encoder; then that one ([`load_recorded`]).
+pub async fn version_encoder(
+    store: &Store,
+    cfg: &EncoderSection,
+    installed: &InstalledModel,
+    base: Arc<Encoder>,
+    version: &keel_store::ModelVersion,
+) -> anyhow::Result<Arc<Encoder>> {
+    match keel_eval::VersionMetrics::parse(&version.metrics).ok().and_then(|m| m.fine_tune) {
+        Some(ft) => load_recorded(store, cfg, installed, &ft).await,
+        None => Ok(base),
+    }
 }
 
 /// [`pull_encoder`] then [`load_installed`].

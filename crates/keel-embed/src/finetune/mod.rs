@@ -19,7 +19,9 @@
 //! - [`AdamW`] and [`linear_schedule`]: PyTorch's update and Hugging Face's linear warm-up.
 //! - [`Lora`]: adapters, their artifact ([`Lora::to_bytes`]) and [`Lora::merge_into`].
 //! - [`FineTuner`]: steps, evaluation loss, embeddings, checkpoints.
+//! - [`load_adapted`]: an inference [`Encoder`] with an adapter merged in (or tuned weights).
 
+mod adapted;
 mod float;
 mod lora;
 mod loss;
@@ -33,6 +35,7 @@ mod weights;
 #[cfg(test)]
 mod gradcheck;
 
+pub use adapted::{AdapterKind, base_id, load_adapted};
 pub use float::Float;
 pub use keel_core::SplitMix64;
 pub use lora::{Adapter, LORA_FORMAT, Lora, LoraConfig};

@@ -60,7 +60,12 @@ fn model() -> LoadedModel {
         created_at: "now".into(),
         aliases: vec!["production".into()],
     };
-    LoadedModel { version, head: keel_train::Head::Logistic(head), fallback: Some(keel_train::Head::Ngram(ngram)) }
+    LoadedModel {
+        version,
+        head: keel_train::Head::Logistic(head),
+        fallback: Some(keel_train::Head::Ngram(ngram)),
+        encoder: None,
+    }
 }
 
 fn app(with_model: bool) -> axum::Router {

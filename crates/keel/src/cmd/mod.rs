@@ -22,7 +22,7 @@ use crate::cli::{
     StoreCommand,
 };
 use crate::config::Filter;
-use crate::context::open_store;
+use crate::context::{self, open_store};
 use crate::output::{self, note};
 use crate::stages::evaluate::{self, EvalRequest};
 use crate::stages::ingest::IngestRequest;
@@ -201,7 +201,9 @@ async fn ingest(home: &std::path::Path, json: bool, args: IngestArgs) -> anyhow:
 
 async fn eval(home: &std::path::Path, json: bool, args: EvalArgs) -> anyhow::Result<()> {
     let store = open_store(home).await?;
-    let (_, encoder) = args.encoder.load()?;
+    let (installed, base) = args.encoder.load()?;
+    let version = store.resolve(&args.spec).await?;
+    let encoder = context::version_encoder(&store, &args.encoder.section(), &installed, base, &version).await?;
     let data = match &args.data {
         Some(path) => Some((path.as_path(), args.columns.read_options()?)),
         None => None,

@@ -91,7 +91,8 @@ pub async fn run(home: &Path, json: bool, args: MonitorArgs) -> anyhow::Result<(
             until.clone().unwrap_or_else(|| rfc3339(now + Duration::from_secs(1))),
         ),
     };
-    let (_, encoder) = args.encoder.load()?;
+    let (installed, base) = args.encoder.load()?;
+    let encoder = crate::context::version_encoder(&store, &args.encoder.section(), &installed, base, &model).await?;
     let tag = model.tag();
     let Some(Checked { mut report, observed, predictions: preds }) =
         check(&store, &model, &profile, &encoder, Window { since: &since, until: &until }, json).await?

@@ -12,7 +12,7 @@ use keel_embed::Encoder;
 use keel_server::{AppState, Batching, Challenger, ChallengerMode, Embed, EncoderSlot, Limits, Options, Rollout};
 
 use crate::cli::{EncoderArgs, ServeArgs};
-use crate::context::{load_encoder, open_store};
+use crate::context::{load_encoder, load_recorded, open_store, pull_encoder};
 use crate::output::note;
 
 pub async fn run(home: &Path, args: ServeArgs) -> anyhow::Result<()> {
@@ -27,12 +27,29 @@ pub(crate) fn lazy_encoder(args: &EncoderArgs) -> EncoderSlot {
     })
 }
 
+/// `slot`, able to load the fine-tuned encoders versions record: the base model (fetched on
+/// first use) with the version's adapter from `store` merged in.
+fn with_fine_tuned(slot: EncoderSlot, args: &EncoderArgs, store: &keel_store::Store) -> EncoderSlot {
+    let (section, store) = (args.section(), store.clone());
+    slot.with_adapted(move |record| {
+        let (section, store) = (section.clone(), store.clone());
+        Box::pin(async move {
+            let load = async {
+                let installed = tokio::task::block_in_place(|| pull_encoder(&section, Path::new("")))?;
+                load_recorded(&store, &section, &installed, &record).await
+            };
+            load.await.map(|e| e as Arc<dyn Embed>).map_err(|e| format!("{e:#}"))
+        })
+    })
+}
+
 pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>>) -> anyhow::Result<()> {
     let store = open_store(home).await?;
     let encoders = match encoder {
         Some(e) => EncoderSlot::from(e),
         None => lazy_encoder(&args.encoder),
     };
+    let encoders = with_fine_tuned(encoders, &args.encoder, &store);
     let spec = match &args.model {
         Some(s) => Some(s.clone()),
         None => match store.model_names().await?.as_slice() {

@@ -35,6 +35,9 @@ fn print_figures(m: &VersionMetrics) {
     if let Some(head) = &m.head {
         println!("head      {head}, temperature {:.3} fitted on validation", m.temperature.unwrap_or(f64::NAN));
     }
+    if let Some(ft) = &m.fine_tune {
+        println!("encoder   {}", fine_tune_line(ft));
+    }
     if let Some(sel) = &m.selection {
         println!("selected  {}", sel.reason);
         if let Some(note) = &sel.cost_note {
@@ -54,6 +57,29 @@ fn print_figures(m: &VersionMetrics) {
     for b in m.baselines.iter().flatten() {
         println!("baseline  {:.4} macro-F1: {}", b.macro_f1, b.name);
     }
+}
+
+/// What fine-tuning did, in one line: method, steps, pairs, the validation loss it kept.
+pub fn fine_tune_line(ft: &keel_eval::FineTuneRecord) -> String {
+    let losses = match (ft.validation_loss.first(), ft.validation_loss.iter().find(|(s, _)| *s == ft.best_step)) {
+        (Some((_, first)), Some((_, best))) => {
+            format!("; validation loss {first:.4} at the first check, {best:.4} at step {} (kept)", ft.best_step)
+        }
+        _ => String::new(),
+    };
+    let stop = if ft.stopped_early { ", stopped early" } else { "" };
+    format!(
+        "{} fine-tuned from {} ({}, {} loss): {} of {} steps on {} {} pairs from {} training rows{stop}{losses}",
+        ft.encoder_id,
+        ft.base_encoder,
+        ft.method,
+        ft.loss,
+        ft.steps,
+        ft.planned_steps,
+        ft.pairs.pairs,
+        ft.pairs.kind,
+        ft.pairs.train_rows
+    )
 }
 
 /// What a run did, in the order it happened, then the model's figures.

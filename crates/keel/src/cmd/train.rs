@@ -35,6 +35,7 @@ pub fn config_of(args: &TrainArgs) -> Config {
     v.min_records = 0;
     v.max_quarantined_share = 1.0;
     c.encoder = args.encoder.section();
+    c.encoder.fine_tune = args.fine_tune_section();
     let spec = args.head.spec();
     c.head.kind = spec.kind;
     c.head.mlp_hidden = spec.mlp_hidden;

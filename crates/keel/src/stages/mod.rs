@@ -11,6 +11,7 @@
 
 pub mod data;
 pub mod evaluate;
+pub mod finetune;
 pub mod gate;
 pub mod ingest;
 pub mod register;
@@ -151,6 +152,10 @@ pub struct Embedded {
     pub cached: usize,
     /// Distinct texts embedded now.
     pub computed: usize,
+    /// How the encoder was fine-tuned first (`[encoder.fine_tune]`); `encoder_id` is then the
+    /// adapted encoder's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fine_tune: Option<keel_eval::FineTuneRecord>,
 }
 
 /// Where a logistic head's L2 strength was cross-validated: carried forward while it is kept.

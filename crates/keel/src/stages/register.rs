@@ -69,6 +69,8 @@ pub struct RegisterInput<'a> {
     pub gate: &'a GateOutcome,
     /// The reference profile's bytes.
     pub profile: &'a [u8],
+    /// How the encoder the version reads was fine-tuned, when it was.
+    pub fine_tune: Option<&'a keel_eval::FineTuneRecord>,
     /// The keel.toml (or command) the version was declared by.
     pub config: String,
     pub split: &'a SplitConfig,
@@ -95,6 +97,7 @@ fn version_metrics(input: &RegisterInput<'_>, report: &Report, artifacts: Versio
     if let serde_json::Value::Object(extra) = &d.details {
         m.details.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
+    m.fine_tune = input.fine_tune.cloned();
     m.split_sizes = Some(input.trained.split_sizes);
     m.gate = Some(input.gate.clone());
     m.artifacts = Some(artifacts);
@@ -120,6 +123,7 @@ pub async fn register(store: &Store, input: RegisterInput<'_>) -> anyhow::Result
         report: Some(report_json.as_str().to_owned()),
         report_html: Some(report_html.as_str().to_owned()),
         profile: Some(profile.as_str().to_owned()),
+        encoder_adapter: input.fine_tune.map(|f| f.adapter.clone()),
     };
     let metrics = version_metrics(&input, &report, artifacts).to_value();
     let (model, _) = store

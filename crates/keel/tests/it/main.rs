@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod documents;
+mod fine_tune;
 mod http;
 mod ingest_shared;
 mod monitor;

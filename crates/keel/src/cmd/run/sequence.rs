@@ -2,12 +2,16 @@
 //! up, stop there under `--plan`, or do the work and record its typed output.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use keel_core::{ContentHash, Matrix, Record};
 use keel_data::SplitConfig;
+use keel_embed::Encoder;
+use keel_eval::FineTuneRecord;
 use keel_store::{Dataset, ModelVersion, Store};
+use keel_train::{Head, InputKind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -16,9 +20,11 @@ use super::record::{Recorder, section, step_key};
 use super::session::Session;
 use super::{IngestSummary, RunOutcome, Trigger};
 use crate::config::{Config, Loaded};
+use crate::context;
 use crate::embedding::embed_cached;
 use crate::stages::data::{Labelled, Part, label_and_split, load_records};
 use crate::stages::evaluate::{self, load_head, load_head_artifact};
+use crate::stages::finetune::{self, FineTuneInput, FineTuneSection};
 use crate::stages::gate::{self, Promotion};
 use crate::stages::ingest::{self, IngestRequest};
 use crate::stages::register::{self, RegisterInput};
@@ -39,11 +45,24 @@ pub struct Pass<'a> {
     x: Option<Matrix>,
     /// Labels and split of `records`, worked out once per pass.
     labelled: Option<std::sync::Arc<Labelled>>,
+    /// How the embed step fine-tuned the encoder, when it did: the steps after it read the
+    /// adapted encoder.
+    fine_tuned: Option<FineTuneRecord>,
 }
 
 impl<'a> Pass<'a> {
     pub fn new(session: &'a mut Session, loaded: &'a Loaded, rec: Recorder, trigger: &'a Trigger) -> Self {
-        Self { session, loaded, cfg: &loaded.config, rec, trigger, records: None, x: None, labelled: None }
+        Self {
+            session,
+            loaded,
+            cfg: &loaded.config,
+            rec,
+            trigger,
+            records: None,
+            x: None,
+            labelled: None,
+            fine_tuned: None,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -68,6 +87,14 @@ impl<'a> Pass<'a> {
         let out = work(self).await?;
         self.rec.record(&self.session.store, kind, key, &out, started).await?;
         Ok(Some((out, true)))
+    }
+
+    /// The encoder this pass's embeddings come from: the base, or the fine-tuned one.
+    async fn encoder(&mut self) -> anyhow::Result<Arc<Encoder>> {
+        match self.fine_tuned.clone() {
+            None => self.session.load_encoder(&self.cfg.encoder, &self.loaded.dir),
+            Some(ft) => self.session.adapted(&self.cfg.encoder, &self.loaded.dir, &ft).await,
+        }
     }
 
     fn split_cfg(&self) -> SplitConfig {
@@ -108,7 +135,7 @@ impl<'a> Pass<'a> {
             }
             m
         } else {
-            let encoder = self.session.load_encoder(&self.cfg.encoder, &self.loaded.dir)?;
+            let encoder = self.encoder().await?;
             anyhow::ensure!(
                 encoder.id() == encoder_id,
                 "the embeddings were made by {encoder_id}, not {}",
@@ -152,11 +179,18 @@ impl<'a> Pass<'a> {
         Ok(result.ingested)
     }
 
-    async fn embed(&mut self, dataset: &Dataset) -> anyhow::Result<Embedded> {
+    async fn embed(&mut self, dataset: &Dataset, key: &ContentHash) -> anyhow::Result<Embedded> {
         let started = Instant::now();
-        let encoder = self.session.load_encoder(&self.cfg.encoder, &self.loaded.dir)?;
+        let base = self.session.load_encoder(&self.cfg.encoder, &self.loaded.dir)?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), "encoder loaded");
         self.load_records(dataset).await?;
+        let (encoder, fine_tune) = match self.cfg.encoder.fine_tune.clone() {
+            Some(section) => {
+                let (encoder, record) = self.fine_tune(&section, &base, key).await?;
+                (encoder, Some(record))
+            }
+            None => (base, None),
+        };
         let texts = self.texts();
         let (x, stats) = embed_cached(&self.session.store, &encoder, &texts, self.rec.quiet).await?;
         self.x = Some(x);
@@ -166,7 +200,45 @@ impl<'a> Pass<'a> {
             texts: stats.texts,
             cached: stats.cached,
             computed: stats.computed,
+            fine_tune,
         })
+    }
+
+    /// Fine-tunes the base encoder on the training split (validation for early stopping), stores
+    /// the adaptation and loads the adapted encoder.
+    async fn fine_tune(
+        &mut self,
+        section: &FineTuneSection,
+        base: &Arc<Encoder>,
+        key: &ContentHash,
+    ) -> anyhow::Result<(Arc<Encoder>, FineTuneRecord)> {
+        let installed = self.session.installed(&self.cfg.encoder, &self.loaded.dir)?;
+        let l = label_and_split(self.records(), &self.split_cfg())?;
+        let texts = self.texts();
+        let pick = |rows: &[usize]| -> (Vec<&str>, Vec<usize>) { rows.iter().map(|&i| (texts[i], l.y[i])).unzip() };
+        let ((tr_x, tr_y), (va_x, va_y)) = (pick(&l.rows.train), pick(&l.rows.validation));
+        let checkpoint = self.store().home().join("checkpoints").join(format!("{}.finetune", key.as_str()));
+        let input = FineTuneInput {
+            section,
+            base,
+            installed: &installed,
+            train: (&tr_x, &tr_y),
+            validation: (&va_x, &va_y),
+            seed: self.cfg.project.seed,
+            checkpoint: &checkpoint,
+            quiet: self.rec.quiet,
+        };
+        let adaptation = tokio::task::block_in_place(|| finetune::fine_tune(&input))?;
+        let kind = adaptation.kind;
+        let hash = self.store().put_artifact(finetune::artifact_kind(kind), &adaptation.bytes).await?;
+        let encoder = tokio::task::block_in_place(|| {
+            context::load_adapted(&self.cfg.encoder, &installed, kind, &adaptation.bytes, &hash)
+        })?;
+        let record =
+            finetune::record(adaptation, hash.as_str().to_owned(), base.id().to_owned(), encoder.id().to_owned());
+        self.session.keep_adapted(encoder.clone());
+        self.fine_tuned = Some(record.clone());
+        Ok((encoder, record))
     }
 
     async fn train(&mut self, dataset: &Dataset, encoder_id: &str, key: &ContentHash) -> anyhow::Result<Trained> {
@@ -188,7 +260,7 @@ impl<'a> Pass<'a> {
         let (l2, kept_origin) = l2::l2_choice(&cx, &fingerprints).await?;
         let spec = self.cfg.head.spec();
         let encoder_cost_us = if spec.kind == HeadKind::Auto {
-            let encoder = self.session.load_encoder(&self.cfg.encoder, &self.loaded.dir)?;
+            let encoder = self.encoder().await?;
             tokio::task::block_in_place(|| select::encoder_cost_us(&encoder, &va.texts))?
         } else {
             0.0
@@ -291,19 +363,20 @@ impl<'a> Pass<'a> {
     ) -> anyhow::Result<Gated> {
         let compared = match against {
             None => Err("first version of this model".to_owned()),
-            Some(p) if p.encoder_id != encoder_id => Err(format!(
-                "not compared with {}: it reads embeddings from {}, not {encoder_id}",
-                p.tag(),
-                p.encoder_id
-            )),
             Some(p) => {
                 let l = self.labelled(dataset, encoder_id).await?;
                 let test = self.part(&l, &l.rows.test);
                 let ours = load_head_artifact(self.store(), &trained.head).await?;
                 let proba = train::predict(&ours, &test)?;
                 let theirs = load_head(self.store(), p).await?;
-                let rule = self.cfg.gate.gate();
-                tokio::task::block_in_place(|| gate::compare(&rule, &proba, &theirs, &p.tag(), &test, &l.labels))
+                match self.as_read_by(p, &theirs, encoder_id, test).await {
+                    Ok(test) => {
+                        let rule = self.cfg.gate.gate();
+                        let tag = p.tag();
+                        tokio::task::block_in_place(|| gate::compare(&rule, &proba, &theirs, &tag, &test, &l.labels))
+                    }
+                    Err(why) => Err(why),
+                }
             }
         };
         let promotion = Promotion { allowed: self.cfg.gate.promote, held_by: self.loaded.held_by() };
@@ -321,6 +394,41 @@ impl<'a> Pass<'a> {
         Ok(Gated { gate, against: against.map(ModelVersion::tag) })
     }
 
+    /// The test rows as `version` reads them: the same raw texts and labels, embedded by its own
+    /// encoder when that is not this run's (a fine-tuned one, or the base beside a fine-tuned
+    /// run), so the gate pairs the two on the same texts whatever their encoders. `Err`: why the
+    /// two cannot be compared.
+    async fn as_read_by(
+        &mut self,
+        version: &ModelVersion,
+        head: &Head,
+        ours: &str,
+        test: Part,
+    ) -> Result<Part, String> {
+        let reads_embeddings = !matches!(head.input_kind(), InputKind::Text);
+        if version.encoder_id == ours || !reads_embeddings {
+            return Ok(test);
+        }
+        let not = |e: anyhow::Error| {
+            format!("not compared with {}: its encoder {} cannot be loaded ({e:#})", version.tag(), version.encoder_id)
+        };
+        let encoder = match register::metrics_of(version).ok().and_then(|m| m.fine_tune) {
+            Some(ft) => self.session.adapted(&self.cfg.encoder, &self.loaded.dir, &ft).await.map_err(not)?,
+            None => self.session.load_encoder(&self.cfg.encoder, &self.loaded.dir).map_err(not)?,
+        };
+        if encoder.id() != version.encoder_id {
+            return Err(format!(
+                "not compared with {}: it reads embeddings from {}, and this run's encoders are {ours} and {}",
+                version.tag(),
+                version.encoder_id,
+                encoder.id()
+            ));
+        }
+        let texts: Vec<&str> = test.texts.iter().map(String::as_str).collect();
+        let (x, _) = embed_cached(&self.session.store, &encoder, &texts, self.rec.quiet).await.map_err(not)?;
+        Ok(Part { x, y: test.y, texts: test.texts })
+    }
+
     async fn register(
         &mut self,
         keys: [&ContentHash; 2],
@@ -333,7 +441,7 @@ impl<'a> Pass<'a> {
             .context("the candidate report artifact is unreadable")?;
         let l = self.labelled(dataset, done.encoder_id).await?;
         let train = self.part(&l, &l.rows.train);
-        let encoder = self.session.load_encoder(&self.cfg.encoder, &self.loaded.dir)?;
+        let encoder = self.encoder().await?;
         let head = load_head_artifact(self.store(), &done.trained.head).await?;
         let started = Instant::now();
         let profile = register::reference_profile(&encoder, &train, &head, &l.labels, &report)?;
@@ -351,6 +459,7 @@ impl<'a> Pass<'a> {
             report,
             gate: &done.gated.gate,
             profile: &profile,
+            fine_tune: self.fine_tuned.as_ref(),
             config: self.loaded.path.display().to_string(),
             split: &self.split_cfg(),
         };
@@ -402,11 +511,13 @@ async fn fit(p: &mut Pass<'_>) -> anyhow::Result<Option<Fitted>> {
         StepKind::Embed,
         &[dataset.fields.id.as_str(), &section(&cfg.encoder), &installed.name, installed.sha256.as_str()],
     );
-    let Some((embedded, embed_ran)) = p.step(StepKind::Embed, &k_embed, async |p| p.embed(&dataset).await).await?
+    let Some((embedded, embed_ran)) =
+        p.step(StepKind::Embed, &k_embed, async |p| p.embed(&dataset, &k_embed).await).await?
     else {
         return Ok(None);
     };
     let encoder_id = embedded.encoder_id.clone();
+    p.fine_tuned.clone_from(&embedded.fine_tune);
 
     let split = section(&p.split_cfg());
     let k_train = step_key(StepKind::Train, &[dataset.fields.id.as_str(), &encoder_id, &split, &section(&cfg.head)]);

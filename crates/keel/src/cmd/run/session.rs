@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use keel_embed::{Encoder, InstalledModel};
+use keel_eval::FineTuneRecord;
 use keel_store::Store;
 
 use crate::config::EncoderSection;
@@ -14,16 +15,45 @@ pub struct Session {
     pub store: Store,
     encoder: Option<Arc<Encoder>>,
     installed: Option<InstalledModel>,
+    /// Fine-tuned encoders loaded (this run's, and production's for the gate), newest last.
+    adapted: Vec<Arc<Encoder>>,
 }
 
 impl Session {
     pub fn new(store: Store) -> Self {
-        Self { store, encoder: None, installed: None }
+        Self { store, encoder: None, installed: None, adapted: Vec::new() }
     }
 
     /// Reuses an encoder the caller already loaded (the quickstart serves with the same one).
     pub fn with_encoder(store: Store, installed: InstalledModel, encoder: Arc<Encoder>) -> Self {
-        Self { store, encoder: Some(encoder), installed: Some(installed) }
+        Self { store, encoder: Some(encoder), installed: Some(installed), adapted: Vec::new() }
+    }
+
+    /// Keeps a fine-tuned encoder just made, so the steps after it need not load it again.
+    pub fn keep_adapted(&mut self, encoder: Arc<Encoder>) {
+        self.adapted.retain(|e| e.id() != encoder.id());
+        // Two at most: a run compares its own with production's; older ones are dropped.
+        if self.adapted.len() >= 2 {
+            self.adapted.remove(0);
+        }
+        self.adapted.push(encoder);
+    }
+
+    /// The fine-tuned encoder `record` names: the one kept, or the base with the adaptation
+    /// artifact from the store applied.
+    pub async fn adapted(
+        &mut self,
+        cfg: &EncoderSection,
+        dir: &Path,
+        record: &FineTuneRecord,
+    ) -> anyhow::Result<Arc<Encoder>> {
+        if let Some(e) = self.adapted.iter().find(|e| e.id() == record.encoder_id) {
+            return Ok(e.clone());
+        }
+        let installed = self.installed(cfg, dir)?;
+        let encoder = context::load_recorded(&self.store, cfg, &installed, record).await?;
+        self.keep_adapted(encoder.clone());
+        Ok(encoder)
     }
 
     /// The encoder model's files, fetched on first use. `dir` is where relative paths start.
