@@ -23,6 +23,9 @@ pub fn render_html(r: &Report) -> String {
         intervals_section(h, r);
         calibration_section(h, r);
         plots(h, r);
+        if let Some(ft) = &r.fine_tune {
+            h.push_str(&fine_tune_html(ft));
+        }
         baselines_section(h, r);
         if let Some(sel) = &r.selection {
             h.push_str(&selection_html(sel));
@@ -412,6 +415,33 @@ pub fn format_diff(diff: f64) -> String {
 }
 
 /// The report's "Model selection" section: the reason and a table of candidates.
+/// What fine-tuning did, in plain words; the frozen encoder's result is among the baselines.
+fn fine_tune_html(ft: &crate::FineTuneRecord) -> String {
+    let p = &ft.pairs;
+    let losses = match (ft.validation_loss.first(), ft.validation_loss.iter().find(|(s, _)| *s == ft.best_step)) {
+        (Some((s0, first)), Some((_, best))) => format!(
+            " The validation pairs' loss went from {first:.4} (step {s0}) to {best:.4} (step {}), the adaptation kept.",
+            ft.best_step
+        ),
+        _ => String::new(),
+    };
+    let stop = if ft.stopped_early { " It stopped early: the validation loss had stopped improving." } else { "" };
+    format!(
+        "<h2>Fine-tuned encoder</h2><p class=\"why\">The encoder was adapted to this task before the model was trained on its embeddings: {} ({} loss), {} of {} steps on {} {} pairs drawn from {} training rows (seed {}).{losses}{stop} The same training on the frozen encoder is among the baselines below: the difference is what fine-tuning bought.</p><p>Encoder <code>{}</code>, from <code>{}</code>; adapter artifact <code>{}</code>.</p>",
+        escape(&ft.method),
+        escape(&ft.loss),
+        ft.steps,
+        ft.planned_steps,
+        p.pairs,
+        escape(&p.kind),
+        p.train_rows,
+        p.seed,
+        escape(&ft.encoder_id),
+        escape(&ft.base_encoder),
+        escape(&ft.adapter),
+    )
+}
+
 fn selection_html(sel: &crate::ModelSelection) -> String {
     let mut h = String::from(
         "<h2>Model selection</h2><p class=\"why\">Each model family was cross-validated on the same folds of the training split (never the test split); the cheapest within one standard error of the best was shipped.</p>",

@@ -103,6 +103,9 @@ pub struct Report {
     /// What model selection compared and chose, when the family was chosen automatically.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<crate::ModelSelection>,
+    /// How the encoder the model reads was fine-tuned, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fine_tune: Option<crate::FineTuneRecord>,
 }
 
 /// Computes every metric, interval, slice and plot's data.
@@ -153,6 +156,7 @@ pub fn build_report(input: &ReportInput<'_>) -> Report {
         baselines: Vec::new(),
         gate: None,
         selection: None,
+        fine_tune: None,
         evaluation,
     }
 }

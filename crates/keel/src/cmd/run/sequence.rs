@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use keel_core::{ContentHash, Matrix, Record};
 use keel_data::SplitConfig;
 use keel_embed::Encoder;
-use keel_eval::FineTuneRecord;
+use keel_eval::{BaselineResult, FineTuneRecord};
 use keel_store::{Dataset, ModelVersion, Store};
 use keel_train::{Head, InputKind};
 use serde::Serialize;
@@ -276,7 +276,12 @@ impl<'a> Pass<'a> {
             l2: &l2,
             encoder_cost_us,
         };
-        let trained = tokio::task::block_in_place(|| train::train_heads(&input))?;
+        let mut trained = tokio::task::block_in_place(|| train::train_heads(&input))?;
+        if self.fine_tuned.is_some() {
+            // What fine-tuning bought: the same training on the frozen base encoder, beside.
+            let frozen = self.frozen_baseline(&l, &input).await?;
+            trained.baselines.push(frozen);
+        }
         let store = self.store();
         // Where the L2 strength was chosen: these rows, by cross-validation, or the production
         // version's origin, carried forward while the rows stay close to it.
@@ -304,6 +309,21 @@ impl<'a> Pass<'a> {
         })
     }
 
+    /// The same training as `like` on the base encoder's embeddings (cached where the base
+    /// model embedded these texts before), scored on the same test rows.
+    async fn frozen_baseline(&mut self, l: &Labelled, like: &TrainInput<'_>) -> anyhow::Result<BaselineResult> {
+        let base = self.session.load_encoder(&self.cfg.encoder, &self.loaded.dir)?;
+        let texts = self.texts();
+        let (x, _) = embed_cached(&self.session.store, &base, &texts, self.rec.quiet).await?;
+        let part = |rows: &[usize]| Part::new(&x, &l.y, &texts, rows);
+        let (tr, va, te) = (part(&l.rows.train), part(&l.rows.validation), part(&l.rows.test));
+        let input = TrainInput { train: &tr, validation: &va, test: &te, ..*like };
+        let heads = tokio::task::block_in_place(|| train::train_heads(&input))?;
+        let proba = train::predict(&heads.head, &te)?;
+        let name = format!("the same training on the frozen encoder {} (before fine-tuning)", base.id());
+        Ok(BaselineResult::new(&name, &te.y, &proba, &l.labels))
+    }
+
     async fn train_details(&self, trained: &Trained) -> anyhow::Result<TrainDetails> {
         let bytes = self.store().read_artifact(&trained.details).await?;
         serde_json::from_slice(&bytes).context("the training details artifact is unreadable")
@@ -321,6 +341,7 @@ impl<'a> Pass<'a> {
         report.calibration = Some(details.calibration);
         report.baselines = details.baselines;
         report.selection = details.selection;
+        report.fine_tune.clone_from(&self.fine_tuned);
         let artifact =
             self.store().put_artifact(ArtifactKind::CandidateReport.as_str(), report.to_json().as_bytes()).await?;
         Ok(Evaluated {
