@@ -417,21 +417,24 @@ pub fn format_diff(diff: f64) -> String {
 /// The report's "Model selection" section: the reason and a table of candidates.
 /// What fine-tuning did, in plain words; the frozen encoder's result is among the baselines.
 fn fine_tune_html(ft: &crate::FineTuneRecord) -> String {
-    let p = &ft.pairs;
-    let losses = match (ft.validation_loss.first(), ft.validation_loss.iter().find(|(s, _)| *s == ft.best_step)) {
+    let p = &ft.run.pairs;
+    let losses = match (
+        ft.run.validation_loss.first(),
+        ft.run.validation_loss.iter().find(|(s, _)| *s == ft.run.best_step),
+    ) {
         (Some((s0, first)), Some((_, best))) => format!(
             " The validation pairs' loss went from {first:.4} (step {s0}) to {best:.4} (step {}), the adaptation kept.",
-            ft.best_step
+            ft.run.best_step
         ),
         _ => String::new(),
     };
-    let stop = if ft.stopped_early { " It stopped early: the validation loss had stopped improving." } else { "" };
+    let stop = if ft.run.stopped_early { " It stopped early: the validation loss had stopped improving." } else { "" };
     format!(
         "<h2>Fine-tuned encoder</h2><p class=\"why\">The encoder was adapted to this task before the model was trained on its embeddings: {} ({} loss), {} of {} steps on {} {} pairs drawn from {} training rows (seed {}).{losses}{stop} The same training on the frozen encoder is among the baselines below: the difference is what fine-tuning bought.</p><p>Encoder <code>{}</code>, from <code>{}</code>; adapter artifact <code>{}</code>.</p>",
         escape(&ft.method),
-        escape(&ft.loss),
-        ft.steps,
-        ft.planned_steps,
+        escape(&ft.run.loss),
+        ft.run.steps,
+        ft.run.planned_steps,
         p.pairs,
         escape(&p.kind),
         p.train_rows,

@@ -44,8 +44,8 @@ pub use report::{BaselineResult, Report, ReportInput, ReportedWrong, build_repor
 pub use selection::{CandidateScore, ModelSelection};
 pub use slices::{LENGTH_BUCKETS, Slice, WrongExample, confidently_wrong, label_keys, length_keys, slice_metrics};
 pub use version::{
-    CalibrationChange, FineTuneRecord, GateOutcome, PairsRecipe, PipelineOrigin, SplitSizes, VersionArtifacts,
-    VersionMetrics,
+    CalibrationChange, FineTuneRecord, FineTuneRun, GateOutcome, PairsRecipe, PipelineOrigin, SplitSizes,
+    VersionArtifacts, VersionMetrics,
 };
 
 use std::fmt::Write as _;

@@ -98,6 +98,13 @@ pub struct FineTuneRecord {
     pub base_encoder: String,
     /// The adapted encoder's id: the base id plus the adapter's hash.
     pub encoder_id: String,
+    #[serde(flatten)]
+    pub run: FineTuneRun,
+}
+
+/// What one fine-tuning run did: its loss, pairs and steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FineTuneRun {
     pub loss: String,
     pub pairs: PairsRecipe,
     /// Optimiser steps taken, and planned (epochs x batches).

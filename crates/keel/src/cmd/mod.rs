@@ -329,10 +329,10 @@ async fn lineage(home: &std::path::Path, json: bool, args: LineageArgs) -> anyho
     if let Some(ft) = keel_eval::VersionMetrics::parse(&l.model.metrics).ok().and_then(|m| m.fine_tune) {
         println!("  base     {} (the encoder before fine-tuning)", ft.base_encoder);
         println!("  adapter  artifact {} ({}: {})", ft.adapter, ft.adapter_kind, ft.method);
-        let p = &ft.pairs;
+        let p = &ft.run.pairs;
         println!(
             "  pairs    {} {} pairs (at most {}) from {} training rows, seed {}; {} of {} steps, kept step {}",
-            p.pairs, p.kind, p.max_pairs, p.train_rows, p.seed, ft.steps, ft.planned_steps, ft.best_step
+            p.pairs, p.kind, p.max_pairs, p.train_rows, p.seed, ft.run.steps, ft.run.planned_steps, ft.run.best_step
         );
     }
     println!("run      {} ({}, {}, {} on {})", l.run.id, l.run.kind, l.run.status, l.run.code_version, l.run.host);

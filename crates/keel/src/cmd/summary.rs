@@ -61,24 +61,28 @@ fn print_figures(m: &VersionMetrics) {
 
 /// What fine-tuning did, in one line: method, steps, pairs, the validation loss it kept.
 pub fn fine_tune_line(ft: &keel_eval::FineTuneRecord) -> String {
-    let losses = match (ft.validation_loss.first(), ft.validation_loss.iter().find(|(s, _)| *s == ft.best_step)) {
-        (Some((_, first)), Some((_, best))) => {
-            format!("; validation loss {first:.4} at the first check, {best:.4} at step {} (kept)", ft.best_step)
-        }
-        _ => String::new(),
-    };
-    let stop = if ft.stopped_early { ", stopped early" } else { "" };
+    let losses =
+        match (ft.run.validation_loss.first(), ft.run.validation_loss.iter().find(|(s, _)| *s == ft.run.best_step)) {
+            (Some((_, first)), Some((_, best))) => {
+                format!(
+                    "; validation loss {first:.4} at the first check, {best:.4} at step {} (kept)",
+                    ft.run.best_step
+                )
+            }
+            _ => String::new(),
+        };
+    let stop = if ft.run.stopped_early { ", stopped early" } else { "" };
     format!(
         "{} fine-tuned from {} ({}, {} loss): {} of {} steps on {} {} pairs from {} training rows{stop}{losses}",
         ft.encoder_id,
         ft.base_encoder,
         ft.method,
-        ft.loss,
-        ft.steps,
-        ft.planned_steps,
-        ft.pairs.pairs,
-        ft.pairs.kind,
-        ft.pairs.train_rows
+        ft.run.loss,
+        ft.run.steps,
+        ft.run.planned_steps,
+        ft.run.pairs.pairs,
+        ft.run.pairs.kind,
+        ft.run.pairs.train_rows
     )
 }
 

@@ -14,7 +14,7 @@ use keel_embed::finetune::{
     self, AdapterKind, BertWeights, FineTuneConfig, FineTuner, LoraConfig, Loss, Method, Pair, Proj,
 };
 use keel_embed::{Encoder, InstalledModel};
-use keel_eval::{FineTuneRecord, PairsRecipe};
+use keel_eval::{FineTuneRecord, FineTuneRun, PairsRecipe};
 use serde::{Deserialize, Serialize};
 
 use crate::output;
@@ -196,13 +196,7 @@ pub struct Adaptation {
     pub kind: AdapterKind,
     pub bytes: Vec<u8>,
     pub method: String,
-    pub loss: String,
-    pub pairs: PairsRecipe,
-    pub steps: u64,
-    pub planned_steps: u64,
-    pub best_step: u64,
-    pub validation_loss: Vec<(u64, f32)>,
-    pub stopped_early: bool,
+    pub run: FineTuneRun,
 }
 
 /// The loop's position, saved in every checkpoint with the tuner's state.
@@ -290,27 +284,26 @@ pub fn fine_tune(input: &FineTuneInput<'_>) -> anyhow::Result<Adaptation> {
     if input.checkpoint.exists() {
         std::fs::remove_file(input.checkpoint).ok();
     }
-    Ok(Adaptation {
-        kind,
-        bytes,
-        method,
-        loss,
-        pairs: PairsRecipe {
-            kind: match s.loss {
-                PairLoss::Cosine => "contrastive".into(),
-                PairLoss::Ranking => "positive".into(),
-            },
-            pairs: pairs.len(),
-            max_pairs,
-            seed: input.seed,
-            train_rows: train_texts.len(),
+    let recipe = PairsRecipe {
+        kind: match s.loss {
+            PairLoss::Cosine => "contrastive".into(),
+            PairLoss::Ranking => "positive".into(),
         },
+        pairs: pairs.len(),
+        max_pairs,
+        seed: input.seed,
+        train_rows: train_texts.len(),
+    };
+    let run = FineTuneRun {
+        loss,
+        pairs: recipe,
         steps: at.step,
         planned_steps: total,
         best_step: at.best.map_or(at.step, |(s, _)| s),
         validation_loss: at.history,
         stopped_early: at.stopped_early,
-    })
+    };
+    Ok(Adaptation { kind, bytes, method, run })
 }
 
 /// The pairs in epoch `epoch`'s order: as drawn in the first, reshuffled (seeded) after.
@@ -392,12 +385,6 @@ pub fn record(a: Adaptation, adapter: String, base_encoder: String, encoder_id: 
         adapter,
         base_encoder,
         encoder_id,
-        loss: a.loss,
-        pairs: a.pairs,
-        steps: a.steps,
-        planned_steps: a.planned_steps,
-        best_step: a.best_step,
-        validation_loss: a.validation_loss,
-        stopped_early: a.stopped_early,
+        run: a.run,
     }
 }
