@@ -77,8 +77,12 @@ pub struct PairsRecipe {
     /// `contrastive` (same label = 1, different = 0, balanced) or `positive` (same-label pairs,
     /// for the ranking loss, the rest of the batch as negatives).
     pub kind: String,
-    /// Pairs drawn (at most `max_pairs`).
+    /// Pairs trained on (at most `max_pairs`).
     pub pairs: usize,
+    /// Distinct pairs among them: when the split has fewer than `max_pairs`, the contrastive
+    /// pairs are repeated, each round in a fresh seeded order (SetFit's oversampling).
+    #[serde(default)]
+    pub distinct: usize,
     pub max_pairs: usize,
     pub seed: u64,
     /// Training rows they were drawn from.

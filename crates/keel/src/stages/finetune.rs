@@ -224,7 +224,13 @@ pub fn fine_tune(input: &FineTuneInput<'_>) -> anyhow::Result<Adaptation> {
         PairLoss::Cosine => finetune::contrastive_pairs(y, cap, seed),
         PairLoss::Ranking => finetune::positive_pairs(y, cap, seed),
     };
-    let pairs = draw(train_y, max_pairs, input.seed);
+    let distinct = draw(train_y, max_pairs, input.seed);
+    let n_distinct = distinct.len();
+    let pairs = match s.loss {
+        PairLoss::Cosine => repeat_to(distinct, max_pairs, input.seed),
+        // Repeats would put a text's own positive among its in-batch negatives.
+        PairLoss::Ranking => distinct,
+    };
     if pairs.is_empty() {
         bail!("fine-tuning needs pairs of training rows, and the training split gives none");
     }
@@ -290,6 +296,7 @@ pub fn fine_tune(input: &FineTuneInput<'_>) -> anyhow::Result<Adaptation> {
             PairLoss::Ranking => "positive".into(),
         },
         pairs: pairs.len(),
+        distinct: n_distinct,
         max_pairs,
         seed: input.seed,
         train_rows: train_texts.len(),
@@ -304,6 +311,24 @@ pub fn fine_tune(input: &FineTuneInput<'_>) -> anyhow::Result<Adaptation> {
         stopped_early: at.stopped_early,
     };
     Ok(Adaptation { kind, bytes, method, run })
+}
+
+/// SetFit's oversampling: when there are fewer distinct pairs than `want`, they are repeated,
+/// each round in a fresh seeded order, up to `want`.
+fn repeat_to(distinct: Vec<Pair>, want: usize, seed: u64) -> Vec<Pair> {
+    if distinct.is_empty() || distinct.len() >= want {
+        return distinct;
+    }
+    let mut out = distinct.clone();
+    let mut round = 0;
+    while out.len() < want {
+        round += 1;
+        let mut next = distinct.clone();
+        SplitMix64::new(SplitMix64::nth(seed ^ 0x7265_7065_6174, round)).shuffle(&mut next);
+        next.truncate(want - out.len());
+        out.extend(next);
+    }
+    out
 }
 
 /// The pairs in epoch `epoch`'s order: as drawn in the first, reshuffled (seeded) after.
