@@ -8,7 +8,9 @@ the wall time of `trainer.train()` (body fine-tuning and head fit).
 
 import csv
 import json
+import shutil
 import sys
+import tempfile
 import time
 
 import torch
@@ -33,7 +35,11 @@ def main():
     index = {l: i for i, l in enumerate(labels)}
     train_ds = Dataset.from_dict({"text": train["text"], "label": [index[l] for l in train["label"]]})
     model = SetFitModel.from_pretrained(model_dir)
-    args = TrainingArguments(batch_size=16, num_epochs=1, max_steps=steps, seed=seed, report_to="none")
+    # No checkpoints: SetFit would write them under the working directory.
+    scratch = tempfile.mkdtemp(prefix="setfit-")
+    args = TrainingArguments(
+        output_dir=scratch, batch_size=16, num_epochs=1, max_steps=steps, seed=seed, report_to="none", save_strategy="no"
+    )
     trainer = Trainer(model=model, args=args, train_dataset=train_ds)
     started = time.perf_counter()
     trainer.train()
@@ -41,6 +47,7 @@ def main():
     pred = model.predict(test["text"], batch_size=32)
     pred = [int(p) for p in pred]
     correct = sum(1 for p, l in zip(pred, test["label"]) if labels[p] == l)
+    shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps({"impl": "SetFit", "test_accuracy": correct / len(test["label"]), "fit_seconds": seconds}))
 
 
