@@ -122,7 +122,7 @@ fn cross_validate(
     let fold_of = stratified_folds(y, folds, seed);
     let shared = Folds { x, y, labels: &labels, grid: &grid, fold_of: &fold_of };
     let all: Vec<usize> = (0..folds).collect();
-    let per_fold = run_folds(&shared, &all, cv_tol, false);
+    let per_fold = run_folds(&shared, &all, cv_tol, (false, false));
     let (mut loss, mut hits) = (vec![0.0; grid.len()], vec![0usize; grid.len()]);
     let mut fold_rows = vec![0usize; folds];
     for &f in &fold_of {
@@ -176,23 +176,28 @@ pub struct LrFold {
     /// `correct[g][r]`: whether the model at grid point `g` classified the fold's `r`-th held-out
     /// row (rows in ascending order) right.
     pub correct: Vec<Vec<bool>>,
-    /// The last model of the fold's path (the weakest penalty), when asked for: to time
-    /// predictions without a fit on all rows.
+    /// The last model of the fold's path, when asked for: to time predictions without a fit
+    /// on all rows.
     pub model: Option<LogisticRegression>,
+    /// False when the path stopped early (`stop_when_worse`): the grid points not reached have
+    /// an infinite loss and no correct rows.
+    pub complete: bool,
 }
 
 /// Cross-validates logistic regression on the folds listed in `which` of the assignment
 /// `fold_of` (fold `f` trains on the rows with `fold_of[i] != f`), each along `grid` from the
-/// strongest penalty down with warm starts at [`CV_TOL`]. Several folds run on separate
-/// cores, a single fold's fit on all of them; results in `which` order, the same whatever the
-/// number of cores.
+/// strongest penalty down with warm starts at [`CV_TOL`]; with `stop_when_worse` a fold's path
+/// stops at the first point whose held-out loss is above the previous point's (the weakest
+/// penalties, the slowest fits, are then not fitted: for a quick look at a family, not for
+/// choosing its strength). Several folds run on separate cores, a single fold's fit on all of
+/// them; results in `which` order, the same whatever the number of cores.
 pub fn cross_validate_folds(
     x: &Matrix,
     y: &[usize],
     labels: &[String],
     grid: &[f64],
     fold_of: &[usize],
-    (which, keep_model): (&[usize], bool),
+    (which, keep_model, stop_when_worse): (&[usize], bool, bool),
 ) -> Result<Vec<LrFold>, TrainError> {
     crate::check_labels(labels)?;
     crate::check_xy(x, y, labels.len())?;
@@ -200,16 +205,16 @@ pub fn cross_validate_folds(
         return Err(TrainError::InvalidConfig("one fold per row and a non-empty grid are needed".into()));
     }
     let shared = Folds { x, y, labels, grid, fold_of };
-    run_folds(&shared, which, CV_TOL, keep_model).into_iter().collect()
+    run_folds(&shared, which, CV_TOL, (keep_model, stop_when_worse)).into_iter().collect()
 }
 
 /// Folds `which` of `p`: on separate cores (each fit single-threaded) when there are several,
 /// and their results in `which` order.
-fn run_folds(p: &Folds<'_>, which: &[usize], tol: f64, keep_model: bool) -> Vec<Result<LrFold, TrainError>> {
+fn run_folds(p: &Folds<'_>, which: &[usize], tol: f64, how: (bool, bool)) -> Vec<Result<LrFold, TrainError>> {
     let n = which.len();
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get()).min(n);
     if cores <= 1 {
-        return which.iter().map(|&f| fold_scores(p, f, tol, None, keep_model)).collect();
+        return which.iter().map(|&f| fold_scores(p, f, tol, None, how)).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let slots: Vec<std::sync::Mutex<Option<Result<LrFold, TrainError>>>> =
@@ -222,7 +227,7 @@ fn run_folds(p: &Folds<'_>, which: &[usize], tol: f64, keep_model: bool) -> Vec<
                     if i >= n {
                         break;
                     }
-                    let r = fold_scores(p, which[i], tol, Some(1), keep_model);
+                    let r = fold_scores(p, which[i], tol, Some(1), how);
                     *slots[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
                 }
             });
@@ -251,7 +256,7 @@ fn fold_scores(
     f: usize,
     tol: f64,
     threads: Option<usize>,
-    keep_model: bool,
+    (keep_model, stop_when_worse): (bool, bool),
 ) -> Result<LrFold, TrainError> {
     let Folds { x, y, labels, grid, fold_of } = *p;
     let mut path: Vec<usize> = (0..grid.len()).collect();
@@ -260,19 +265,28 @@ fn fold_scores(
     let test: Vec<usize> = (0..y.len()).filter(|&i| fold_of[i] == f).collect();
     let ytr: Vec<usize> = train.iter().map(|&i| y[i]).collect();
     let xtr = x.select_rows(&train);
-    let (mut loss, mut correct) = (vec![0.0; grid.len()], vec![Vec::new(); grid.len()]);
+    let (mut loss, mut correct) = (vec![f64::INFINITY; grid.len()], vec![Vec::new(); grid.len()]);
     let mut start = None;
     let mut model = None;
+    let mut complete = true;
+    // The held-out losses of the last two points fitted.
+    let mut last = (f64::INFINITY, f64::INFINITY);
     for &g in &path {
+        if stop_when_worse && last.1 > last.0 {
+            complete = false;
+            break;
+        }
         let cfg = LrConfig { l2: grid[g], tol, threads, ..LrConfig::default() };
         let (m, _, solution) = fit_from(&xtr, &ytr, labels.to_vec(), &cfg, start.take())?;
         start = Some(solution);
+        loss[g] = 0.0;
         for &i in &test {
             let p = m.predict_proba(x.row(i));
             loss[g] -= f64::from(p[y[i]]).max(f64::from(f32::EPSILON)).ln();
             correct[g].push(crate::argmax(&p) == y[i]);
         }
         model = keep_model.then_some(m);
+        last = (last.1, loss[g]);
     }
-    Ok(LrFold { fold: f, loss, correct, model })
+    Ok(LrFold { fold: f, loss, correct, model, complete })
 }

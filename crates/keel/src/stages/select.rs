@@ -192,6 +192,8 @@ struct Runs {
     /// A model of the family fitted on the first fold's training rows: for timing.
     timing: Head,
     raced_out: bool,
+    /// False when fold 0's path stopped early (logistic regression in the race).
+    complete: bool,
 }
 
 impl Runs {
@@ -263,10 +265,14 @@ pub fn auto(
     let cfg = SparseConfig { seed, ..SparseConfig::default() };
     let (c_grid, l2_grid) = (keel_train::DEFAULT_C_GRID.to_vec(), keel_train::DEFAULT_L2_GRID.to_vec());
     let fold_of = keel_train::stratified_folds(&train.y, CV_FOLDS, seed);
+    let cpu = process_cpu_us();
     let corpus = SparseCorpus::new(&train.texts, &cfg)?;
+    tracing::debug!(cpu_s = (process_cpu_us() - cpu) / 1e6, "texts tokenised");
     let mut runs = first_fold(&corpus, train, labels, (&c_grid, &l2_grid), &fold_of)?;
+    tracing::debug!(cpu_s = (process_cpu_us() - cpu) / 1e6, "fold 0 of every family");
     race(&mut runs, &c_grid, &l2_grid);
     other_folds(&mut runs, &corpus, train, labels, (&c_grid, &l2_grid), &fold_of)?;
+    tracing::debug!(cpu_s = (process_cpu_us() - cpu) / 1e6, "other folds");
     let scores: Vec<CandidateScore> = runs
         .iter()
         .map(|r| {
@@ -283,6 +289,7 @@ pub fn auto(
         .collect();
     let chosen = choose(&scores).ok_or_else(|| anyhow::anyhow!("no candidate to choose from"))?;
     let (head, details, l2) = final_fit(&runs[chosen], &corpus, train, labels, (&c_grid, &l2_grid), &fold_of)?;
+    tracing::debug!(cpu_s = (process_cpu_us() - cpu) / 1e6, "final fit");
     let mut costs = Vec::with_capacity(runs.len());
     for (i, r) in runs.iter().enumerate() {
         let timed = if i == chosen { &head } else { &r.timing };
@@ -304,14 +311,20 @@ fn first_fold(
 ) -> anyhow::Result<Vec<Runs>> {
     let tasks = [(0, SparseFamily::Text), (0, SparseFamily::Combined)];
     let sparse = corpus.cross_validate_folds(Some(&train.x), &train.y, labels, c_grid, fold_of, (&tasks, true))?;
-    let lr = keel_train::cross_validate_folds(&train.x, &train.y, labels, l2_grid, fold_of, (&[0], true))?;
+    tracing::debug!(cpu_s = process_cpu_us() / 1e6, "fold 0: TF-IDF families done (process CPU)");
+    // Logistic regression's fold 0 walks its path only while the held-out loss falls: enough to
+    // race it; if it stays in the race, fold 0 is redone in full with the others.
+    let lr = keel_train::cross_validate_folds(&train.x, &train.y, labels, l2_grid, fold_of, (&[0], true, true))?;
+    tracing::debug!(cpu_s = process_cpu_us() / 1e6, "fold 0: logistic regression done (process CPU)");
     let mut runs = Vec::new();
     let mut sparse = sparse.into_iter();
     let mut lr = lr.into_iter();
     for family in [Family::Sparse, Family::Logistic, Family::Combined] {
+        let mut complete = true;
         let (correct, loss, timing) = if family == Family::Logistic {
             let f = lr.next().ok_or_else(|| anyhow::anyhow!("fold 0 of logistic regression"))?;
             let m = f.model.ok_or_else(|| anyhow::anyhow!("a fold model"))?;
+            complete = f.complete;
             (f.correct, vec![f.loss], Head::Logistic(m))
         } else {
             // The TF-IDF folds come back in task order: text, then combined.
@@ -319,7 +332,7 @@ fn first_fold(
             let m = f.model.ok_or_else(|| anyhow::anyhow!("a fold model"))?;
             (f.correct, Vec::new(), Head::Sparse(m))
         };
-        runs.push(Runs { family, correct: vec![correct], loss, timing, raced_out: false });
+        runs.push(Runs { family, correct: vec![correct], loss, timing, raced_out: false, complete });
     }
     Ok(runs)
 }
@@ -370,14 +383,22 @@ fn other_folds(
     } else {
         corpus.cross_validate_folds(Some(&train.x), &train.y, labels, c_grid, fold_of, (&tasks, false))?
     };
+    // Fold 0 again too when its path stopped early.
+    let redo = runs.iter().any(|r| r.family == Family::Logistic && !r.complete);
+    let lr_folds: Vec<usize> = if redo { (0..CV_FOLDS).collect() } else { rest.clone() };
     let lr = if live(Family::Logistic) {
-        keel_train::cross_validate_folds(&train.x, &train.y, labels, l2_grid, fold_of, (&rest, false))?
+        keel_train::cross_validate_folds(&train.x, &train.y, labels, l2_grid, fold_of, (&lr_folds, false, false))?
     } else {
         Vec::new()
     };
     for r in runs.iter_mut() {
         match r.family {
             Family::Logistic => {
+                if !lr.is_empty() && redo {
+                    r.correct.clear();
+                    r.loss.clear();
+                    r.complete = true;
+                }
                 for f in &lr {
                     r.correct.push(f.correct.clone());
                     r.loss.push(f.loss.clone());
@@ -534,6 +555,23 @@ mod tests {
         let note = cost_note(&c, &[40.0, 4000.0], 1);
         assert!(note.contains("100× dearer than the n-gram model"), "{note}");
         assert_eq!(choose(&[]), None);
+    }
+
+    #[test]
+    fn a_family_dropped_from_the_race_is_never_shipped_nor_the_bar() {
+        // Its one-fold score does not set the bar, and it cannot be chosen.
+        let mut out = cand(Family::Sparse, 0.99, 0.0);
+        out.raced_out = true;
+        let c = [out, cand(Family::Logistic, 0.80, 0.01), cand(Family::Combined, 0.805, 0.01)];
+        assert_eq!(choose(&c), Some(1));
+        assert!(reason(&c, 1).contains("on the first fold and was dropped there"), "{}", reason(&c, 1));
+        // Fold 0's leader is never dropped; a family far behind it is, a close one is not.
+        let yes = vec![true; 100];
+        let mut close = yes.clone();
+        close[0] = false;
+        let far: Vec<bool> = (0..100).map(|i| i % 4 != 0).collect();
+        assert!(0.01 < RACE_Z * paired_se(&yes, &close));
+        assert!(0.25 > RACE_Z * paired_se(&yes, &far));
     }
 
     #[test]

@@ -227,7 +227,8 @@ pub fn train_heads(input: &TrainInput<'_>) -> anyhow::Result<TrainedHeads> {
         let ngram = s.spawn(|| {
             let ngram_cfg = NgramConfig { seed: input.seed, ..NgramConfig::default() };
             let fitted = NgramModel::fit(&train.texts, &train.y, labels.to_vec(), &ngram_cfg);
-            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "n-gram baseline trained");
+            let cpu_s = select::thread_cpu_us() / 1e6;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), cpu_s, "n-gram baseline trained");
             fitted
         });
         let base = fit_base(input);
