@@ -464,7 +464,7 @@ fn final_fit(
 }
 
 /// CPU microseconds the encoder spends per text, embedding these texts four at a time after a
-/// warm-up of two, until 64 texts or (after at least 8) 100 ms of CPU time, rounded to two
+/// warm-up of two, until 64 texts or (after at least 4) 60 ms of CPU time, rounded to two
 /// significant digits (long texts cost tens of milliseconds each: a few say as much as many).
 pub fn encoder_cost_us(encoder: &keel_embed::Encoder, texts: &[String]) -> anyhow::Result<f64> {
     let sample: Vec<&str> = texts.iter().take(64).map(String::as_str).collect();
@@ -477,7 +477,7 @@ pub fn encoder_cost_us(encoder: &keel_embed::Encoder, texts: &[String]) -> anyho
     for batch in sample.chunks(4) {
         encoder.embed(batch)?;
         done += batch.len();
-        if done >= 8 && process_cpu_us() - started >= 100_000.0 {
+        if done >= 4 && process_cpu_us() - started >= 60_000.0 {
             break;
         }
     }
