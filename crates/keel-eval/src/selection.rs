@@ -33,6 +33,10 @@ pub struct CandidateScore {
     pub setting: String,
     /// Whether serving it needs the encoder.
     pub needs_encoder: bool,
+    /// Dropped after the first fold, too far behind the leader there to be chosen: its score is
+    /// that fold's alone, and it cannot be shipped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raced_out: bool,
 }
 
 /// What auto selection compared and why it shipped what it shipped.

@@ -121,35 +121,8 @@ fn cross_validate(
     let grid: Vec<f64> = if grid.is_empty() { DEFAULT_L2_GRID.to_vec() } else { grid.to_vec() };
     let fold_of = stratified_folds(y, folds, seed);
     let shared = Folds { x, y, labels: &labels, grid: &grid, fold_of: &fold_of };
-    // Folds are independent: they run on separate cores (each fit single-threaded), and their
-    // held-out sums are added in fold order afterwards, so the result does not depend on how
-    // many cores there are or which fold finished first.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(folds);
-    let per_fold: Vec<Result<FoldScores, TrainError>> = if cores > 1 {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let slots: Vec<std::sync::Mutex<Option<Result<FoldScores, TrainError>>>> =
-            (0..folds).map(|_| std::sync::Mutex::new(None)).collect();
-        std::thread::scope(|s| {
-            for _ in 0..cores {
-                s.spawn(|| {
-                    loop {
-                        let f = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if f >= folds {
-                            break;
-                        }
-                        let r = fold_scores(&shared, f, cv_tol, Some(1));
-                        *slots[f].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
-                    }
-                });
-            }
-        });
-        slots
-            .into_iter()
-            .map(|m| m.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).expect("every fold ran"))
-            .collect()
-    } else {
-        (0..folds).map(|f| fold_scores(&shared, f, cv_tol, None)).collect()
-    };
+    let all: Vec<usize> = (0..folds).collect();
+    let per_fold = run_folds(&shared, &all, cv_tol, (false, false));
     let (mut loss, mut hits) = (vec![0.0; grid.len()], vec![0usize; grid.len()]);
     let mut fold_rows = vec![0usize; folds];
     for &f in &fold_of {
@@ -157,11 +130,12 @@ fn cross_validate(
     }
     let mut fold_accuracy = vec![vec![0.0; folds]; grid.len()];
     for (f, r) in per_fold.into_iter().enumerate() {
-        let (l, h) = r?;
+        let r = r?;
         for g in 0..grid.len() {
-            loss[g] += l[g];
-            hits[g] += h[g];
-            fold_accuracy[g][f] = h[g] as f64 / fold_rows[f].max(1) as f64;
+            let h = r.correct[g].iter().filter(|&&b| b).count();
+            loss[g] += r.loss[g];
+            hits[g] += h;
+            fold_accuracy[g][f] = h as f64 / fold_rows[f].max(1) as f64;
         }
     }
     let n = y.len() as f64;
@@ -193,8 +167,77 @@ struct Folds<'a> {
     fold_of: &'a [usize],
 }
 
-/// One fold's held-out log-loss sum and hit count per grid point.
-type FoldScores = (Vec<f64>, Vec<usize>);
+/// One fold of a logistic-regression cross-validation ([`cross_validate_folds`]).
+#[derive(Clone, Debug)]
+pub struct LrFold {
+    pub fold: usize,
+    /// Held-out log-loss sum at each grid point (the grid's order).
+    pub loss: Vec<f64>,
+    /// `correct[g][r]`: whether the model at grid point `g` classified the fold's `r`-th held-out
+    /// row (rows in ascending order) right.
+    pub correct: Vec<Vec<bool>>,
+    /// The last model of the fold's path, when asked for: to time predictions without a fit
+    /// on all rows.
+    pub model: Option<LogisticRegression>,
+    /// False when the path stopped early (`stop_when_worse`): the grid points not reached have
+    /// an infinite loss and no correct rows.
+    pub complete: bool,
+}
+
+/// Cross-validates logistic regression on the folds listed in `which` of the assignment
+/// `fold_of` (fold `f` trains on the rows with `fold_of[i] != f`), each along `grid` from the
+/// strongest penalty down with warm starts at [`CV_TOL`]; with `stop_when_worse` a fold's path
+/// stops at the first point whose held-out loss is above the previous point's (the weakest
+/// penalties, the slowest fits, are then not fitted: for a quick look at a family, not for
+/// choosing its strength). Several folds run on separate cores, a single fold's fit on all of
+/// them; results in `which` order, the same whatever the number of cores.
+pub fn cross_validate_folds(
+    x: &Matrix,
+    y: &[usize],
+    labels: &[String],
+    grid: &[f64],
+    fold_of: &[usize],
+    (which, keep_model, stop_when_worse): (&[usize], bool, bool),
+) -> Result<Vec<LrFold>, TrainError> {
+    crate::check_labels(labels)?;
+    crate::check_xy(x, y, labels.len())?;
+    if fold_of.len() != y.len() || grid.is_empty() {
+        return Err(TrainError::InvalidConfig("one fold per row and a non-empty grid are needed".into()));
+    }
+    let shared = Folds { x, y, labels, grid, fold_of };
+    run_folds(&shared, which, CV_TOL, (keep_model, stop_when_worse)).into_iter().collect()
+}
+
+/// Folds `which` of `p`: on separate cores (each fit single-threaded) when there are several,
+/// and their results in `which` order.
+fn run_folds(p: &Folds<'_>, which: &[usize], tol: f64, how: (bool, bool)) -> Vec<Result<LrFold, TrainError>> {
+    let n = which.len();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()).min(n);
+    if cores <= 1 {
+        return which.iter().map(|&f| fold_scores(p, f, tol, None, how)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Result<LrFold, TrainError>>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..cores {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let r = fold_scores(p, which[i], tol, Some(1), how);
+                    *slots[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).expect("every fold ran"))
+        .collect()
+}
 
 /// Tolerance of the fits inside cross-validation. They only rank grid points by held-out loss,
 /// which settles before the gradient reaches the final fit's `1e-6`. On Reuters R8 embeddings
@@ -208,7 +251,13 @@ pub const CV_TOL: f64 = 1e-5;
 /// each fit starting from the previous one's solution (a regularisation path: the optimum is
 /// the same to the tolerance, reached in fewer iterations than from zero), and scores the
 /// fold's held-out rows.
-fn fold_scores(p: &Folds<'_>, f: usize, tol: f64, threads: Option<usize>) -> Result<FoldScores, TrainError> {
+fn fold_scores(
+    p: &Folds<'_>,
+    f: usize,
+    tol: f64,
+    threads: Option<usize>,
+    (keep_model, stop_when_worse): (bool, bool),
+) -> Result<LrFold, TrainError> {
     let Folds { x, y, labels, grid, fold_of } = *p;
     let mut path: Vec<usize> = (0..grid.len()).collect();
     path.sort_by(|&a, &b| grid[b].total_cmp(&grid[a]));
@@ -216,17 +265,28 @@ fn fold_scores(p: &Folds<'_>, f: usize, tol: f64, threads: Option<usize>) -> Res
     let test: Vec<usize> = (0..y.len()).filter(|&i| fold_of[i] == f).collect();
     let ytr: Vec<usize> = train.iter().map(|&i| y[i]).collect();
     let xtr = x.select_rows(&train);
-    let (mut loss, mut hits) = (vec![0.0; grid.len()], vec![0usize; grid.len()]);
+    let (mut loss, mut correct) = (vec![f64::INFINITY; grid.len()], vec![Vec::new(); grid.len()]);
     let mut start = None;
+    let mut model = None;
+    let mut complete = true;
+    // The held-out losses of the last two points fitted.
+    let mut last = (f64::INFINITY, f64::INFINITY);
     for &g in &path {
+        if stop_when_worse && last.1 > last.0 {
+            complete = false;
+            break;
+        }
         let cfg = LrConfig { l2: grid[g], tol, threads, ..LrConfig::default() };
         let (m, _, solution) = fit_from(&xtr, &ytr, labels.to_vec(), &cfg, start.take())?;
         start = Some(solution);
+        loss[g] = 0.0;
         for &i in &test {
             let p = m.predict_proba(x.row(i));
             loss[g] -= f64::from(p[y[i]]).max(f64::from(f32::EPSILON)).ln();
-            hits[g] += usize::from(crate::argmax(&p) == y[i]);
+            correct[g].push(crate::argmax(&p) == y[i]);
         }
+        model = keep_model.then_some(m);
+        last = (last.1, loss[g]);
     }
-    Ok((loss, hits))
+    Ok(LrFold { fold: f, loss, correct, model, complete })
 }

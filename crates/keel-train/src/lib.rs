@@ -45,7 +45,8 @@ use keel_core::Matrix;
 use serde::{Deserialize, Serialize};
 
 pub use cv::{
-    CV_TOL, CvFolds, CvPoint, CvReport, DEFAULT_L2_GRID, fit_cv, fit_cv_folds, fit_cv_with, stratified_folds,
+    CV_TOL, CvFolds, CvPoint, CvReport, DEFAULT_L2_GRID, LrFold, cross_validate_folds, fit_cv, fit_cv_folds,
+    fit_cv_with, stratified_folds,
 };
 pub use head::{Calibrated, Head, Input, InputKind};
 pub use lbfgs::StopReason;
@@ -53,7 +54,10 @@ pub use majority::Majority;
 pub use mlp::{Activation, Checkpoint, EpochStats, MemoryCheckpoint, Mlp, MlpConfig, MlpReport, NoCheckpoint, fit_mlp};
 pub use ngram::{NgramConfig, NgramModel, NgramReport};
 pub use objective::{Objective, Value};
-pub use sparse::{DEFAULT_C_GRID, SparseConfig, SparseCvPoint, SparseCvReport, SparseFitReport, SparseModel};
+pub use sparse::{
+    DEFAULT_C_GRID, SparseConfig, SparseCorpus, SparseCvPoint, SparseCvReport, SparseFamily, SparseFitReport,
+    SparseFold, SparseModel, cv_points,
+};
 
 /// Everything that can go wrong when training or loading a head.
 #[derive(Debug, thiserror::Error)]

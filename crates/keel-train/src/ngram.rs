@@ -72,23 +72,39 @@ impl Hashing {
             let sign = if h >> 63 == 1 { -1.0 } else { 1.0 };
             raw.push(((h & mask) as u32, sign));
         };
+        // The bytes hashed are the n-gram's UTF-8 text (words joined by a space; characters of
+        // the space-padded word), sliced from reused buffers rather than built one by one.
+        let mut buf = String::new();
         let (wlo, whi) = self.word_ngrams;
         if wlo >= 1 {
             for n in wlo..=whi {
                 for win in words.windows(n) {
-                    let joined = win.join(" ");
-                    push(fnv1a(b'w' as u64, joined.as_bytes()));
+                    buf.clear();
+                    for (j, w) in win.iter().enumerate() {
+                        if j > 0 {
+                            buf.push(' ');
+                        }
+                        buf.push_str(w);
+                    }
+                    push(fnv1a(b'w' as u64, buf.as_bytes()));
                 }
             }
         }
         let (clo, chi) = self.char_ngrams;
         if clo >= 1 {
+            let mut starts: Vec<usize> = Vec::new();
             for w in &words {
-                let padded: Vec<char> = std::iter::once(' ').chain(w.chars()).chain(std::iter::once(' ')).collect();
+                buf.clear();
+                buf.push(' ');
+                buf.push_str(w);
+                buf.push(' ');
+                starts.clear();
+                starts.extend(buf.char_indices().map(|(i, _)| i));
+                starts.push(buf.len());
+                let chars = starts.len() - 1;
                 for n in clo..=chi {
-                    for win in padded.windows(n) {
-                        let s: String = win.iter().collect();
-                        push(fnv1a(b'c' as u64, s.as_bytes()));
+                    for s in 0..(chars + 1).saturating_sub(n) {
+                        push(fnv1a(b'c' as u64, &buf.as_bytes()[starts[s]..starts[s + n]]));
                     }
                 }
             }

@@ -351,37 +351,36 @@ pub(super) struct Csr {
 }
 
 impl Csr {
-    /// The same rows with dense columns appended after column `offset`: row `i` gains
-    /// `scale · dense.row(rows[i])[j]` at column `offset + j` (zeros kept out).
-    pub(super) fn with_dense(&self, dense: &keel_core::Matrix, rows: &[usize], scale: f32, offset: u32) -> Csr {
-        let extra = dense.cols();
-        let mut x = Csr {
-            indptr: Vec::with_capacity(self.indptr.len()),
-            indices: Vec::with_capacity(self.indices.len() + rows.len() * extra),
-            values: Vec::with_capacity(self.values.len() + rows.len() * extra),
-        };
-        x.indptr.push(0);
-        for (i, &r) in rows.iter().enumerate() {
-            let (idx, val) = self.row(i);
-            x.indices.extend_from_slice(idx);
-            x.values.extend_from_slice(val);
-            for (j, &v) in dense.row(r).iter().enumerate() {
-                if v != 0.0 {
-                    x.indices.push(offset + j as u32);
-                    x.values.push(scale * v);
-                }
-            }
-            x.indptr.push(x.indices.len());
-        }
-        x
-    }
-
     pub(super) fn rows(&self) -> usize {
         self.indptr.len() - 1
     }
     pub(super) fn row(&self, i: usize) -> (&[u32], &[f32]) {
         let (a, b) = (self.indptr[i], self.indptr[i + 1]);
         (&self.indices[a..b], &self.values[a..b])
+    }
+}
+
+/// The combined model's embedding columns for some rows, scaled, row-major and contiguous: the
+/// solver reads them as a dense block after the sparse columns (one vectorisable loop, not one
+/// index per component).
+pub(super) struct DenseBlock {
+    pub(super) values: Vec<f32>,
+    pub(super) dim: usize,
+}
+
+impl DenseBlock {
+    /// Row `rows[i]` of `m` times `scale` is row `i`.
+    pub(super) fn new(m: &keel_core::Matrix, rows: &[usize], scale: f32) -> Self {
+        let dim = m.cols();
+        let mut values = Vec::with_capacity(rows.len() * dim);
+        for &r in rows {
+            values.extend(m.row(r).iter().map(|&v| scale * v));
+        }
+        Self { values, dim }
+    }
+
+    pub(super) fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.dim..(i + 1) * self.dim]
     }
 }
 

@@ -63,13 +63,15 @@
 //! are combined in a fixed order, so the same texts, labels and config give byte-identical
 //! artifacts whatever the number of cores.
 
+mod cv;
 mod features;
 mod parallel;
 mod solver;
 
-use features::{Analyzer, Corpus, Csr, Interner, count_runs, tfidf};
+pub use cv::{SparseCorpus, SparseFamily, SparseFold};
+use features::{Analyzer, Corpus, DenseBlock, Interner, count_runs, tfidf};
 use parallel::{par_map, threads};
-use solver::Dcd;
+use solver::{Dcd, Rows};
 
 use serde::{Deserialize, Serialize};
 
@@ -239,7 +241,7 @@ impl SparseModel {
         check_c(cfg.c)?;
         let corpus = Corpus::new(texts, Analyzer::from(cfg), cfg.threads);
         let all: Vec<usize> = (0..texts.len()).collect();
-        Ok(final_fit(&Features { corpus: &corpus, dense: None }, y, labels, cfg, cfg.c, &all))
+        Ok(final_fit(&corpus, None, y, labels, cfg, cfg.c, &all))
     }
 
     /// [`SparseModel::fit_cv`] for the combined model: each row's TF-IDF features and its
@@ -303,58 +305,12 @@ impl SparseModel {
         // Smallest C first: the path each problem walks with warm starts.
         grid.sort_by(f64::total_cmp);
         grid.dedup();
-        let k = labels.len();
-        let corpus = Corpus::new(texts, Analyzer::from(cfg), cfg.threads);
-        let features = Features { corpus: &corpus, dense: dense.map(|m| (m, cfg.dense_scale)) };
+        let corpus = SparseCorpus::new(texts, cfg)?;
+        let family = if dense.is_some() { SparseFamily::Combined } else { SparseFamily::Text };
         let fold_of = stratified_folds(y, folds, cfg.seed);
-        let splits: Vec<(Vec<usize>, Vec<usize>)> = (0..folds)
-            .map(|f| {
-                let train = (0..y.len()).filter(|&i| fold_of[i] != f).collect();
-                let test = (0..y.len()).filter(|&i| fold_of[i] == f).collect();
-                (train, test)
-            })
-            .collect();
-        let threads = threads(cfg.threads);
-        let mats: Vec<(Csr, Csr, usize)> = par_map(folds, threads, |f| {
-            let (train, test) = &splits[f];
-            let v = corpus.vocabulary(train, cfg.min_df);
-            let (tr, dim) = features.rows(train, &v);
-            (tr, features.rows(test, &v).0, dim)
-        });
-        let problems = problems(k);
-        // Every (fold, class) problem walks the grid; its held-out scores per grid point.
-        let scores: Vec<Vec<Vec<f32>>> = par_map(folds * problems, threads, |task| {
-            let (f, c) = (task / problems, task % problems);
-            let (train, test) = (&mats[f].0, &mats[f].1);
-            let target = positive_class(k, c);
-            let yy: Vec<bool> = splits[f].0.iter().map(|&i| y[i] == target).collect();
-            let mut solver = Dcd::new(train, mats[f].2, &yy);
-            let mut rng = rng::seeded(problem_seed(cfg.seed, f as u64 + 1, c as u64));
-            grid.iter()
-                .map(|&cc| {
-                    solver.solve(cc, cfg.cv_tol, cfg.max_iter, &mut rng);
-                    (0..test.rows()).map(|r| solver.decision(test, r) as f32).collect()
-                })
-                .collect()
-        });
-        let mut points = Vec::with_capacity(grid.len());
-        for (g, &c) in grid.iter().enumerate() {
-            let fold_accuracy: Vec<f64> = (0..folds)
-                .map(|f| {
-                    let test = &splits[f].1;
-                    let hits = (0..test.len())
-                        .filter(|&r| {
-                            let z: Vec<f32> = (0..problems).map(|c| scores[f * problems + c][g][r]).collect();
-                            predicted(k, &z) == y[test[r]]
-                        })
-                        .count();
-                    hits as f64 / test.len().max(1) as f64
-                })
-                .collect();
-            let mean = fold_accuracy.iter().sum::<f64>() / folds as f64;
-            let var = fold_accuracy.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / (folds - 1) as f64;
-            points.push(SparseCvPoint { c, fold_accuracy, mean, se: (var / folds as f64).sqrt() });
-        }
+        let tasks: Vec<(usize, SparseFamily)> = (0..folds).map(|f| (f, family)).collect();
+        let results = corpus.cross_validate_folds(dense, y, &labels, &grid, &fold_of, (&tasks, false))?;
+        let points = cv_points(&grid, &results);
         let mut best = 0;
         for (i, p) in points.iter().enumerate() {
             if p.mean > points[best].mean {
@@ -362,10 +318,8 @@ impl SparseModel {
             }
         }
         let chosen_c = points[best].c;
-        drop(mats);
-        let all: Vec<usize> = (0..texts.len()).collect();
-        let (model, fit) = final_fit(&features, y, labels, cfg, chosen_c, &all);
-        let fold_rows = splits.iter().map(|s| s.1.len()).collect();
+        let (model, fit) = corpus.fit(family, dense, y, labels, chosen_c)?;
+        let fold_rows = results.iter().map(|r| r.correct.first().map_or(0, Vec::len)).collect();
         Ok((model, SparseCvReport { folds, fold_rows, grid: points, chosen_c, fit }))
     }
 
@@ -521,23 +475,23 @@ struct DenseArtifact {
     weights: String,
 }
 
-/// A model's feature columns: TF-IDF terms of the corpus, then (combined model) each row's
-/// embedding scaled.
-struct Features<'c, 'm> {
-    corpus: &'c Corpus,
-    dense: Option<(&'m keel_core::Matrix, f32)>,
-}
-
-impl Features<'_, '_> {
-    /// The rows over vocabulary `v`, and their number of feature columns.
-    fn rows(&self, rows: &[usize], v: &features::Vocabulary) -> (Csr, usize) {
-        let x = self.corpus.rows(rows, v);
-        let terms = v.idf.len();
-        match self.dense {
-            None => (x, terms),
-            Some((m, scale)) => (x.with_dense(m, rows, scale, terms as u32), terms + m.cols()),
-        }
-    }
+/// Mean ± standard error of fold accuracy at each grid point, over the folds in `results`
+/// (one family's, in fold order).
+pub fn cv_points(grid: &[f64], results: &[SparseFold]) -> Vec<SparseCvPoint> {
+    let folds = results.len();
+    grid.iter()
+        .enumerate()
+        .map(|(g, &c)| {
+            let fold_accuracy: Vec<f64> = results
+                .iter()
+                .map(|r| r.correct[g].iter().filter(|&&b| b).count() as f64 / r.correct[g].len().max(1) as f64)
+                .collect();
+            let mean = fold_accuracy.iter().sum::<f64>() / folds.max(1) as f64;
+            let var = fold_accuracy.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>()
+                / folds.saturating_sub(1).max(1) as f64;
+            SparseCvPoint { c, fold_accuracy, mean, se: (var / folds.max(1) as f64).sqrt() }
+        })
+        .collect()
 }
 
 impl Serialize for SparseModel {
@@ -610,9 +564,11 @@ fn problem_seed(seed: u64, fold: u64, class: u64) -> u64 {
     rng::seeded(seed ^ fold.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ class.wrapping_mul(0xbf58_476d_1ce4_e5b9)).next_u64()
 }
 
-/// Fits all rows listed in `rows` at strength `c` (the final fit of both entry points).
+/// Fits all rows listed in `rows` at strength `c` (the final fit of every entry point); `dense`
+/// is the combined model's embedding matrix and scale.
 fn final_fit(
-    features: &Features<'_, '_>,
+    corpus: &Corpus,
+    dense: Option<(&keel_core::Matrix, f32)>,
     y: &[usize],
     labels: Vec<String>,
     cfg: &SparseConfig,
@@ -620,22 +576,46 @@ fn final_fit(
     rows: &[usize],
 ) -> (SparseModel, SparseFitReport) {
     let k = labels.len();
-    let corpus = features.corpus;
     let vocab = corpus.vocabulary(rows, cfg.min_df);
-    let (x, d) = features.rows(rows, &vocab);
+    let x = corpus.rows(rows, &vocab);
+    let block = dense.map(|(m, scale)| DenseBlock::new(m, rows, scale));
     let terms = vocab.idf.len();
+    let d = terms + block.as_ref().map_or(0, |b| b.dim);
     let problems = problems(k);
     let solved: Vec<(Vec<f32>, usize)> = par_map(problems, threads(cfg.threads), |p| {
         let target = positive_class(k, p);
         let yy: Vec<bool> = rows.iter().map(|&i| y[i] == target).collect();
-        let mut solver = Dcd::new(&x, d, &yy);
+        let mut solver = Dcd::new(Rows { sparse: &x, dense: block.as_ref() }, terms, &yy);
         let mut rng = rng::seeded(problem_seed(cfg.seed, 0, p as u64));
         let epochs = solver.solve(c, cfg.tol, cfg.max_iter, &mut rng);
         (solver.w, epochs)
     });
+    let epochs: Vec<usize> = solved.iter().map(|s| s.1).collect();
+    let report = SparseFitReport {
+        c,
+        features: d,
+        nonzeros: x.values.len() + block.as_ref().map_or(0, |b| b.values.iter().filter(|&&v| v != 0.0).count()),
+        converged: epochs.iter().all(|&e| e < cfg.max_iter),
+        epochs,
+    };
+    let ws: Vec<Vec<f32>> = solved.into_iter().map(|s| s.0).collect();
+    (assemble(corpus, vocab, &ws, d, labels, dense), report)
+}
+
+/// A model from its vocabulary and each problem's solved `w` (`d` columns, then the bias).
+fn assemble(
+    corpus: &Corpus,
+    vocab: features::Vocabulary,
+    solved: &[Vec<f32>],
+    d: usize,
+    labels: Vec<String>,
+    dense: Option<(&keel_core::Matrix, f32)>,
+) -> SparseModel {
+    let k = labels.len();
+    let terms = vocab.idf.len();
     let mut weights = vec![0.0f32; d * k];
     let mut bias = vec![0.0f32; k];
-    for (p, (w, _)) in solved.iter().enumerate() {
+    for (p, w) in solved.iter().enumerate() {
         let mut put = |class: usize, sign: f64| {
             for t in 0..d {
                 // Rounded to half precision, as the artifact stores them: about 3 significant
@@ -651,30 +631,13 @@ fn final_fit(
             put(p, 1.0);
         }
     }
-    let epochs: Vec<usize> = solved.iter().map(|s| s.1).collect();
-    let report = SparseFitReport {
-        c,
-        features: d,
-        nonzeros: x.values.len(),
-        converged: epochs.iter().all(|&e| e < cfg.max_iter),
-        epochs,
-    };
     let mut interned = Interner::default();
     for &t in &vocab.terms {
         interned.intern(corpus.terms.term(t));
     }
     // Term weights first, then the embedding's (component-major like the terms').
-    let dense = features.dense.map(|(m, scale)| Dense { scale, dim: m.cols(), weights: weights.split_off(terms * k) });
-    let model = SparseModel {
-        labels,
-        analyzer: corpus.analyzer.clone(),
-        vocab: interned,
-        idf: vocab.idf,
-        weights,
-        bias,
-        dense,
-    };
-    (model, report)
+    let dense = dense.map(|(m, scale)| Dense { scale, dim: m.cols(), weights: weights.split_off(terms * k) });
+    SparseModel { labels, analyzer: corpus.analyzer.clone(), vocab: interned, idf: vocab.idf, weights, bias, dense }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@
 
 use std::io::Write as _;
 
-use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 
 use keel_core::Matrix;
@@ -14,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::data::Part;
-use super::select::{self, CandidateScore, Family, ModelSelection};
+use super::select::{self, ModelSelection};
 
 pub use super::select::CV_FOLDS;
 
@@ -143,17 +142,10 @@ struct Base {
 /// Auto selection: every family cross-validated on the training split, timed on validation
 /// texts, and the one-standard-error rule.
 fn select_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
-    let (mut fitted, mut costs) = (Vec::new(), Vec::new());
-    for family in [Family::Sparse, Family::Logistic, Family::Combined] {
-        let started = std::time::Instant::now();
-        let f = select::fit_candidate(family, input.train, input.labels, input.seed)?;
-        let encoder = if family.needs_encoder() { input.encoder_cost_us } else { 0.0 };
-        costs.push(select::round2(select::time_per_prediction(&f.head, input.validation)? + encoder));
-        tracing::debug!(seconds = started.elapsed().as_secs_f64(), ?family, mean = f.score.mean, "candidate fitted");
-        fitted.push(f);
-    }
-    let scores: Vec<CandidateScore> = fitted.iter().map(|f| f.score.clone()).collect();
-    let chosen = select::choose(&scores).context("no candidate to choose from")?;
+    let started = std::time::Instant::now();
+    let auto = select::auto(input.train, input.validation, input.labels, input.seed, input.encoder_cost_us)?;
+    let select::Auto { head, details, cross_validated_l2, scores, costs, chosen } = auto;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), chosen = scores[chosen].family, "selection done");
     let selection = ModelSelection {
         candidates: scores.clone(),
         chosen: scores[chosen].family.clone(),
@@ -161,11 +153,9 @@ fn select_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
         reason: select::reason(&scores, chosen),
         cost_note: None,
     };
-    let f = fitted.swap_remove(chosen);
     // A chosen logistic regression carries its L2 origin, so later runs on nearly the same rows
     // keep both the family and the strength (see cmd/run/l2.rs).
-    let cross_validated_l2 = f.cross_validated_l2;
-    Ok(Base { head: f.head, details: f.details, cross_validated_l2, selection: Some(selection), costs })
+    Ok(Base { head, details, cross_validated_l2, selection: Some(selection), costs })
 }
 
 fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
@@ -180,8 +170,16 @@ fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
     Ok(plain(match (input.spec.kind, input.l2) {
         (HeadKind::Auto, L2Choice::CrossValidate) => return select_base(input),
         (HeadKind::Combined, _) => {
-            let f = select::fit_candidate(Family::Combined, train, labels, seed)?;
-            (f.head, f.details, None)
+            let cfg = keel_train::SparseConfig { seed, ..keel_train::SparseConfig::default() };
+            let (m, cv) = keel_train::SparseModel::fit_cv_combined(
+                &train.texts,
+                &train.x,
+                &train.y,
+                labels.to_vec(),
+                &cfg,
+                (&[], CV_FOLDS),
+            )?;
+            (Head::Sparse(m), json!({"cross_validation": cv}), None)
         }
         (HeadKind::Sparse, _) => {
             let cfg = keel_train::SparseConfig { seed, ..keel_train::SparseConfig::default() };
@@ -222,19 +220,30 @@ fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
 /// Deterministic for a given seed and `l2`.
 pub fn train_heads(input: &TrainInput<'_>) -> anyhow::Result<TrainedHeads> {
     let started = std::time::Instant::now();
-    let Base { head: base, details, cross_validated_l2, selection, costs } = fit_base(input)?;
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), head = base.kind(), "head trained");
     let (train, validation, test, labels) = (input.train, input.validation, input.test, input.labels);
+    // The n-gram baseline is one sequential SGD: it trains on its own thread beside the head,
+    // whose fits leave a core idle between stages. Neither reads what the other writes.
+    let (base, ngram) = std::thread::scope(|s| {
+        let ngram = s.spawn(|| {
+            let ngram_cfg = NgramConfig { seed: input.seed, ..NgramConfig::default() };
+            let fitted = NgramModel::fit(&train.texts, &train.y, labels.to_vec(), &ngram_cfg);
+            let cpu_s = select::thread_cpu_us() / 1e6;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), cpu_s, "n-gram baseline trained");
+            fitted
+        });
+        let base = fit_base(input);
+        (base, ngram.join())
+    });
+    let Base { head: base, details, cross_validated_l2, selection, costs } = base?;
+    let (ngram, _) = ngram.map_err(|_| anyhow::anyhow!("the n-gram baseline's thread panicked"))??;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), head = base.kind(), "head trained");
     let logits = logits(&base, validation)?;
     let calibration = keel_eval::fit_temperature(&logits, &validation.y);
     let head = base.with_temperature(calibration.temperature as f32);
 
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "temperature fitted");
     let majority = Head::Majority(Majority::fit(&train.y, labels.to_vec())?);
-    let ngram_cfg = NgramConfig { seed: input.seed, ..NgramConfig::default() };
-    let (ngram, _) = NgramModel::fit(&train.texts, &train.y, labels.to_vec(), &ngram_cfg)?;
     let fallback = Head::Ngram(ngram);
-    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "n-gram baseline trained");
     let baselines = vec![
         BaselineResult::new("majority class", &test.y, &majority.predict_proba_batch(&test.x)?, labels),
         BaselineResult::new("word and character n-grams", &test.y, &fallback.predict_proba_texts(&test.texts)?, labels),

@@ -242,7 +242,18 @@ impl<'a> Pass<'a> {
     }
 
     async fn train(&mut self, dataset: &Dataset, encoder_id: &str, key: &ContentHash) -> anyhow::Result<Trained> {
-        let l = self.labelled(dataset, encoder_id).await?;
+        let started = Instant::now();
+        let spec = self.cfg.head.spec();
+        // Auto selection times the encoder: it loads while the rows and vectors are read.
+        let pending = if spec.kind == HeadKind::Auto {
+            self.session.load_encoder_in_background(&self.cfg.encoder, &self.loaded.dir)?
+        } else {
+            None
+        };
+        let l = self.labelled(dataset, encoder_id).await;
+        self.session.finish_loading(pending)?;
+        let l = l?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "train: rows and vectors loaded");
         let (tr, va, te) =
             (self.part(&l, &l.rows.train), self.part(&l, &l.rows.validation), self.part(&l, &l.rows.test));
         let checkpoint = self.store().home().join("checkpoints").join(format!("{}.mlp", key.as_str()));
@@ -258,7 +269,7 @@ impl<'a> Pass<'a> {
             quiet: self.rec.quiet,
         };
         let (l2, kept_origin) = l2::l2_choice(&cx, &fingerprints).await?;
-        let spec = self.cfg.head.spec();
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "train: L2 choice");
         let encoder_cost_us = if spec.kind == HeadKind::Auto {
             let encoder = self.encoder().await?;
             tokio::task::block_in_place(|| select::encoder_cost_us(&encoder, &va.texts))?
@@ -276,7 +287,9 @@ impl<'a> Pass<'a> {
             l2: &l2,
             encoder_cost_us,
         };
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "train: encoder cost measured");
         let mut trained = tokio::task::block_in_place(|| train::train_heads(&input))?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "train: heads trained");
         if self.fine_tuned.is_some() {
             // What fine-tuning bought: the same training on the frozen base encoder, beside.
             let frozen = self.frozen_baseline(&l, &input).await?;
@@ -298,6 +311,7 @@ impl<'a> Pass<'a> {
         let fallback = store.put_artifact(ArtifactKind::Fallback.as_str(), &trained.fallback.to_bytes()).await?;
         let details = TrainDetails::of(&trained).to_bytes();
         let details = store.put_artifact(ArtifactKind::TrainDetails.as_str(), &details).await?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "train: artifacts stored");
         Ok(Trained {
             head,
             fallback,

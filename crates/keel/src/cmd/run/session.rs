@@ -66,6 +66,33 @@ impl Session {
         Ok(installed)
     }
 
+    /// Starts loading the encoder on its own thread, unless it is loaded: the caller does other
+    /// work meanwhile and hands the result to [`Session::finish_loading`].
+    pub fn load_encoder_in_background(
+        &mut self,
+        cfg: &EncoderSection,
+        dir: &Path,
+    ) -> anyhow::Result<Option<std::thread::JoinHandle<anyhow::Result<Arc<Encoder>>>>> {
+        if self.encoder.is_some() {
+            return Ok(None);
+        }
+        let installed = self.installed(cfg, dir)?;
+        let cfg = cfg.clone();
+        Ok(Some(std::thread::spawn(move || context::load_installed(&cfg, &installed))))
+    }
+
+    /// Keeps the encoder a [`Session::load_encoder_in_background`] thread loaded.
+    pub fn finish_loading(
+        &mut self,
+        pending: Option<std::thread::JoinHandle<anyhow::Result<Arc<Encoder>>>>,
+    ) -> anyhow::Result<()> {
+        if let Some(handle) = pending {
+            let encoder = handle.join().map_err(|_| anyhow::anyhow!("the encoder's loading thread panicked"))??;
+            self.encoder.get_or_insert(encoder);
+        }
+        Ok(())
+    }
+
     /// The loaded encoder, loaded on first use.
     pub fn load_encoder(&mut self, cfg: &EncoderSection, dir: &Path) -> anyhow::Result<Arc<Encoder>> {
         if let Some(e) = &self.encoder {
