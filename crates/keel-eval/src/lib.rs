@@ -18,6 +18,7 @@
 
 mod bootstrap;
 mod calibration;
+mod finetune;
 mod gate;
 mod html;
 mod metrics;
@@ -33,6 +34,7 @@ pub use bootstrap::{
 pub use calibration::{
     CalibrationStats, TemperatureFit, fit_temperature, nll_at_temperature, softmax_with_temperature,
 };
+pub use finetune::{FineTuneRecord, FineTuneRun, PairsRecipe};
 pub use gate::{Gate, GateDecision, signed_pt};
 pub use html::{format_diff, render_html};
 pub use metrics::{
@@ -43,10 +45,7 @@ pub use page::{escape, page};
 pub use report::{BaselineResult, Report, ReportInput, ReportedWrong, build_report};
 pub use selection::{CandidateScore, ModelSelection};
 pub use slices::{LENGTH_BUCKETS, Slice, WrongExample, confidently_wrong, label_keys, length_keys, slice_metrics};
-pub use version::{
-    CalibrationChange, FineTuneRecord, FineTuneRun, GateOutcome, PairsRecipe, PipelineOrigin, SplitSizes,
-    VersionArtifacts, VersionMetrics,
-};
+pub use version::{CalibrationChange, GateOutcome, PipelineOrigin, SplitSizes, VersionArtifacts, VersionMetrics};
 
 use std::fmt::Write as _;
 
