@@ -66,7 +66,7 @@ pub type LoadAdapted = Box<dyn Fn(FineTuneRecord) -> Adapted + Send + Sync>;
 struct Slot {
     current: RwLock<Option<Arc<dyn Embed>>>,
     load: Option<LoadEncoder>,
-    load_adapted: Option<LoadAdapted>,
+    load_adapted: std::sync::OnceLock<LoadAdapted>,
     /// Fine-tuned encoders by id, alive while a loaded version holds them.
     adapted: tokio::sync::Mutex<HashMap<String, Weak<dyn Embed>>>,
     /// Why the load failed; kept so a missing model is not fetched again on every request.
@@ -100,7 +100,7 @@ impl EncoderSlot {
         Self(Arc::new(Slot {
             current: RwLock::new(current),
             load,
-            load_adapted: None,
+            load_adapted: std::sync::OnceLock::new(),
             adapted: tokio::sync::Mutex::new(HashMap::new()),
             failed: Mutex::new(None),
             loading: Mutex::new(()),
@@ -108,11 +108,10 @@ impl EncoderSlot {
     }
 
     /// The same slot, able to load the fine-tuned encoders versions record through `load`
-    /// (without it, such versions answer 503). Call it before sharing the slot.
+    /// (without it, such versions answer 503). The first loader given is kept.
     pub fn with_adapted(self, load: impl Fn(FineTuneRecord) -> Adapted + Send + Sync + 'static) -> Self {
-        let Slot { current, load: base, failed, loading, adapted, .. } =
-            Arc::try_unwrap(self.0).unwrap_or_else(|_| panic!("with_adapted is called before the slot is shared"));
-        Self(Arc::new(Slot { current, load: base, load_adapted: Some(Box::new(load)), adapted, failed, loading }))
+        let _ = self.0.load_adapted.set(Box::new(load));
+        self
     }
 
     /// The fine-tuned encoder `record` names: the one a loaded version already reads, or newly
@@ -122,7 +121,7 @@ impl EncoderSlot {
         if let Some(e) = adapted.get(&record.encoder_id).and_then(Weak::upgrade) {
             return Ok(e);
         }
-        let Some(load) = &self.0.load_adapted else {
+        let Some(load) = self.0.load_adapted.get() else {
             return Err(format!("this server cannot load fine-tuned encoders such as {}", record.encoder_id));
         };
         let encoder = load(record.clone()).await?;

@@ -404,14 +404,10 @@ impl<'a> Pass<'a> {
                 let ours = load_head_artifact(self.store(), &trained.head).await?;
                 let proba = train::predict(&ours, &test)?;
                 let theirs = load_head(self.store(), p).await?;
-                match self.as_read_by(p, &theirs, encoder_id, test).await {
-                    Ok(test) => {
-                        let rule = self.cfg.gate.gate();
-                        let tag = p.tag();
-                        tokio::task::block_in_place(|| gate::compare(&rule, &proba, &theirs, &tag, &test, &l.labels))
-                    }
-                    Err(why) => Err(why),
-                }
+                let rule = self.cfg.gate.gate();
+                self.as_read_by(p, &theirs, encoder_id, test).await.and_then(|test| {
+                    tokio::task::block_in_place(|| gate::compare(&rule, &proba, &theirs, &p.tag(), &test, &l.labels))
+                })
             }
         };
         let promotion = Promotion { allowed: self.cfg.gate.promote, held_by: self.loaded.held_by() };
@@ -447,10 +443,7 @@ impl<'a> Pass<'a> {
         let not = |e: anyhow::Error| {
             format!("not compared with {}: its encoder {} cannot be loaded ({e:#})", version.tag(), version.encoder_id)
         };
-        let encoder = match register::metrics_of(version).ok().and_then(|m| m.fine_tune) {
-            Some(ft) => self.session.adapted(&self.cfg.encoder, &self.loaded.dir, &ft).await.map_err(not)?,
-            None => self.session.load_encoder(&self.cfg.encoder, &self.loaded.dir).map_err(not)?,
-        };
+        let encoder = self.session.version_encoder(&self.cfg.encoder, &self.loaded.dir, version).await.map_err(not)?;
         if encoder.id() != version.encoder_id {
             return Err(format!(
                 "not compared with {}: it reads embeddings from {}, and this run's encoders are {ours} and {}",

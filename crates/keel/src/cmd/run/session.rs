@@ -56,6 +56,20 @@ impl Session {
         Ok(encoder)
     }
 
+    /// The encoder `version` reads embeddings from: the base, or its fine-tuned encoder (kept
+    /// between calls, so a watcher's drift checks do not merge the adapter again each cycle).
+    pub async fn version_encoder(
+        &mut self,
+        cfg: &EncoderSection,
+        dir: &Path,
+        version: &keel_store::ModelVersion,
+    ) -> anyhow::Result<Arc<Encoder>> {
+        match keel_eval::VersionMetrics::parse(&version.metrics).ok().and_then(|m| m.fine_tune) {
+            Some(ft) => self.adapted(cfg, dir, &ft).await,
+            None => self.load_encoder(cfg, dir),
+        }
+    }
+
     /// The encoder model's files, fetched on first use. `dir` is where relative paths start.
     pub fn installed(&mut self, cfg: &EncoderSection, dir: &Path) -> anyhow::Result<InstalledModel> {
         if let Some(i) = &self.installed {

@@ -138,9 +138,7 @@ async fn drift_trigger(session: &mut Session, loaded: &Loaded) -> anyhow::Result
     let spec = format!("{}@{}", cfg.project.name, cfg.serve.alias);
     let Ok(model) = session.store.resolve(&spec).await else { return Ok(None) };
     let profile = crate::cmd::monitor::load_profile(&session.store, &model).await?;
-    let base = session.load_encoder(&cfg.encoder, &loaded.dir)?;
-    let installed = session.installed(&cfg.encoder, &loaded.dir)?;
-    let encoder = crate::context::version_encoder(&session.store, &cfg.encoder, &installed, base, &model).await?;
+    let encoder = session.version_encoder(&cfg.encoder, &loaded.dir, &model).await?;
     let now = std::time::SystemTime::now();
     let window = Duration::from_secs(cfg.monitor.window_hours.saturating_mul(3600));
     let (since, until) = (crate::cmd::monitor::rfc3339(now - window), crate::cmd::monitor::rfc3339(now));
