@@ -242,6 +242,10 @@ fn paired_se(a: &[bool], b: &[bool]) -> f64 {
 /// candidate's score and measured cost, and the chosen one's index.
 pub struct Auto {
     pub head: Head,
+    /// The n-gram model (TF-IDF word 1–2-grams, no encoder) fitted on the whole training split
+    /// at its cross-validated `C`: the version's baseline and the server's fallback when the
+    /// encoder fails. The shipped head itself when that is the n-gram model.
+    pub fallback: Head,
     pub details: serde_json::Value,
     pub cross_validated_l2: Option<f64>,
     pub scores: Vec<CandidateScore>,
@@ -254,14 +258,9 @@ pub struct Auto {
 /// the rest run the other folds; the one-standard-error rule picks among them; only the chosen
 /// family is fitted on the whole training split. The texts are tokenised once for both TF-IDF
 /// families. Costs are timed on `validation` texts (their labels are not read), with fold
-/// models for the families not shipped.
-pub fn auto(
-    train: &Part,
-    validation: &Part,
-    labels: &[String],
-    seed: u64,
-    encoder_cost_us: f64,
-) -> anyhow::Result<Auto> {
+/// models for the families not shipped; they are the heads' own, without the encoder's (which
+/// the caller adds with [`add_encoder_cost`], once the encoder has loaded).
+pub fn auto(train: &Part, validation: &Part, labels: &[String], seed: u64) -> anyhow::Result<Auto> {
     let cfg = SparseConfig { seed, ..SparseConfig::default() };
     let (c_grid, l2_grid) = (keel_train::DEFAULT_C_GRID.to_vec(), keel_train::DEFAULT_L2_GRID.to_vec());
     let fold_of = keel_train::stratified_folds(&train.y, CV_FOLDS, seed);
@@ -290,13 +289,22 @@ pub fn auto(
     let chosen = choose(&scores).ok_or_else(|| anyhow::anyhow!("no candidate to choose from"))?;
     let (head, details, l2) = final_fit(&runs[chosen], &corpus, train, labels, (&c_grid, &l2_grid), &fold_of)?;
     tracing::debug!(cpu_s = (process_cpu_us() - cpu) / 1e6, "final fit");
+    let fallback = if runs[chosen].family == Family::Sparse {
+        head.clone()
+    } else {
+        // Its `C` from the folds it ran (fold 0 alone when it was raced out).
+        let sparse =
+            runs.iter().find(|r| r.family == Family::Sparse).ok_or_else(|| anyhow::anyhow!("no n-gram run"))?;
+        let c = c_grid[sparse.best_point(&c_grid)];
+        Head::Sparse(corpus.fit(SparseFamily::Text, None, &train.y, labels.to_vec(), c)?.0)
+    };
+    tracing::debug!(cpu_s = (process_cpu_us() - cpu) / 1e6, "n-gram fallback fitted");
     let mut costs = Vec::with_capacity(runs.len());
     for (i, r) in runs.iter().enumerate() {
         let timed = if i == chosen { &head } else { &r.timing };
-        let encoder = if r.family.needs_encoder() { encoder_cost_us } else { 0.0 };
-        costs.push(round2(time_per_prediction(timed, validation)? + encoder));
+        costs.push(time_per_prediction(timed, validation)?);
     }
-    Ok(Auto { head, details, cross_validated_l2: l2, scores, costs, chosen })
+    Ok(Auto { head, fallback, details, cross_validated_l2: l2, scores, costs, chosen })
 }
 
 type Grids<'a> = (&'a [f64], &'a [f64]);
@@ -310,12 +318,23 @@ fn first_fold(
     fold_of: &[usize],
 ) -> anyhow::Result<Vec<Runs>> {
     let tasks = [(0, SparseFamily::Text), (0, SparseFamily::Combined)];
-    let sparse = corpus.cross_validate_folds(Some(&train.x), &train.y, labels, c_grid, fold_of, (&tasks, true))?;
-    tracing::debug!(cpu_s = process_cpu_us() / 1e6, "fold 0: TF-IDF families done (process CPU)");
     // Logistic regression's fold 0 walks its path only while the held-out loss falls: enough to
-    // race it; if it stays in the race, fold 0 is redone in full with the others.
-    let lr = keel_train::cross_validate_folds(&train.x, &train.y, labels, l2_grid, fold_of, (&[0], true, true))?;
-    tracing::debug!(cpu_s = process_cpu_us() / 1e6, "fold 0: logistic regression done (process CPU)");
+    // race it; if it stays in the race, fold 0 is redone in full with the others. It runs on
+    // its own thread beside the TF-IDF families' problems, and takes the cores they leave when
+    // they finish (its results do not depend on the number of threads).
+    let (sparse, lr) = std::thread::scope(|s| {
+        let lr = s.spawn(|| {
+            let which = (&[0][..], true, true);
+            let r = keel_train::cross_validate_folds(&train.x, &train.y, labels, l2_grid, fold_of, which);
+            tracing::debug!(cpu_s = process_cpu_us() / 1e6, "fold 0: logistic regression done (process CPU)");
+            r
+        });
+        let sparse = corpus.cross_validate_folds(Some(&train.x), &train.y, labels, c_grid, fold_of, (&tasks, true));
+        tracing::debug!(cpu_s = process_cpu_us() / 1e6, "fold 0: TF-IDF families done (process CPU)");
+        (sparse, lr.join())
+    });
+    let sparse = sparse?;
+    let lr = lr.map_err(|_| anyhow::anyhow!("the logistic regression race thread panicked"))??;
     let mut runs = Vec::new();
     let mut sparse = sparse.into_iter();
     let mut lr = lr.into_iter();
@@ -463,6 +482,16 @@ fn final_fit(
     Ok((Head::Sparse(m), serde_json::json!({"cross_validation": cv}), None))
 }
 
+/// Adds the encoder's CPU µs per text to the measured cost of every candidate that reads
+/// embeddings (`costs[i]` is `candidates[i]`'s), rounded like every measured cost.
+pub fn add_encoder_cost(candidates: &[CandidateScore], costs: &mut [f64], encoder_cost_us: f64) {
+    for (c, cost) in candidates.iter().zip(costs.iter_mut()) {
+        if c.needs_encoder {
+            *cost = round2(*cost + encoder_cost_us);
+        }
+    }
+}
+
 /// CPU microseconds the encoder spends per text, embedding these texts four at a time after a
 /// warm-up of two, until 64 texts or (after at least 4) 60 ms of CPU time, rounded to two
 /// significant digits (long texts cost tens of milliseconds each: a few say as much as many).
@@ -490,8 +519,16 @@ pub fn round2(x: f64) -> f64 {
     if !(x.is_finite() && x > 0.0) {
         return 0.0;
     }
-    let scale = 10f64.powi(x.log10().floor() as i32 - 1);
-    (x / scale).round() * scale
+    // Dividing by a power of ten above 1, never multiplying by one below (0.1 is inexact:
+    // 24 × 0.1 is 2.4000000000000004, 24 / 10 is 2.4).
+    let e = x.log10().floor() as i32 - 1;
+    if e < 0 {
+        let up = 10f64.powi(-e);
+        (x * up).round() / up
+    } else {
+        let scale = 10f64.powi(e);
+        (x / scale).round() * scale
+    }
 }
 
 /// CPU time of this process so far, in microseconds (the clock every thread adds to).
@@ -508,7 +545,7 @@ pub fn thread_cpu_us() -> f64 {
 }
 
 /// CPU microseconds (of this thread) per prediction of `head` on these rows (text or
-/// embeddings as it reads), repeated until at least 20 ms of CPU time was spent (the clock
+/// embeddings as it reads), repeated until at least 5 ms of CPU time was spent (the clock
 /// counts nanoseconds; that is thousands of short predictions). The encoder's cost, when the
 /// head reads embeddings, is the caller's to add.
 pub fn time_per_prediction(head: &Head, rows: &Part) -> anyhow::Result<f64> {
@@ -517,7 +554,7 @@ pub fn time_per_prediction(head: &Head, rows: &Part) -> anyhow::Result<f64> {
     let x: Matrix = rows.x.select_rows(&(0..n.min(rows.x.rows())).collect::<Vec<_>>());
     let started = thread_cpu_us();
     let mut predictions = 0usize;
-    while thread_cpu_us() - started < 20_000.0 || predictions == 0 {
+    while thread_cpu_us() - started < 5_000.0 || predictions == 0 {
         let m = match head.input_kind() {
             keel_train::InputKind::Text => head.predict_proba_texts(texts)?,
             keel_train::InputKind::TextAndEmbedding { .. } => head.predict_proba_both(texts, &x)?,
@@ -572,6 +609,20 @@ mod tests {
         let far: Vec<bool> = (0..100).map(|i| i % 4 != 0).collect();
         assert!(0.01 < RACE_Z * paired_se(&yes, &close));
         assert!(0.25 > RACE_Z * paired_se(&yes, &far));
+    }
+
+    #[test]
+    fn measured_costs_keep_two_significant_digits_exactly() {
+        assert_eq!(round2(2.4361).to_string(), "2.4");
+        assert_eq!(round2(0.0123456).to_string(), "0.012");
+        assert_eq!(round2(18_734.0), 19_000.0);
+        assert_eq!(round2(67.2), 67.0);
+        assert_eq!((round2(f64::NAN), round2(-1.0)), (0.0, 0.0));
+        // The encoder's cost goes to the candidates that read embeddings only.
+        let c = [cand(Family::Sparse, 0.8, 0.0), cand(Family::Combined, 0.8, 0.0)];
+        let mut costs = [2.4, 3.1];
+        add_encoder_cost(&c, &mut costs, 6_300.0);
+        assert_eq!(costs, [2.4, 6_300.0]);
     }
 
     #[test]

@@ -75,9 +75,6 @@ pub struct TrainInput<'a> {
     /// Where the MLP saves each epoch.
     pub checkpoint: &'a Path,
     pub l2: &'a L2Choice,
-    /// CPU microseconds the encoder spends per text (measured by the caller): the cost auto
-    /// selection adds to every candidate that reads embeddings.
-    pub encoder_cost_us: f64,
 }
 
 /// What training produced, before it is stored.
@@ -95,7 +92,8 @@ pub struct TrainedHeads {
     pub baselines: Vec<BaselineResult>,
     /// What auto selection compared and chose (`[head] kind = "auto"` only).
     pub selection: Option<ModelSelection>,
-    /// Each candidate's measured CPU µs per prediction (auto only; not in any artifact).
+    /// Each candidate's measured CPU µs per prediction (auto only; not in any artifact): the
+    /// heads' own until the caller adds the encoder's ([`select::add_encoder_cost`]).
     pub costs: Vec<f64>,
 }
 
@@ -137,14 +135,17 @@ struct Base {
     selection: Option<ModelSelection>,
     /// CPU µs per prediction of each candidate, measured (auto only; kept out of artifacts).
     costs: Vec<f64>,
+    /// Auto selection's n-gram model, fitted on the training split: the baseline and fallback
+    /// in place of the hashed n-gram model (which is trained only when this is `None`).
+    fallback: Option<Head>,
 }
 
 /// Auto selection: every family cross-validated on the training split, timed on validation
 /// texts, and the one-standard-error rule.
 fn select_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
     let started = std::time::Instant::now();
-    let auto = select::auto(input.train, input.validation, input.labels, input.seed, input.encoder_cost_us)?;
-    let select::Auto { head, details, cross_validated_l2, scores, costs, chosen } = auto;
+    let auto = select::auto(input.train, input.validation, input.labels, input.seed)?;
+    let select::Auto { head, fallback, details, cross_validated_l2, scores, costs, chosen } = auto;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), chosen = scores[chosen].family, "selection done");
     let selection = ModelSelection {
         candidates: scores.clone(),
@@ -155,7 +156,7 @@ fn select_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
     };
     // A chosen logistic regression carries its L2 origin, so later runs on nearly the same rows
     // keep both the family and the strength (see cmd/run/l2.rs).
-    Ok(Base { head, details, cross_validated_l2, selection: Some(selection), costs })
+    Ok(Base { head, details, cross_validated_l2, selection: Some(selection), costs, fallback: Some(fallback) })
 }
 
 fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
@@ -166,6 +167,7 @@ fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
         cross_validated_l2: l2,
         selection: None,
         costs: Vec::new(),
+        fallback: None,
     };
     Ok(plain(match (input.spec.kind, input.l2) {
         (HeadKind::Auto, L2Choice::CrossValidate) => return select_base(input),
@@ -221,21 +223,33 @@ fn fit_base(input: &TrainInput<'_>) -> anyhow::Result<Base> {
 pub fn train_heads(input: &TrainInput<'_>) -> anyhow::Result<TrainedHeads> {
     let started = std::time::Instant::now();
     let (train, validation, test, labels) = (input.train, input.validation, input.test, input.labels);
-    // The n-gram baseline is one sequential SGD: it trains on its own thread beside the head,
-    // whose fits leave a core idle between stages. Neither reads what the other writes.
+    // Auto selection fits its own n-gram model on the training split, which serves as the
+    // baseline and fallback. Otherwise the hashed n-gram baseline (one sequential SGD) trains
+    // on its own thread beside the head, whose fits leave a core idle between stages; neither
+    // reads what the other writes.
+    let selects = matches!((input.spec.kind, input.l2), (HeadKind::Auto, L2Choice::CrossValidate));
     let (base, ngram) = std::thread::scope(|s| {
-        let ngram = s.spawn(|| {
-            let ngram_cfg = NgramConfig { seed: input.seed, ..NgramConfig::default() };
-            let fitted = NgramModel::fit(&train.texts, &train.y, labels.to_vec(), &ngram_cfg);
-            let cpu_s = select::thread_cpu_us() / 1e6;
-            tracing::debug!(seconds = started.elapsed().as_secs_f64(), cpu_s, "n-gram baseline trained");
-            fitted
+        let ngram = (!selects).then(|| {
+            s.spawn(|| {
+                let ngram_cfg = NgramConfig { seed: input.seed, ..NgramConfig::default() };
+                let fitted = NgramModel::fit(&train.texts, &train.y, labels.to_vec(), &ngram_cfg);
+                let cpu_s = select::thread_cpu_us() / 1e6;
+                tracing::debug!(seconds = started.elapsed().as_secs_f64(), cpu_s, "n-gram baseline trained");
+                fitted
+            })
         });
         let base = fit_base(input);
-        (base, ngram.join())
+        (base, ngram.map(std::thread::ScopedJoinHandle::join))
     });
-    let Base { head: base, details, cross_validated_l2, selection, costs } = base?;
-    let (ngram, _) = ngram.map_err(|_| anyhow::anyhow!("the n-gram baseline's thread panicked"))??;
+    let Base { head: base, details, cross_validated_l2, selection, costs, fallback } = base?;
+    let (fallback, baseline_name) = match (fallback, ngram) {
+        (Some(sparse), _) => (sparse, "TF-IDF word 1–2-grams (the n-gram model)"),
+        (None, Some(ngram)) => {
+            let (ngram, _) = ngram.map_err(|_| anyhow::anyhow!("the n-gram baseline's thread panicked"))??;
+            (Head::Ngram(ngram), "word and character n-grams")
+        }
+        (None, None) => anyhow::bail!("no n-gram baseline was trained"),
+    };
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), head = base.kind(), "head trained");
     let logits = logits(&base, validation)?;
     let calibration = keel_eval::fit_temperature(&logits, &validation.y);
@@ -243,10 +257,9 @@ pub fn train_heads(input: &TrainInput<'_>) -> anyhow::Result<TrainedHeads> {
 
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "temperature fitted");
     let majority = Head::Majority(Majority::fit(&train.y, labels.to_vec())?);
-    let fallback = Head::Ngram(ngram);
     let baselines = vec![
         BaselineResult::new("majority class", &test.y, &majority.predict_proba_batch(&test.x)?, labels),
-        BaselineResult::new("word and character n-grams", &test.y, &fallback.predict_proba_texts(&test.texts)?, labels),
+        BaselineResult::new(baseline_name, &test.y, &fallback.predict_proba_texts(&test.texts)?, labels),
     ];
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "baselines evaluated");
     Ok(TrainedHeads { head, fallback, details, cross_validated_l2, calibration, baselines, selection, costs })
@@ -338,7 +351,7 @@ mod tests {
         Part { x, y, texts }
     }
 
-    fn selection_with_test(test: &Part) -> ModelSelection {
+    fn trained(test: &Part, kind: HeadKind) -> TrainedHeads {
         let (train, validation) = (part(200, 1, 0.2), part(60, 2, 0.2));
         let labels = vec!["a".to_owned(), "b".to_owned()];
         let dir = tempfile::tempdir().unwrap();
@@ -347,13 +360,34 @@ mod tests {
             validation: &validation,
             test,
             labels: &labels,
-            spec: &HeadSpec::default(),
+            spec: &HeadSpec { kind, ..HeadSpec::default() },
             seed: 7,
             checkpoint: &dir.path().join("mlp"),
             l2: &L2Choice::CrossValidate,
-            encoder_cost_us: 1000.0,
         };
-        train_heads(&input).unwrap().selection.unwrap()
+        train_heads(&input).unwrap()
+    }
+
+    fn selection_with_test(test: &Part) -> ModelSelection {
+        trained(test, HeadKind::Auto).selection.unwrap()
+    }
+
+    #[test]
+    fn auto_selection_keeps_its_own_ngram_model_as_baseline_and_fallback() {
+        let test = part(80, 3, 0.2);
+        // Under auto, the fallback is the selection's n-gram model fitted on all training
+        // rows: it reads text only, and it is the baseline the report and the gate compare with.
+        let auto = trained(&test, HeadKind::Auto);
+        assert!(matches!(auto.fallback, Head::Sparse(_)), "{}", auto.fallback.kind());
+        assert_eq!(auto.fallback.input_kind(), InputKind::Text);
+        assert_eq!(auto.baselines[1].name, "TF-IDF word 1–2-grams (the n-gram model)");
+        let proba = auto.fallback.predict_proba_texts(&test.texts).unwrap();
+        let right = (0..test.y.len()).filter(|&i| (proba.row(i)[1] > 0.5) == (test.y[i] == 1)).count();
+        assert!(right as f64 > 0.9 * test.y.len() as f64, "the tag gives the class away: {right}");
+        // Any other head keeps the hashed n-gram baseline, trained beside it.
+        let logistic = trained(&test, HeadKind::Logistic);
+        assert!(matches!(logistic.fallback, Head::Ngram(_)), "{}", logistic.fallback.kind());
+        assert_eq!(logistic.baselines[1].name, "word and character n-grams");
     }
 
     #[test]

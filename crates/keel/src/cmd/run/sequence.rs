@@ -270,12 +270,6 @@ impl<'a> Pass<'a> {
         };
         let (l2, kept_origin) = l2::l2_choice(&cx, &fingerprints).await?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), "train: L2 choice");
-        let encoder_cost_us = if spec.kind == HeadKind::Auto {
-            let encoder = self.encoder().await?;
-            tokio::task::block_in_place(|| select::encoder_cost_us(&encoder, &va.texts))?
-        } else {
-            0.0
-        };
         let input = TrainInput {
             train: &tr,
             validation: &va,
@@ -285,11 +279,17 @@ impl<'a> Pass<'a> {
             seed: self.cfg.project.seed,
             checkpoint: &checkpoint,
             l2: &l2,
-            encoder_cost_us,
         };
-        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "train: encoder cost measured");
         let mut trained = tokio::task::block_in_place(|| train::train_heads(&input))?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), "train: heads trained");
+        if let Some(sel) = &trained.selection {
+            // The encoder's cost per text, for the candidates that read embeddings: measured
+            // after selection, so the encoder finishes loading while the heads train.
+            let encoder = self.encoder().await?;
+            let us = tokio::task::block_in_place(|| select::encoder_cost_us(&encoder, &va.texts))?;
+            select::add_encoder_cost(&sel.candidates, &mut trained.costs, us);
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "train: encoder cost measured");
+        }
         if self.fine_tuned.is_some() {
             // What fine-tuning bought: the same training on the frozen base encoder, beside.
             let frozen = self.frozen_baseline(&l, &input).await?;
