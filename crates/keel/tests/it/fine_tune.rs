@@ -1,7 +1,8 @@
 //! Fine-tuning end to end, on the real encoder and real sentences: a LoRA-adapted encoder is part
 //! of the model version (its id, its artifact, its own cache entries), the gate compares it with
 //! a base-encoder production on the same raw test texts, a server with a base-encoder production
-//! and a LoRA canary answers each request from the right encoder, and a fine-tuning killed with
+//! and a LoRA canary answers each request from the right encoder, a promotion from the one to the
+//! other swaps encoders with no failed request, and a fine-tuning killed with
 //! SIGKILL resumes from its checkpoint to the adapter bytes of an uninterrupted run.
 
 use std::path::{Path, PathBuf};
@@ -111,6 +112,66 @@ fn a_lora_encoder_is_part_of_the_version_and_served_beside_a_base_production() {
             assert_ne!(a, b, "production and the canary scored {t:?} alike: one encoder served both");
         }
     }
+    drop(alone);
+    promotion_swaps_encoders_without_a_failed_request(dir.path(), &texts, &seen);
+}
+
+/// A server following production (the base-encoder version 1) while version 2, on the LoRA
+/// encoder, is promoted under load: every request succeeds, the answers move from version 1 to
+/// version 2 once and for good, and version 2's are its own encoder's (`seen`: scores by
+/// version and text from servers holding each version).
+fn promotion_swaps_encoders_without_a_failed_request(
+    home: &Path,
+    texts: &[&str],
+    seen: &std::collections::BTreeMap<(String, usize), Value>,
+) {
+    let server = Server::start(home, &["--model", "reviews"]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let answers = std::thread::scope(|s| {
+        let client = s.spawn(|| {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, t) in texts.iter().enumerate() {
+                    let (status, body) =
+                        post(&server.addr, "/v1/classify", &serde_json::json!({ "inputs": [t] }).to_string());
+                    answers.push((i, status, body));
+                }
+            }
+            answers
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let out = keel(home).args(["promote", "reviews@2"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // The server follows production within its poll interval; then some more requests.
+        std::thread::sleep(Duration::from_secs(8));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        client.join().unwrap()
+    });
+    let mut tags = Vec::new();
+    for (i, status, body) in &answers {
+        assert_eq!(*status, 200, "a request failed during the promotion: {body}");
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["degraded"], false, "{v}");
+        let tag = v["model"].as_str().unwrap().to_owned();
+        if let Some(want) = seen.get(&(tag.clone(), *i)) {
+            assert_eq!(want, &v["predictions"][0]["scores"], "{tag} answered {:?} from another encoder", texts[*i]);
+        }
+        if tags.last() != Some(&tag) {
+            tags.push(tag);
+        }
+    }
+    assert_eq!(tags, ["reviews@1", "reviews@2"], "answers moved from the base version to the fine-tuned one once");
+    drop(server);
+
+    // `keel monitor` embeds the logged inputs with the fine-tuned version's own encoder (it
+    // refuses an encoder that is not the version's) and profiles them against its training.
+    let out = keel(home).args(["monitor", "reviews@2", "--window", "1h", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let served = answers.iter().filter(|(_, _, b)| b.contains("\"reviews@2\"")).count();
+    // Its window also holds version 2's answers as a canary and when served alone, above.
+    let rows = report["current_rows"].as_u64().unwrap() as usize;
+    assert!(served > 0 && rows >= served, "every answer of version 2 is in its window: {rows} < {served}");
 }
 
 /// A project whose fine-tuning checkpoints after every step.
