@@ -233,11 +233,6 @@ impl Batcher {
         &self.cfg
     }
 
-    /// [`Batcher::encode_with`] the server's encoder, counting the texts under `route`.
-    pub async fn encode_for(&self, route: &str, texts: Vec<String>) -> Result<Encoded, EncodeError> {
-        self.encode_for_with(route, texts, None).await
-    }
-
     /// [`Batcher::encode_with`], counting the texts under `route`.
     pub async fn encode_for_with(
         &self,

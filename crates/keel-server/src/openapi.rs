@@ -81,9 +81,11 @@ pub(crate) fn document(extra: &Map<String, Value>) -> Value {
                 "input": {"oneOf": [{"type": "string"}, strings]},
                 "model": {"type": "string"},
                 "encoding_format": {"enum": ["float", "base64"]},
-                "dimensions": {"type": "integer"}}}),
+                "dimensions": {"type": "integer"},
+                "version": {"type": "string", "description": "A served version (NAME@N or NAME@ALIAS): its own encoder, fine-tuned or not, instead of the configured base encoder"}}}),
             ok_json("OpenAI's embedding list", json!({"type": "object"})),
             &[
+                ("404", "`version` names no version this server has loaded"),
                 ("429", "The encoder queue is full; see Retry-After"),
                 ("503", "No encoder (none configured, or it cannot load), or the encoder is failing"),
             ],

@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::batch::Encoded;
 use crate::classify::classify;
 use crate::metrics::{Route, RouteStatus};
-use crate::{ApiError, AppState, MODEL_HEADER};
+use crate::{ApiError, AppState, Embed, LoadedModel, MODEL_HEADER};
 
 type Shared = State<Arc<AppState>>;
 
@@ -208,6 +208,31 @@ struct EmbeddingsRequest {
     encoding_format: Option<String>,
     #[serde(default)]
     dimensions: Option<usize>,
+    /// Keel's own: a served version whose encoder embeds (default: the configured base one).
+    #[serde(default)]
+    version: Option<String>,
+}
+
+/// The encoder a loaded version reads, for `version` = `NAME@N` or `NAME@ALIAS`: its own when
+/// it was trained on a fine-tuned encoder, else `None` (the server's).
+fn version_encoder(state: &AppState, version: &str) -> Result<Option<Arc<dyn Embed>>, ApiError> {
+    let loaded = [state.model(), state.challenger()];
+    let matches = |m: &LoadedModel| {
+        m.version.tag() == version
+            || version
+                .split_once('@')
+                .is_some_and(|(name, alias)| name == m.version.name && m.version.aliases.iter().any(|a| a == alias))
+    };
+    match loaded.iter().flatten().find(|m| matches(m)) {
+        Some(m) => Ok(m.encoder.clone()),
+        None => {
+            let served: Vec<String> = loaded.iter().flatten().map(|m| m.version.tag()).collect();
+            Err(ApiError::not_found(format!(
+                "version {version:?} is not loaded by this server (it serves: {}); omit \"version\" for the base encoder",
+                if served.is_empty() { "none".to_owned() } else { served.join(", ") }
+            )))
+        }
+    }
 }
 
 async fn embeddings(
@@ -228,11 +253,18 @@ async fn embeddings(
         }
     };
     state.limits.check_count(texts.len())?;
-    let encoder = state
-        .encoder_slot()
-        .load()
-        .await
-        .map_err(|e| ApiError::unavailable(format!("/v1/embeddings needs an encoder: {e}")))?;
+    let own = match &req.version {
+        Some(v) => version_encoder(&state, v)?,
+        None => None,
+    };
+    let encoder = match own.clone() {
+        Some(e) => e,
+        None => state
+            .encoder_slot()
+            .load()
+            .await
+            .map_err(|e| ApiError::unavailable(format!("/v1/embeddings needs an encoder: {e}")))?,
+    };
     if let Some(d) = req.dimensions.filter(|&d| d != encoder.dim()) {
         return Err(ApiError::unprocessable(format!(
             "dimensions {d} is not available; this encoder gives {}",
@@ -249,7 +281,7 @@ async fn embeddings(
         }
     };
     let Encoded { vectors, tokens: prompt_tokens } =
-        state.batcher.encode_for("/v1/embeddings", texts).await.map_err(|e| state.batcher.api_error(e))?;
+        state.batcher.encode_for_with("/v1/embeddings", texts, own).await.map_err(|e| state.batcher.api_error(e))?;
     let header = HeaderValue::from_str(encoder.id()).ok();
     let data: Vec<serde_json::Value> = vectors
         .into_iter()

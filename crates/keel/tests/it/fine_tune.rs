@@ -98,6 +98,7 @@ fn a_lora_encoder_is_part_of_the_version_and_served_beside_a_base_production() {
                 seen.insert((tag, i), scores);
             }
         }
+        embeddings_serve_the_base_encoder_unless_asked_for_a_version(&server.addr, &base_encoder, encoder);
     }
     let answered: std::collections::BTreeSet<&str> = seen.keys().map(|(t, _)| t.as_str()).collect();
     assert_eq!(answered, ["reviews@1", "reviews@2"].into(), "both arms answered");
@@ -114,6 +115,32 @@ fn a_lora_encoder_is_part_of_the_version_and_served_beside_a_base_production() {
     }
     drop(alone);
     promotion_swaps_encoders_without_a_failed_request(dir.path(), &texts, &seen);
+}
+
+/// `/v1/embeddings` answers from the configured base encoder; `version` (a tag or an alias of a
+/// served version) picks that version's own encoder; a version the server does not hold is 404.
+fn embeddings_serve_the_base_encoder_unless_asked_for_a_version(addr: &str, base: &str, tuned: &str) {
+    let embed = |extra: &str| {
+        let (status, body) = post(addr, "/v1/embeddings", &format!("{{\"input\": [\"a gripping film\"]{extra}}}"));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        (status, v)
+    };
+    let (status, plain) = embed("");
+    assert_eq!(status, 200, "{plain}");
+    assert_eq!(plain["model"], base, "{plain}");
+    let (status, production) = embed(", \"version\": \"reviews@production\"");
+    assert_eq!((status, &production["model"]), (200, &Value::from(base)), "{production}");
+    assert_eq!(production["data"], plain["data"], "production reads the base encoder");
+    for version in ["reviews@2", "reviews@candidate"] {
+        let (status, own) = embed(&format!(", \"version\": \"{version}\""));
+        assert_eq!(status, 200, "{own}");
+        assert_eq!(own["model"], tuned, "{own}");
+        assert_ne!(own["data"], plain["data"], "{version}'s encoder is its fine-tuned one");
+    }
+    let (status, missing) = embed(", \"version\": \"reviews@7\"");
+    assert_eq!(status, 404, "{missing}");
+    let message = missing["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("reviews@1") && message.contains("reviews@2"), "{missing}");
 }
 
 /// A server following production (the base-encoder version 1) while version 2, on the LoRA
