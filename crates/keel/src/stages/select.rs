@@ -561,7 +561,7 @@ pub fn time_per_prediction(head: &Head, rows: &Part) -> anyhow::Result<f64> {
             _ => head.predict_proba_batch(&x)?,
         };
         predictions += m.rows();
-        if predictions > 10_000_000 {
+        if m.rows() == 0 || predictions > 10_000_000 {
             break;
         }
     }
