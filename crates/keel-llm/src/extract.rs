@@ -5,7 +5,8 @@
 //! The rule. The top [`ExtractOptions::passages`] chunks are cut into sentences
 //! ([`sentences`]: blank lines, Markdown headings, list items and table rows end a unit;
 //! inside one, `.`, `?` or `!` followed by white space ends a sentence); headings, code fences
-//! and units of fewer than four words are skipped, and a sentence repeated by overlapping
+//! and units of fewer than four words are skipped, so is a piece of a sentence the chunk's
+//! boundary cut (see `cut`), and a sentence repeated by overlapping
 //! chunks is kept once (from the better-ranked chunk). Each sentence scores
 //! `SIMILARITY_WEIGHT * cosine(question, sentence)` with the encoder plus
 //! `(1 - SIMILARITY_WEIGHT) * overlap`, where overlap is BM25's idf-weighted share of the
@@ -182,11 +183,16 @@ fn candidates(passages: &[Passage], opts: ExtractOptions) -> Vec<Candidate> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (i, p) in passages.iter().take(opts.passages).enumerate() {
-        for span in sentences(&p.text) {
+        let spans = sentences(&p.text);
+        for (j, &span) in spans.iter().enumerate() {
             let raw = &p.text[span.start..span.end];
             let text = clean(raw);
             let heading = raw.trim_start().starts_with('#') || raw.trim_start().starts_with("```");
-            if heading || words(&text).len() < 4 || !seen.insert(text.to_lowercase()) {
+            if heading
+                || cut(p, raw, j == 0, j + 1 == spans.len())
+                || words(&text).len() < 4
+                || !seen.insert(text.to_lowercase())
+            {
                 continue;
             }
             let words = content_words(&text).into_iter().collect();
@@ -194,6 +200,16 @@ fn candidates(passages: &[Passage], opts: ExtractOptions) -> Vec<Candidate> {
         }
     }
     out
+}
+
+/// A piece of a sentence the chunk boundary cut: the chunk's first, starting in lower case in
+/// a chunk that does not start the document, or its last, a paragraph line without a closing
+/// mark where the chunk does not end at a line break.
+fn cut(p: &Passage, raw: &str, first: bool, last: bool) -> bool {
+    let lower_start = raw.chars().next().is_some_and(char::is_lowercase);
+    let list = raw.starts_with(['-', '*', '|']);
+    let closed = raw.trim_end().ends_with(['.', '?', '!', ':', ';', '`', ')']);
+    (first && p.start > 0 && lower_start) || (last && !list && !closed && !p.text.ends_with('\n'))
 }
 
 /// idf-weighted share of `query` terms found in each candidate (BM25's idf over candidates).
@@ -376,5 +392,18 @@ mod tests {
         let s = &e.sentences[0];
         assert_eq!(s.start, 10 + "Keel trains models. ".len());
         assert_eq!(s.end - s.start, s.text.chars().count());
+    }
+
+    #[test]
+    fn pieces_the_chunk_boundary_cut_are_not_candidates() {
+        let q = "How long does green tea steep?";
+        // Starts mid-sentence (the chunk is not the document's start) and ends mid-sentence.
+        let p = passage(
+            "tea.md",
+            "steeped by the pot for two. Green tea steeps for two minutes at eighty degrees. Black tea steeps",
+        );
+        let e = extract(q, &[p], None, ExtractOptions { passages: 1, sentences: 3 }).unwrap();
+        assert_eq!(e.candidates, 1, "{e:?}");
+        assert_eq!(e.sentences[0].text, "Green tea steeps for two minutes at eighty degrees.");
     }
 }

@@ -61,6 +61,7 @@ pub struct Config {
     pub serve: Serve,
     pub monitor: Monitor,
     pub watch: Watch,
+    pub answer: AnswerSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -354,6 +355,14 @@ impl Default for Watch {
     fn default() -> Self {
         Self { interval_secs: 30.0 }
     }
+}
+
+/// `[answer]`: how `keel ask` and `/v1/answer` answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnswerSection {
+    /// extractive | generate | auto (`keel_llm::reply` has the rule).
+    pub mode: keel_llm::AnswerMode,
 }
 
 /// Where a configuration came from.
