@@ -416,6 +416,25 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     Ok(Loaded { config, path: path.to_owned(), dir, declared_by: Declared::File })
 }
 
+/// The answer mode (`keel ask --mode`, `keel serve --answer-mode`): the flag, else `[answer] mode` in `config` when that file exists, else auto.
+pub fn answer_mode(flag: Option<&str>, config: &Path) -> anyhow::Result<keel_llm::AnswerMode> {
+    if let Some(f) = flag {
+        return match (keel_llm::AnswerMode::parse(f), f) {
+            (Some(m), _) => Ok(m),
+            (None, "dense" | "bm25" | "hybrid") => {
+                anyhow::bail!(
+                    "{f} is a retrieval mode (--retrieval {f}); the answer mode is extractive, generate or auto"
+                )
+            }
+            (None, _) => anyhow::bail!("the answer mode must be extractive, generate or auto, not {f:?}"),
+        };
+    }
+    if !config.exists() {
+        return Ok(keel_llm::AnswerMode::default());
+    }
+    Ok(load(config)?.config.answer.mode)
+}
+
 /// Parses keel.toml text. An unknown key is an error naming its table and the nearest valid
 /// key; other errors keep toml's line and column.
 pub fn parse(text: &str) -> anyhow::Result<Config> {

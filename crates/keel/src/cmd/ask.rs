@@ -7,30 +7,13 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use keel_index::{Index, Mode, Query};
-use keel_llm::{AnswerMode, Ask, Embedder, ExtractOptions, Params, Passage, Reply};
+use keel_llm::{Ask, Embedder, ExtractOptions, Params, Passage, Reply};
 use keel_server::EncoderSlot;
 
 use super::serve::lazy_encoder;
 use crate::cli::AskArgs;
 use crate::context::open_store;
 use crate::output::{self, note};
-
-/// The answer mode: the flag, else `[answer] mode` in `config` when that file exists, else auto.
-pub(crate) fn answer_mode(flag: Option<&str>, config: &Path) -> anyhow::Result<AnswerMode> {
-    if let Some(f) = flag {
-        return match (AnswerMode::parse(f), f) {
-            (Some(m), _) => Ok(m),
-            (None, "dense" | "bm25" | "hybrid") => {
-                anyhow::bail!("--mode chooses how to answer (extractive, generate, auto); retrieval is --retrieval {f}")
-            }
-            (None, _) => anyhow::bail!("--mode must be extractive, generate or auto, not {f:?}"),
-        };
-    }
-    if !config.exists() {
-        return Ok(AnswerMode::default());
-    }
-    Ok(crate::config::load(config)?.config.answer.mode)
-}
 
 /// The encoder as keel-llm's sentence embedder (loaded on first use).
 pub(crate) fn embedder(slot: &EncoderSlot) -> Embedder {
@@ -43,7 +26,7 @@ pub(crate) fn embedder(slot: &EncoderSlot) -> Embedder {
 
 pub async fn run(home: &Path, json: bool, args: AskArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!args.question.trim().is_empty(), "the question is empty");
-    let mode = answer_mode(args.mode.as_deref(), &args.config)?;
+    let mode = crate::config::answer_mode(args.mode.as_deref(), &args.config)?;
     let dir = args.index_dir.clone().unwrap_or_else(|| keel_index::default_dir(home));
     let index = Index::open(&dir)
         .with_context(|| format!("no index at {}; build one with `keel index PATH`", dir.display()))?;

@@ -179,7 +179,7 @@ async fn documents_extension(
         note(format!("serving /v1/search over {}", dir.display()));
         return extension;
     }
-    let mode = match super::ask::answer_mode(args.answer_mode.as_deref(), Path::new("keel.toml")) {
+    let mode = match crate::config::answer_mode(args.answer_mode.as_deref(), Path::new("keel.toml")) {
         Ok(m) => m,
         Err(e) => {
             note(format!("serving /v1/search only: {e:#}"));
