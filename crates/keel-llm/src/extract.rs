@@ -11,7 +11,8 @@
 //! `SIMILARITY_WEIGHT * cosine(question, sentence)` with the encoder plus
 //! `(1 - SIMILARITY_WEIGHT) * overlap`, where overlap is BM25's idf-weighted share of the
 //! question's content words (stop words removed, a plural `s` folded) the sentence contains,
-//! idf counted over the sentences of those chunks; without an encoder, overlap alone. The best
+//! idf counted over the sentences of those chunks; without an encoder, overlap alone (with one,
+//! only the [`MAX_EMBEDDED`] candidates of highest overlap are embedded and scored). The best
 //! sentence is kept, and the next best while they score at least [`KEEP_SHARE`] of it, at most
 //! [`ExtractOptions::sentences`]; they are shown in document order (documents in retrieval
 //! order, sentences by position), each followed by its source's `[n]`.
@@ -29,6 +30,8 @@ pub type Embedder = Arc<dyn Fn(&[&str]) -> Result<Vec<Vec<f32>>, String> + Send 
 
 /// Weight of the encoder's similarity against term overlap in a sentence's score.
 pub const SIMILARITY_WEIGHT: f64 = 0.5;
+/// Most sentences the encoder reads per question: the candidates with the highest overlap.
+pub const MAX_EMBEDDED: usize = 8;
 /// A sentence is kept while it scores at least this share of the best sentence.
 pub const KEEP_SHARE: f64 = 0.75;
 
@@ -254,9 +257,20 @@ pub fn extract(
     embed: Option<&Embedder>,
     opts: ExtractOptions,
 ) -> Result<Extraction, String> {
-    let cands = candidates(passages, opts);
+    let mut cands = candidates(passages, opts);
+    let total = cands.len();
     let query: HashSet<String> = content_words(question).into_iter().collect();
-    let overlap = overlaps(&query, &cands);
+    let mut overlap = overlaps(&query, &cands);
+    if embed.is_some() && cands.len() > MAX_EMBEDDED {
+        // The encoder reads only the sentences with the most question words (kept in order).
+        let mut order: Vec<usize> = (0..cands.len()).collect();
+        order.sort_by(|&a, &b| overlap[b].total_cmp(&overlap[a]).then(a.cmp(&b)));
+        let mut keep: Vec<usize> = order.into_iter().take(MAX_EMBEDDED).collect();
+        keep.sort_unstable();
+        overlap = keep.iter().map(|&i| overlap[i]).collect();
+        let mut all: Vec<Option<Candidate>> = cands.into_iter().map(Some).collect();
+        cands = keep.iter().filter_map(|&i| all[i].take()).collect();
+    }
     let similarity: Option<Vec<f64>> = match embed {
         Some(embed) if !cands.is_empty() => {
             let mut texts: Vec<&str> = vec![question];
@@ -309,7 +323,7 @@ pub fn extract(
     Ok(Extraction {
         answer,
         citations: citations(&sentences, passages),
-        candidates: cands.len(),
+        candidates: total,
         used_encoder: similarity.is_some(),
         sentences,
     })
