@@ -81,7 +81,7 @@ pub enum Command {
     /// Answer a question from the indexed documents, with citations. By `--mode` (default
     /// `[answer] mode` in keel.toml, else auto): extractive shows the sentences of the top chunks
     /// that best answer it (encoder similarity + BM25 term overlap), each cited `[n]`, in
-    /// milliseconds; generate has a model write it (local SmolLM2-135M, your GGUF with
+    /// a fraction of a second; generate has a model write it (local SmolLM2-135M, your GGUF with
     /// KEEL_LLM_GGUF, or an OpenAI-compatible endpoint with KEEL_LLM_BASE_URL), streams the
     /// draft to stderr, checks every sentence against the chunks it cites, and withholds an
     /// unsupported answer (the extractive one is shown, with a notice); auto generates only when
