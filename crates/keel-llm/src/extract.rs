@@ -78,6 +78,9 @@ pub struct Extraction {
     pub candidates: usize,
     /// Whether the encoder's similarity entered the scores.
     pub used_encoder: bool,
+    /// None of the question's content words occur in the sentences shown: the documents found
+    /// may not answer it (the reply says so).
+    pub weak: bool,
 }
 
 /// A sentence's byte range in a text.
@@ -325,6 +328,7 @@ pub fn extract(
         citations: citations(&sentences, passages),
         candidates: total,
         used_encoder: similarity.is_some(),
+        weak: sentences.iter().all(|s| s.overlap == 0.0),
         sentences,
     })
 }
@@ -419,5 +423,14 @@ mod tests {
         let e = extract(q, &[p], None, ExtractOptions { passages: 1, sentences: 3 }).unwrap();
         assert_eq!(e.candidates, 1, "{e:?}");
         assert_eq!(e.sentences[0].text, "Green tea steeps for two minutes at eighty degrees.");
+    }
+
+    #[test]
+    fn an_answer_without_any_question_word_is_weak() {
+        let p = passage("tea.md", "Green tea steeps for two minutes at eighty degrees. Black tea takes four minutes.");
+        let e =
+            extract("How do I rotate the keys?", std::slice::from_ref(&p), None, ExtractOptions::default()).unwrap();
+        assert!(e.weak, "{e:?}");
+        assert!(!extract("How long does green tea steep?", &[p], None, ExtractOptions::default()).unwrap().weak);
     }
 }

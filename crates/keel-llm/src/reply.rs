@@ -189,6 +189,10 @@ async fn checked(ask: &Ask, generated: &Answer) -> Result<Grounding, LlmError> {
     .map_err(LlmError::Task)
 }
 
+/// The notice on an extractive answer whose sentences hold none of the question's words.
+pub const WEAK_NOTICE: &str =
+    "none of the question's words occur in the passages found, so they may not answer it; these are the closest";
+
 /// The notice shown when a generated answer is withheld.
 pub fn withheld_notice(generator: &str) -> String {
     let who = if generator.starts_with("local") { "the local model's answer" } else { "the generated answer" };
@@ -225,6 +229,7 @@ pub async fn reply(store: &Store, chain: Option<Arc<Chain>>, ask: Ask, on_text: 
     let Some(chain) = chain else {
         let (e, g) = extracted(&ask).await?;
         let mut r = base(e.answer.clone(), e.citations.clone(), Decision::Extractive, reason, g);
+        r.notice = e.weak.then(|| WEAK_NOTICE.to_owned());
         r.extraction = Some(e);
         r.latency_ms = started.elapsed().as_secs_f64() * 1e3;
         return Ok(r);

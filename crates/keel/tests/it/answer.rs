@@ -39,6 +39,7 @@ fn assert_answers_from_the_readme(a: &Value) {
     assert_eq!(a["decision"], "extractive", "{a:#}");
     assert_eq!(a["grounded"], 1.0, "an extracted answer is its documents' own words: {a:#}");
     assert!(a["generation"].is_null(), "nothing was generated: {a:#}");
+    assert!(a["notice"].is_null(), "{a:#}");
 }
 
 #[test]
@@ -59,6 +60,12 @@ fn the_readme_question_is_answered_from_the_readme_extractively_and_in_auto_mode
     let out = crate::ok(local_only(home.path()).args(["ask", QUESTION]).output().unwrap());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("KEEL_DATABASE_URL") && text.contains("[1] README.md"), "{text}");
+
+    // A question the documents do not answer gets their closest sentences, and says so.
+    let a = json_of(
+        local_only(home.path()).args(["--json", "ask", "What colour are flamingo feathers?"]).output().unwrap(),
+    );
+    assert!(a["notice"].as_str().unwrap().contains("may not answer it"), "{a:#}");
 
     // The retrieval flag moved to --retrieval; the old use of --mode says so.
     let out = local_only(home.path()).args(["ask", QUESTION, "--mode", "bm25"]).output().unwrap();
