@@ -416,7 +416,8 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     Ok(Loaded { config, path: path.to_owned(), dir, declared_by: Declared::File })
 }
 
-/// The answer mode (`keel ask --mode`, `keel serve --answer-mode`): the flag, else `[answer] mode` in `config` when that file exists, else auto.
+/// The answer mode (`keel ask --mode`, `keel serve --answer-mode`): the flag, else `[answer]
+/// mode` in `config` when that file exists, else auto.
 pub fn answer_mode(flag: Option<&str>, config: &Path) -> anyhow::Result<keel_llm::AnswerMode> {
     if let Some(f) = flag {
         return match (keel_llm::AnswerMode::parse(f), f) {
