@@ -107,6 +107,10 @@ const STOP: &[&str] = &[
     "according",
 ];
 
+pub(crate) fn is_stop(w: &str) -> bool {
+    STOP.contains(&w)
+}
+
 pub(crate) fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
@@ -131,7 +135,7 @@ pub fn markers(answer: &str) -> Vec<usize> {
 }
 
 /// The answer without its `[n]` markers (their digits are not content).
-fn strip_markers(answer: &str) -> String {
+pub(crate) fn strip_markers(answer: &str) -> String {
     let mut out = String::with_capacity(answer.len());
     let mut rest = answer;
     while let Some(open) = rest.find('[') {

@@ -8,6 +8,10 @@
 //!   retries (exponential backoff, full jitter) on 429, 5xx and transport errors.
 //! - [`prompt`]: numbered sources fitted to the context window by exact token counts.
 //! - [`cite`]: which sources an answer draws on (word overlap; the rule is in its docs).
+//! - [`extract`]: extractive answers, the sentences of the chunks that best answer the question.
+//! - [`ground`]: is each sentence of a generated answer supported by the chunks it cites?
+//! - [`reply`]: the answer shown: extracted, or generated and checked (withheld when not
+//!   grounded, with the extractive answer and a notice in its place); [`reply()`].
 //! - [`service`]: the response cache (key = hash of model, prompt and parameters) and the
 //!   record of every call (tokens, cost, latency, hit, error) in the store; [`answer`].
 //!
@@ -18,18 +22,24 @@ mod error;
 
 pub mod cite;
 pub mod config;
+pub mod extract;
 pub mod generator;
 pub mod gguf_tokenizer;
+pub mod ground;
 pub mod local;
 pub mod openai;
 pub mod prompt;
+pub mod reply;
 pub mod service;
 
 pub use cite::Citation;
-pub use config::{DEFAULT_LOCAL_WINDOW, chain_from_env};
+pub use config::{DEFAULT_LOCAL_WINDOW, capability_from_env, chain_from_env};
 pub use error::LlmError;
+pub use extract::{Embedder, ExtractOptions, Extraction, extract};
 pub use generator::{Chain, Finish, GenRequest, Generation, Generator, Message, Params, Prices};
+pub use ground::{Grounding, SentenceCheck, check};
 pub use local::{LocalGguf, LocalTiming, SMOLLM2, SMOLLM2_FILE};
 pub use openai::{OpenAiCompatible, OpenAiConfig, Retry};
 pub use prompt::{FittedPrompt, Passage};
+pub use reply::{AnswerMode, Ask, Capability, Decision, Reply, plan, reply};
 pub use service::{Answer, Completion, OnText, PromptSource, answer, cache_key, complete};

@@ -78,6 +78,8 @@ pub async fn complete(
         cache_hit: false,
         attempts: 0,
         error: None,
+        grounded: None,
+        decision: None,
     };
     if let Some(hit) = store.llm_cached(&key).await? {
         let g: Generation = serde_json::from_value(hit.response)

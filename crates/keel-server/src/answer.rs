@@ -1,11 +1,15 @@
-//! `POST /v1/answer` `{"question": "...", "k": 5, "max_tokens": 128}` → `{"answer": "...",
-//! "citations": [...], ...}`: retrieve chunks from the keel-index folder, fit them into the
-//! generator's window, generate through keel-llm's response cache (every call recorded in the
-//! store), and cite the chunks the answer draws on (the rule is in `keel_llm::cite`).
+//! `POST /v1/answer` `{"question": "...", "k": 5, "max_tokens": 128, "answer_mode": "auto"}` →
+//! `{"answer": "...", "citations": [...], "decision": "...", "grounded": 1.0, ...}`: retrieve
+//! chunks from the keel-index folder, then answer as `keel_llm::reply` does: extract the
+//! sentences that answer the question, or generate through keel-llm's response cache (every
+//! call recorded in the store) and show the generation only when its sentences are supported
+//! by the chunks it cites. `"stream": true` answers with server-sent events: `draft` events
+//! carry generated text as it comes (unchecked), and the final `answer` event carries the whole
+//! reply, decision and `grounded` score included (`error` instead when it fails).
 //!
 //! Embedding, search and generation run on blocking threads; one answer is generated at a time
 //! per server (the local model holds one KV cache), others wait on a semaphore with a deadline
-//! and get 429 with Retry-After when it passes.
+//! and get 429 with Retry-After when it passes. Extractive answers do not wait for it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,14 +17,17 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use keel_index::{IndexError, Mode, Query};
-use keel_llm::{Chain, LlmError, Params, Passage};
+use keel_llm::{AnswerMode, Ask, Capability, Chain, ExtractOptions, LlmError, Params, Passage, Reply};
 use keel_store::Store;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
+
+mod stream;
 
 use crate::search::LiveIndex;
 use crate::{ApiError, EncoderSlot, Extension, passage};
@@ -32,12 +39,16 @@ pub const MAX_NEW_TOKENS: usize = 512;
 /// How long a request waits for the generator before 429.
 const QUEUE_WAIT: Duration = Duration::from_secs(30);
 
-/// Retrieval (index + encoder), generation (a chain) and the store that caches and records.
+/// Retrieval (index + encoder), generation (a chain, if one loaded) and the store that caches
+/// and records; the default answer mode and whether the chain is capable.
 pub struct AnswerService {
     live: LiveIndex,
-    chain: Arc<Chain>,
+    encoders: EncoderSlot,
+    chain: Option<Arc<Chain>>,
     store: Store,
     busy: Semaphore,
+    mode: AnswerMode,
+    capability: Capability,
 }
 
 impl std::fmt::Debug for AnswerService {
@@ -49,13 +60,37 @@ impl std::fmt::Debug for AnswerService {
 impl AnswerService {
     /// `encoder` embeds dense and hybrid questions; it must be the one the generation searched was
     /// built with, or those questions answer 503 (as [`crate::SearchService::open`]).
+    /// Without a chain, every request is answered extractively (a request for `generate` is
+    /// refused with 503 saying why).
     pub fn open(
         dir: &Path,
         encoder: impl Into<EncoderSlot>,
-        chain: Arc<Chain>,
+        chain: Option<Arc<Chain>>,
         store: Store,
     ) -> Result<Arc<Self>, IndexError> {
-        Ok(Arc::new(Self { live: LiveIndex::open(dir, encoder.into())?, chain, store, busy: Semaphore::new(1) }))
+        let encoders: EncoderSlot = encoder.into();
+        let capability = Capability { capable: false, why: "no generator is configured as capable".into() };
+        Ok(Arc::new(Self {
+            live: LiveIndex::open(dir, encoders.clone())?,
+            encoders,
+            chain,
+            store,
+            busy: Semaphore::new(1),
+            mode: AnswerMode::default(),
+            capability,
+        }))
+    }
+
+    /// The mode for requests that name none, and whether the chain is capable (`auto`).
+    pub fn with_mode(self: Arc<Self>, mode: AnswerMode, capability: Capability) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut s) => {
+                s.mode = mode;
+                s.capability = capability;
+                Arc::new(s)
+            }
+            Err(shared) => shared,
+        }
     }
 }
 
@@ -73,6 +108,11 @@ struct AnswerRequest {
     temperature: f64,
     #[serde(default = "default_seed")]
     seed: u64,
+    /// extractive | generate | auto; default: the server's (`[answer] mode`).
+    #[serde(default)]
+    answer_mode: Option<AnswerMode>,
+    #[serde(default)]
+    stream: bool,
 }
 
 fn default_k() -> usize {
@@ -102,10 +142,12 @@ pub fn answer_extension(service: Arc<AnswerService>) -> Extension {
                 "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_NEW_TOKENS, "default": 128},
                 "mode": {"type": "string", "enum": ["hybrid", "dense", "bm25"], "default": "hybrid"},
                 "temperature": {"type": "number", "minimum": 0, "default": 0},
-                "seed": {"type": "integer", "minimum": 0, "default": 42}
+                "seed": {"type": "integer", "minimum": 0, "default": 42},
+                "answer_mode": {"type": "string", "enum": ["extractive", "generate", "auto"], "description": "default: the server's [answer] mode"},
+                "stream": {"type": "boolean", "default": false, "description": "server-sent events: draft (unchecked generated text), then answer (the reply) or error"}
             }}}}},
         "responses": {
-            "200": {"description": "answer, citations (n, chunk_id, doc_id, source, start, end, overlap, marked), sources in the prompt, dropped chunk ids, prompt_tokens, context_window, completion (generator, tokens, cost, cache_hit, attempts)"},
+            "200": {"description": "answer (the text shown), citations (n, chunk_id, doc_id, source, start, end, overlap, marked), mode, decision (extractive, generated, withheld, generator_failed), reason, notice, grounded (share of the decided-on answer's sentences its citations support), grounding (per sentence: similarity, support, missing words), shown_grounded, extraction, generation (the generated answer, shown or withheld, with prompt and completion), sources, latency_ms"},
             "422": {"description": "invalid request"},
             "429": {"description": "the generator is busy; retry after the given seconds"},
             "503": {"description": "encoder, index or every generator unavailable"}
@@ -119,8 +161,45 @@ pub fn answer_extension(service: Arc<AnswerService>) -> Extension {
 async fn answer(
     State(svc): State<Arc<AnswerService>>,
     body: Result<Json<AnswerRequest>, JsonRejection>,
-) -> Result<Json<keel_llm::Answer>, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(req) = body?;
+    validate(&req)?;
+    let passages = {
+        let (svc, question, k, mode) = (svc.clone(), req.question.clone(), req.k, req.mode);
+        tokio::task::spawn_blocking(move || -> Result<Vec<Passage>, ApiError> {
+            let (_, hits) = svc.live.search(Query::new(&question, None, k, mode))?;
+            Ok(hits.iter().map(passage).collect())
+        })
+        .await
+        .map_err(ApiError::internal)??
+    };
+    let mode = req.answer_mode.unwrap_or(svc.mode);
+    let (generate, reason) = keel_llm::plan(mode, &svc.capability);
+    if generate && svc.chain.is_none() {
+        return Err(ApiError::unavailable(format!("{reason}, but this server has no generator loaded")));
+    }
+    let embed = svc.encoders.get_or_load().ok().map(|_| embedder(&svc.encoders));
+    let ask = Ask {
+        question: req.question.clone(),
+        passages,
+        mode,
+        capability: svc.capability.clone(),
+        params: Params {
+            max_tokens: req.max_tokens,
+            temperature: req.temperature,
+            seed: req.seed,
+            ..Params::default()
+        },
+        extract: ExtractOptions::default(),
+        embed,
+    };
+    if req.stream {
+        return Ok(stream::respond(move |sink| async move { run(&svc, ask, generate, sink).await }));
+    }
+    Ok(Json(run(&svc, ask, generate, Box::new(|_| {})).await?).into_response())
+}
+
+fn validate(req: &AnswerRequest) -> Result<(), ApiError> {
     if req.question.trim().is_empty() {
         return Err(ApiError::unprocessable("question is empty"));
     }
@@ -133,27 +212,36 @@ async fn answer(
     if !(req.temperature.is_finite() && req.temperature >= 0.0) {
         return Err(ApiError::unprocessable("temperature must be a non-negative number"));
     }
-    let passages = {
-        let (svc, question, k, mode) = (svc.clone(), req.question.clone(), req.k, req.mode);
-        tokio::task::spawn_blocking(move || -> Result<Vec<Passage>, ApiError> {
-            let (_, hits) = svc.live.search(Query::new(&question, None, k, mode))?;
-            Ok(hits.iter().map(passage).collect())
-        })
-        .await
-        .map_err(ApiError::internal)??
+    Ok(())
+}
+
+/// The encoder slot as keel-llm's sentence embedder.
+fn embedder(slot: &EncoderSlot) -> keel_llm::Embedder {
+    let slot = slot.clone();
+    Arc::new(move |texts: &[&str]| slot.get_or_load()?.embed(texts).map_err(|e| e.to_string()))
+}
+
+/// Answers `ask`, holding the generator's permit only when it generates.
+pub(crate) async fn run(
+    svc: &AnswerService,
+    ask: Ask,
+    generate: bool,
+    on_text: keel_llm::OnText,
+) -> Result<Reply, ApiError> {
+    let _permit = if generate {
+        Some(
+            tokio::time::timeout(QUEUE_WAIT, svc.busy.acquire())
+                .await
+                .map_err(|_| ApiError::overloaded("the generator is busy with other answers", 5))?
+                .map_err(ApiError::internal)?,
+        )
+    } else {
+        None
     };
-    let _permit = tokio::time::timeout(QUEUE_WAIT, svc.busy.acquire())
-        .await
-        .map_err(|_| ApiError::overloaded("the generator is busy with other answers", 5))?
-        .map_err(ApiError::internal)?;
-    let params =
-        Params { max_tokens: req.max_tokens, temperature: req.temperature, seed: req.seed, ..Params::default() };
-    let out = keel_llm::answer(&svc.store, svc.chain.clone(), &req.question, passages, params, Box::new(|_| {}))
-        .await
-        .map_err(|e| match e {
-            LlmError::ContextTooSmall { .. } => ApiError::unprocessable(e.to_string()),
-            LlmError::AllFailed { .. } => ApiError::unavailable(e.to_string()),
-            other => ApiError::internal(other),
-        })?;
-    Ok(Json(out))
+    let chain = if generate { svc.chain.clone() } else { None };
+    keel_llm::reply(&svc.store, chain, ask, on_text).await.map_err(|e| match e {
+        LlmError::ContextTooSmall { .. } => ApiError::unprocessable(e.to_string()),
+        LlmError::AllFailed { .. } => ApiError::unavailable(e.to_string()),
+        other => ApiError::internal(other),
+    })
 }

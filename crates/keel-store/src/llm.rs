@@ -27,6 +27,12 @@ pub struct LlmCall {
     /// HTTP attempts (including retries) plus local runs, over the whole fallback chain.
     pub attempts: u64,
     pub error: Option<String>,
+    /// Share of the answer's sentences its cited chunks support, when it was checked.
+    #[serde(default)]
+    pub grounded: Option<f64>,
+    /// What was shown: `generated` or `withheld` (see keel-llm's `reply`).
+    #[serde(default)]
+    pub decision: Option<String>,
 }
 
 /// A cached generation: `response` is whatever JSON the generator layer stored.
@@ -87,11 +93,27 @@ impl Store {
         Ok(())
     }
 
+    /// Records the groundedness check of the answer call `id` produced, and what was shown.
+    pub async fn record_llm_grounding(&self, id: &str, grounded: f64, decision: &str) -> Result<()> {
+        let mut tx = write_tx(&self.pool, self.backend).await?;
+        let done = sqlx::query("UPDATE llm_calls SET grounded = $1, decision = $2 WHERE id = $3")
+            .bind(grounded)
+            .bind(decision)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Invalid(format!("no generation call {id} to record a groundedness check on")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The most recent calls, newest first.
     pub async fn llm_calls(&self, limit: i64) -> Result<Vec<LlmCall>> {
         let rows = sqlx::query(
             "SELECT id, at, generator, model, prompt_sha256, cache_key, tokens_in, tokens_out, cost, latency_ms,
-                    cache_hit, attempts, error
+                    cache_hit, attempts, error, grounded, decision
              FROM llm_calls ORDER BY at DESC, id DESC LIMIT $1",
         )
         .bind(limit)
@@ -113,6 +135,8 @@ impl Store {
                     cache_hit: r.try_get::<i64, _>("cache_hit")? != 0,
                     attempts: to_u64(r.try_get("attempts")?),
                     error: r.try_get("error")?,
+                    grounded: r.try_get("grounded")?,
+                    decision: r.try_get("decision")?,
                 })
             })
             .collect()

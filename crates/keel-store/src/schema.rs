@@ -9,11 +9,13 @@ const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_llm.sql")),
     (4, include_str!("../migrations/sqlite/0004_pipeline.sql")),
+    (5, include_str!("../migrations/sqlite/0005_grounding.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_llm.sql")),
     (4, include_str!("../migrations/postgres/0004_pipeline.sql")),
+    (5, include_str!("../migrations/postgres/0005_grounding.sql")),
 ];
 
 pub(crate) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -78,11 +78,16 @@ pub enum Command {
     Data(DataCommand),
     /// Serve models over HTTP: /v1/classify, /v1/embeddings, /healthz, /metrics.
     Serve(ServeArgs),
-    /// Answer a question from the indexed documents, with citations: retrieves the top chunks,
-    /// fits them into the model's window, streams the answer to stderr as it is generated
-    /// (local SmolLM2-135M-Instruct by default; an OpenAI-compatible endpoint when
-    /// KEEL_LLM_BASE_URL is set, with the local model as fallback). Identical questions are
-    /// answered from the response cache; every call is recorded in the store.
+    /// Answer a question from the indexed documents, with citations. By `--mode` (default
+    /// `[answer] mode` in keel.toml, else auto): extractive shows the sentences of the top chunks
+    /// that best answer it (encoder similarity + BM25 term overlap), each cited `[n]`, in
+    /// a fraction of a second; generate has a model write it (local SmolLM2-135M, your GGUF with
+    /// KEEL_LLM_GGUF, or an OpenAI-compatible endpoint with KEEL_LLM_BASE_URL), streams the
+    /// draft to stderr, checks every sentence against the chunks it cites, and withholds an
+    /// unsupported answer (the extractive one is shown, with a notice); auto generates only when
+    /// the generator is capable (remote first, your GGUF, or KEEL_LLM_CAPABLE=1), since the
+    /// bundled 135M model invents. `--json` has the decision, reason and `grounded` score.
+    /// Example: `keel ask "how do I rotate the keys?" --mode generate --json`.
     Ask(AskArgs),
     /// Index documents for `keel search`, `keel ask` and /v1/search: text, Markdown, HTML, JSONL
     /// and CSV files are chunked by tokens with overlap, embedded through the cache, and stored
@@ -557,6 +562,10 @@ pub struct ServeArgs {
     /// Serve /v1/search without /v1/answer (does not load the generator).
     #[arg(long)]
     pub no_answer: bool,
+    /// The answer mode of /v1/answer requests that name none: extractive, generate or auto (see
+    /// `keel ask --help`). Default: `[answer] mode` in ./keel.toml when it exists, else auto.
+    #[arg(long, value_name = "MODE")]
+    pub answer_mode: Option<String>,
 }
 
 /// How `keel serve` follows the registry, shares traffic with a challenger and limits requests.
@@ -609,9 +618,16 @@ pub struct AskArgs {
     /// Cap on the local model's context window, in tokens (SmolLM2 holds 8,192; candle 4,096).
     #[arg(long, default_value_t = keel_llm::DEFAULT_LOCAL_WINDOW)]
     pub context: usize,
+    /// How to answer: extractive, generate or auto (see `keel ask --help`). Default: `[answer]
+    /// mode` in keel.toml, else auto.
+    #[arg(long)]
+    pub mode: Option<String>,
     /// Retrieval: dense, bm25 or hybrid.
     #[arg(long, default_value = "hybrid", value_parser = ["dense", "bm25", "hybrid"])]
-    pub mode: String,
+    pub retrieval: String,
+    /// keel.toml whose `[answer]` table sets the default mode (read only when it exists).
+    #[arg(long = "config", default_value = "keel.toml")]
+    pub config: PathBuf,
     /// Index folder (default: HOME/index/default).
     #[arg(long = "index")]
     pub index_dir: Option<PathBuf>,

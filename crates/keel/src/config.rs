@@ -61,6 +61,7 @@ pub struct Config {
     pub serve: Serve,
     pub monitor: Monitor,
     pub watch: Watch,
+    pub answer: AnswerSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -356,6 +357,14 @@ impl Default for Watch {
     }
 }
 
+/// `[answer]`: how `keel ask` and `/v1/answer` answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnswerSection {
+    /// extractive | generate | auto (`keel_llm::reply` has the rule).
+    pub mode: keel_llm::AnswerMode,
+}
+
 /// Where a configuration came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Declared {
@@ -405,6 +414,26 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     let config = parse(&text).with_context(|| format!("{} is not a valid keel.toml", path.display()))?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
     Ok(Loaded { config, path: path.to_owned(), dir, declared_by: Declared::File })
+}
+
+/// The answer mode (`keel ask --mode`, `keel serve --answer-mode`): the flag, else `[answer]
+/// mode` in `config` when that file exists, else auto.
+pub fn answer_mode(flag: Option<&str>, config: &Path) -> anyhow::Result<keel_llm::AnswerMode> {
+    if let Some(f) = flag {
+        return match (keel_llm::AnswerMode::parse(f), f) {
+            (Some(m), _) => Ok(m),
+            (None, "dense" | "bm25" | "hybrid") => {
+                anyhow::bail!(
+                    "{f} is a retrieval mode (--retrieval {f}); the answer mode is extractive, generate or auto"
+                )
+            }
+            (None, _) => anyhow::bail!("the answer mode must be extractive, generate or auto, not {f:?}"),
+        };
+    }
+    if !config.exists() {
+        return Ok(keel_llm::AnswerMode::default());
+    }
+    Ok(load(config)?.config.answer.mode)
 }
 
 /// Parses keel.toml text. An unknown key is an error naming its table and the nearest valid

@@ -7,9 +7,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod answer;
+mod ground;
 mod local;
 mod peer;
 mod remote;
+mod reply;
 
 use std::sync::{Arc, OnceLock};
 

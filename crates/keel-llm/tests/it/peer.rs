@@ -16,6 +16,8 @@ pub enum Step {
     Stall(Duration),
     /// Answer normally.
     Answer,
+    /// Answer with this text.
+    Say(String),
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +117,7 @@ fn serve(conn: TcpStream, step: Step, received: &Mutex<Vec<Received>>) {
             (200, String::new(), answer(&reply))
         }
         Step::Answer => (200, String::new(), answer(&reply)),
+        Step::Say(text) => (200, String::new(), answer(&text)),
     };
     let _ = write!(
         conn,

@@ -19,6 +19,8 @@ fn call(id: &str, at: &str, hit: bool, error: Option<&str>) -> LlmCall {
         cache_hit: hit,
         attempts: if hit { 0 } else { 3 },
         error: error.map(str::to_owned),
+        grounded: None,
+        decision: None,
     }
 }
 
@@ -52,6 +54,14 @@ async fn llm_calls_and_cache_round_trip() {
         assert!((usage.cost - 0.0246).abs() < 1e-9, "{usage:?}");
         // Ids are unique.
         assert!(store.record_llm_call(&a).await.is_err());
+
+        // The groundedness check lands on its call's row (migration 0005); an unknown id is refused.
+        store.record_llm_grounding("a", 0.5, "withheld").await.unwrap();
+        let got = store.llm_calls(10).await.unwrap();
+        let a2 = got.iter().find(|x| x.id == "a").unwrap();
+        assert_eq!((a2.grounded, a2.decision.as_deref()), (Some(0.5), Some("withheld")));
+        assert!(got.iter().find(|x| x.id == "b").unwrap().grounded.is_none());
+        assert!(store.record_llm_grounding("nope", 1.0, "generated").await.is_err());
     })
     .await;
 }

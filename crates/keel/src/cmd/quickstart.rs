@@ -63,6 +63,7 @@ pub async fn run(home: &Path, json: bool, args: QuickstartArgs) -> anyhow::Resul
         ops: Default::default(),
         index: None,
         no_answer: false,
+        answer_mode: None,
     };
     super::serve::run_with(home, serve, Some(encoder)).await
 }

@@ -179,22 +179,35 @@ async fn documents_extension(
         note(format!("serving /v1/search over {}", dir.display()));
         return extension;
     }
+    let mode = match crate::config::answer_mode(args.answer_mode.as_deref(), Path::new("keel.toml")) {
+        Ok(m) => m,
+        Err(e) => {
+            note(format!("serving /v1/search only: {e:#}"));
+            return extension;
+        }
+    };
     let pull = keel_embed::PullOptions::from_env();
     let chain = tokio::task::spawn_blocking(move || keel_llm::chain_from_env(&pull, keel_llm::DEFAULT_LOCAL_WINDOW))
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()));
-    match chain.map(Arc::new) {
-        Ok(chain) => match keel_server::AnswerService::open(&dir, encoders, chain, store.clone()) {
-            Ok(answer) => {
-                extension = extension.merge(keel_server::answer_extension(answer));
-                note(format!("serving /v1/search and /v1/answer over {}", dir.display()));
-            }
-            Err(e) => note(format!("not serving /v1/answer: {e}")),
-        },
-        Err(e) => note(format!(
-            "serving /v1/search only: the generator did not load ({e}); fetch it with `keel model pull smollm2-135m-instruct`"
-        )),
+    let chain = match chain {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            note(format!(
+                "/v1/answer answers extractively only: the generator did not load ({e}); fetch it with \
+                 `keel model pull smollm2-135m-instruct`"
+            ));
+            None
+        }
+    };
+    match keel_server::AnswerService::open(&dir, encoders, chain, store.clone()) {
+        Ok(answer) => {
+            let answer = answer.with_mode(mode, keel_llm::capability_from_env());
+            extension = extension.merge(keel_server::answer_extension(answer));
+            note(format!("serving /v1/search and /v1/answer (answer mode {}) over {}", mode.as_str(), dir.display()));
+        }
+        Err(e) => note(format!("not serving /v1/answer: {e}")),
     }
     extension
 }

@@ -116,17 +116,20 @@ fn ask_cites_the_indexed_article_that_holds_the_answer_on_the_cli_and_over_http(
     news_corpus(corpus.path());
     index(home.path(), corpus.path());
     let question = "Who did Barack Obama go kitesurfing with?";
-    let a = json_of(keel(home.path()).args(["--json", "ask", question, "--max-tokens", "48"]).output().unwrap());
-    eprintln!("answer: {}", a["answer"]);
+    let ask = ["--json", "ask", question, "--max-tokens", "48", "--mode", "generate"];
+    let a = json_of(keel(home.path()).args(ask).output().unwrap());
+    eprintln!("answer: {} ({})", a["answer"], a["decision"]);
     assert_eq!(a["citations"][0]["doc_id"], "news.jsonl#30", "{a}");
-    assert_eq!(a["completion"]["cache_hit"], false);
+    assert_eq!(a["generation"]["completion"]["cache_hit"], false);
 
     // The server answers the same question from the response cache the CLI filled.
     let server = Server::start(home.path(), &[]);
-    let body = serde_json::json!({"question": question, "max_tokens": 48}).to_string();
+    let body = serde_json::json!({"question": question, "max_tokens": 48, "answer_mode": "generate"}).to_string();
     let (status, body) = http::post(&server.addr, "/v1/answer", &body);
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["citations"][0]["doc_id"], "news.jsonl#30", "{body}");
     assert_eq!(v["answer"], a["answer"]);
+    assert_eq!((&v["decision"], &v["grounded"]), (&a["decision"], &a["grounded"]));
+    assert_eq!(v["generation"]["completion"]["cache_hit"], true);
 }

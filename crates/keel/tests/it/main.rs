@@ -3,6 +3,7 @@
 // panic is how a test fails.
 #![allow(clippy::unwrap_used)]
 
+mod answer;
 mod documents;
 mod fine_tune;
 mod http;
