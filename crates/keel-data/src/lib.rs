@@ -20,7 +20,7 @@ mod sniff;
 mod split;
 
 pub use format::Format;
-pub use input::Compression;
+pub use input::{Compression, Decompression};
 pub use normalize::{html_to_text, normalize};
 pub use read::{
     DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_TEXT_CHARS, IngestStats, Ingested, ReadOptions, Row, ingest, ingest_reader,

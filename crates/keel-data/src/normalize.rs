@@ -158,41 +158,69 @@ const ENTITIES: &[(&str, &str)] = &[
 ];
 
 /// Removes HTML tags and comments and decodes character references. Text that only looks like
-/// markup (`a < b`, `AT&T`) is kept as it is.
+/// markup (`a < b`, `AT&T`, an unclosed `<!--`) is kept as it is. Linear in the input: the
+/// next `>` and the next `-->` are remembered as the scan moves forward, so a page of unclosed
+/// `<!--` or `<a` is read once, not once per `<`.
 pub fn html_to_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find(['<', '&']) {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        let consumed = if rest.starts_with('<') { tag(rest, &mut out) } else { entity(rest, &mut out) };
+    let mut ends = Ends::default();
+    let mut pos = 0;
+    while let Some(i) = s[pos..].find(['<', '&']) {
+        let at = pos + i;
+        out.push_str(&s[pos..at]);
+        let consumed =
+            if s[at..].starts_with('<') { tag(s, at, &mut ends, &mut out) } else { entity(&s[at..], &mut out) };
         match consumed {
-            Some(n) => rest = &rest[n..],
+            Some(n) => pos = at + n,
             None => {
-                out.push_str(&rest[..1]);
-                rest = &rest[1..];
+                out.push_str(&s[at..at + 1]);
+                pos = at + 1;
             }
         }
     }
-    out.push_str(rest);
+    out.push_str(&s[pos..]);
     out
 }
 
-/// A tag or comment at the start of `s`: its length, with its replacement pushed to `out`.
-fn tag(s: &str, out: &mut String) -> Option<usize> {
-    if let Some(body) = s.strip_prefix("<!--") {
-        return body.find("-->").map(|j| {
+/// The next `>` and `-->` of the text, by absolute byte position (`Some(None)`: none left).
+#[derive(Default)]
+struct Ends {
+    gt: Option<Option<usize>>,
+    comment: Option<Option<usize>>,
+}
+
+/// The first `needle` at or after `from` in `s`, reusing `cache` while it lies ahead: callers
+/// only move forward, so every byte is searched at most once per needle.
+fn next_at(cache: &mut Option<Option<usize>>, s: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    match *cache {
+        Some(None) => return None,
+        Some(Some(p)) if p >= from => return Some(p),
+        _ => {}
+    }
+    let found = s.get(from..).and_then(|rest| rest.windows(needle.len()).position(|w| w == needle)).map(|j| from + j);
+    *cache = Some(found);
+    found
+}
+
+/// A tag or comment at byte `at` of `s`: its length, with its replacement pushed to `out`.
+fn tag(s: &str, at: usize, ends: &mut Ends, out: &mut String) -> Option<usize> {
+    let t = &s[at..];
+    if t.starts_with("<!--") {
+        return next_at(&mut ends.comment, s.as_bytes(), at + 4, b"-->").map(|j| {
             out.push(' ');
-            4 + j + 3
+            j + 3 - at
         });
     }
-    let after = s.as_bytes().get(1)?;
+    let after = t.as_bytes().get(1)?;
     if !(after.is_ascii_alphabetic() || matches!(after, b'/' | b'!' | b'?')) {
         return None;
     }
     // A tag ends at the first `>`, within a bound so that a stray `<` cannot eat a page.
-    let end = s.as_bytes().iter().take(2048).position(|&b| b == b'>')?;
-    let name: String = s[1..end]
+    let end = next_at(&mut ends.gt, s.as_bytes(), at, b">")? - at;
+    if end >= 2048 {
+        return None;
+    }
+    let name: String = t[1..end]
         .trim_start_matches('/')
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric())
@@ -242,5 +270,23 @@ mod tests {
         assert_eq!(normalize(review, false), review);
         assert_eq!(normalize("x<!-- hidden -->y<p>z", true), "x y z");
         assert_eq!(normalize("&#0;&#x110000;ok", true), "\u{fffd}\u{fffd}ok");
+        assert_eq!(html_to_text("a<!--b<!--c-->d<!-- e -->f<!--g"), "a d f<!--g");
+        assert_eq!(html_to_text("<a <b> c>"), " c>");
+        let far = format!("<a{}>x", "y".repeat(3000));
+        assert_eq!(html_to_text(&far), far, "a `>` beyond the bound ends no tag");
+    }
+
+    /// Issue 19: every `<!--` (or `<a`) searched to the end of the text: quadratic, minutes of
+    /// a core for a few megabytes. Now one pass; the unclosed markup is kept as text.
+    #[test]
+    fn unclosed_comments_and_tags_are_read_once_and_kept() {
+        let comments = "<!--".repeat(1 << 19); // 2 MB
+        assert_eq!(html_to_text(&comments), comments);
+        let tags = "<a".repeat(1 << 20);
+        assert_eq!(html_to_text(&tags), tags);
+        // Closed at the very end: everything from the first `<!--` is one comment.
+        assert_eq!(html_to_text(&format!("x{comments}-->y")), "x y");
+        let mixed = "<p<!--&amp".repeat(1 << 18);
+        assert_eq!(html_to_text(&mixed), mixed);
     }
 }

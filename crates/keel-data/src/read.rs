@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::DataError;
 use crate::delimited::{self, Parser};
 use crate::format::Format;
-use crate::input::{self, Compression, HashingReader};
+use crate::input::{self, Compression, Decompression, HashingReader};
 use crate::normalize::normalize;
 use crate::sniff;
 
@@ -46,6 +46,8 @@ pub struct ReadOptions {
     /// Quarantine a row whose normalised text equals an earlier accepted row's (they are always
     /// counted; by default they are kept, and splits keep them together).
     pub drop_duplicates: bool,
+    /// How far a `.gz`/`.bz2` file may expand before reading it fails (a decompression bomb).
+    pub decompression: Decompression,
 }
 
 pub const DEFAULT_MAX_TEXT_CHARS: usize = 1_000_000;
@@ -68,6 +70,7 @@ impl Default for ReadOptions {
             strip_html: false,
             labels: None,
             drop_duplicates: false,
+            decompression: Decompression::default(),
         }
     }
 }
@@ -158,7 +161,7 @@ pub fn ingest(
     let io_err = |source| DataError::Io { path: shown.clone(), source };
     let file = std::fs::File::open(path).map_err(io_err)?;
     let mut raw = HashingReader::new(file);
-    let (stream, compression) = input::open(path, &mut raw).map_err(io_err)?;
+    let (stream, compression) = input::open(path, &mut raw, opts.decompression).map_err(io_err)?;
     let name = input::inner_path(path).display().to_string();
     let mut stats = run(stream, &name, &shown, opts, on_row)?;
     stats.compression = compression;

@@ -5,7 +5,7 @@
 //! syntax to escape). Metadata filters are exact `field=value` terms required beside the text
 //! and scored zero, so they restrict without changing BM25 scores.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use tantivy::collector::TopDocs;
@@ -76,14 +76,18 @@ impl Bm25 {
         Ok(Self { index, reader, ord, text, meta })
     }
 
-    /// The analysed terms of `query`, deduplicated, in order.
+    /// The analysed terms of `query`, deduplicated (by hash: linear in the query's length, so a
+    /// 2 MB query of distinct words costs milliseconds, not the minutes of a pairwise scan), in
+    /// order of first appearance.
     pub fn terms(&self, query: &str) -> Result<Vec<String>, IndexError> {
         let mut analyzer = self.index.tokenizer_for_field(self.text)?;
         let mut stream = analyzer.token_stream(query);
+        let mut seen: HashSet<String> = HashSet::new();
         let mut out: Vec<String> = Vec::new();
         while stream.advance() {
             let t = &stream.token().text;
-            if !out.contains(t) {
+            if !seen.contains(t.as_str()) {
+                seen.insert(t.clone());
                 out.push(t.clone());
             }
         }
@@ -93,18 +97,22 @@ impl Bm25 {
     /// Top `k` chunks as `(ordinal, BM25 score)`, best first, among chunks whose metadata has
     /// every `(field, value)` of `filter`.
     pub fn search(&self, query: &str, k: usize, filter: &[(String, String)]) -> Result<Vec<(u64, f32)>, IndexError> {
-        let terms = self.terms(query)?;
-        if terms.is_empty() || k == 0 {
+        if k == 0 {
             return Ok(Vec::new());
         }
-        let should: Vec<(Occur, Box<dyn Query>)> = terms
-            .iter()
-            .map(|t| {
-                let q: Box<dyn Query> =
-                    Box::new(TermQuery::new(Term::from_field_text(self.text, t), IndexRecordOption::WithFreqs));
-                (Occur::Should, q)
-            })
-            .collect();
+        let searcher = self.reader.searcher();
+        // A term no chunk holds adds nothing to any score; leaving it out keeps the query no
+        // larger than the index's vocabulary, however long the query text.
+        let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for t in self.terms(query)? {
+            let term = Term::from_field_text(self.text, &t);
+            if searcher.doc_freq(&term)? > 0 {
+                should.push((Occur::Should, Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs))));
+            }
+        }
+        if should.is_empty() {
+            return Ok(Vec::new());
+        }
         let text_query: Box<dyn Query> = Box::new(BooleanQuery::new(should));
         let query: Box<dyn Query> = if filter.is_empty() {
             text_query
@@ -116,7 +124,6 @@ impl Bm25 {
             }
             Box::new(BooleanQuery::new(clauses))
         };
-        let searcher = self.reader.searcher();
         let top = searcher.search(&query, &TopDocs::with_limit(k).order_by_score())?;
         let mut out = Vec::with_capacity(top.len());
         for (score, addr) in top {

@@ -13,8 +13,9 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
 use tokenizers::Tokenizer;
 
+use crate::LlmError;
 use crate::generator::{Finish, GenRequest, Generation, Generator, Message, Prices};
-use crate::{LlmError, gguf_tokenizer};
+use crate::gguf_tokenizer::{self, GgufTokenizer};
 
 /// The local model Keel knows how to fetch (`keel model pull smollm2-135m-instruct`).
 pub const SMOLLM2: &str = "smollm2-135m-instruct";
@@ -36,7 +37,9 @@ pub struct LocalGguf {
     model_id: String,
     path: PathBuf,
     weights: Mutex<ModelWeights>,
-    tokenizer: Tokenizer,
+    tokenizer: GgufTokenizer,
+    /// `<|im_start|>` and `<|im_end|>`: the only control ids a prompt holds, placed by the template.
+    turn: (u32, u32),
     stop: Vec<u32>,
     window: usize,
     default_system: Option<String>,
@@ -78,9 +81,10 @@ impl LocalGguf {
         }
         let default_system = default_system(&template);
         let context = ct.metadata.get("llama.context_length").and_then(|v| v.to_u32().ok()).unwrap_or(2048) as usize;
-        let (tokenizer, control) = gguf_tokenizer::from_gguf(&ct)?;
+        let tokenizer = gguf_tokenizer::from_gguf(&ct)?;
+        let turn = (tokenizer.control_id("<|im_start|>")?, tokenizer.control_id("<|im_end|>")?);
         let mut stop: Vec<u32> =
-            ["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| control.get(*t).copied()).collect();
+            ["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| tokenizer.control.get(*t).copied()).collect();
         if let Some(eos) = ct.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
             stop.push(eos);
         }
@@ -93,6 +97,7 @@ impl LocalGguf {
             path: path.to_owned(),
             weights: Mutex::new(weights),
             tokenizer,
+            turn,
             stop,
             // candle's rotary tables stop at MAX_SEQ_LEN.
             window: context.min(MAX_SEQ_LEN),
@@ -125,31 +130,62 @@ impl LocalGguf {
         *self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The template tokenizer: it matches control tokens in its input, so feed it no untrusted text.
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+        &self.tokenizer.template
     }
 
-    /// The ChatML prompt the model's template renders (with the generation prompt appended).
+    /// Ids of every control and user-defined token of the vocabulary.
+    pub fn special_ids(&self) -> &std::collections::BTreeSet<u32> {
+        &self.tokenizer.special
+    }
+
+    /// The ChatML prompt as text, for display and logs: message text appears verbatim, and a
+    /// control token's spelling inside it is only text. The model reads [`Self::prompt_ids`].
     pub fn render(&self, messages: &[Message]) -> String {
         let mut out = String::new();
-        if messages.first().is_none_or(|m| m.role != "system")
-            && let Some(system) = &self.default_system
-        {
-            out.push_str(&format!("<|im_start|>system\n{system}<|im_end|>\n"));
-        }
-        for m in messages {
-            out.push_str(&format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, sanitize(&m.content)));
+        for (role, content) in self.turns(messages) {
+            out.push_str(&format!("<|im_start|>{role}\n{content}<|im_end|>\n"));
         }
         out.push_str("<|im_start|>assistant\n");
         out
     }
 
+    /// The ChatML prompt as token ids: the template places `<|im_start|>`/`<|im_end|>` by id and
+    /// every role and message text goes through the plain tokenizer, so no document or question
+    /// can end a turn, open one or impersonate a role, whatever it spells.
+    pub fn prompt_ids(&self, messages: &[Message]) -> Result<Vec<u32>, LlmError> {
+        let (start, end) = self.turn;
+        let newline = self.encode("\n")?;
+        let mut ids = Vec::new();
+        for (role, content) in self.turns(messages) {
+            ids.push(start);
+            ids.extend(self.encode(&format!("{role}\n{content}"))?);
+            ids.push(end);
+            ids.extend_from_slice(&newline);
+        }
+        ids.push(start);
+        ids.extend(self.encode("assistant\n")?);
+        Ok(ids)
+    }
+
+    /// (role, content) of every turn, the template's default system message first when the
+    /// messages bring none.
+    fn turns<'a>(&'a self, messages: &'a [Message]) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let system = match &self.default_system {
+            Some(system) if messages.first().is_none_or(|m| m.role != "system") => Some(("system", system.as_str())),
+            _ => None,
+        };
+        system.into_iter().chain(messages.iter().map(|m| (m.role.as_str(), m.content.as_str())))
+    }
+
+    /// Token ids of untrusted text: never a control or user-defined token.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, LlmError> {
-        Ok(self.tokenizer.encode(text, false).map_err(|e| LlmError::Tokenizer(e.to_string()))?.get_ids().to_vec())
+        self.tokenizer.encode_plain(text)
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String, LlmError> {
-        self.tokenizer.decode(ids, true).map_err(|e| LlmError::Tokenizer(e.to_string()))
+        self.tokenizer.template.decode(ids, true).map_err(|e| LlmError::Tokenizer(e.to_string()))
     }
 }
 
@@ -159,11 +195,6 @@ fn default_system(template: &str) -> Option<String> {
     let start = template.find("<|im_start|>system\n")? + "<|im_start|>system\n".len();
     let end = template[start..].find("<|im_end|>")? + start;
     Some(template[start..end].to_owned())
-}
-
-/// Control tokens inside message text would let a document end the turn or impersonate a role.
-fn sanitize(content: &str) -> String {
-    content.replace("<|im_start|>", "<| im_start |>").replace("<|im_end|>", "<| im_end |>").replace("<|endoftext|>", "")
 }
 
 impl Generator for LocalGguf {
@@ -180,7 +211,7 @@ impl Generator for LocalGguf {
     }
 
     fn prompt_tokens(&self, messages: &[Message]) -> Result<usize, LlmError> {
-        Ok(self.encode(&self.render(messages))?.len())
+        Ok(self.prompt_ids(messages)?.len())
     }
 
     fn text_tokens(&self, text: &str) -> Result<usize, LlmError> {
@@ -189,7 +220,7 @@ impl Generator for LocalGguf {
 
     fn generate(&self, req: &GenRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
         let p = &req.params;
-        let prompt = self.encode(&self.render(&req.messages))?;
+        let prompt = self.prompt_ids(&req.messages)?;
         if prompt.len() >= self.window {
             return Err(LlmError::ContextTooSmall { needed: prompt.len(), available: self.window.saturating_sub(1) });
         }

@@ -2,7 +2,7 @@
 //! timeouts and retries: exponential backoff with full jitter on 429, 5xx and transport errors
 //! (timeouts, refused or reset connections), honouring `Retry-After` up to the backoff cap.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
@@ -31,7 +31,8 @@ impl Retry {
     /// The wait after failed attempt `n`, given a server's `Retry-After` hint.
     pub fn delay(&self, n: u32, retry_after: Option<Duration>) -> Duration {
         let ceiling = self.base.saturating_mul(2u32.saturating_pow(n)).min(self.cap);
-        let jitter = Duration::from_secs_f64(rand::rng().random_range(0.0..=1.0) * ceiling.as_secs_f64());
+        let jitter =
+            Duration::try_from_secs_f64(rand::rng().random_range(0.0..=1.0) * ceiling.as_secs_f64()).unwrap_or(ceiling);
         match retry_after {
             Some(hint) => hint.min(self.cap).max(jitter),
             None => jitter,
@@ -39,8 +40,27 @@ impl Retry {
     }
 }
 
-/// Where and how to reach the endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A server's `Retry-After` value as a wait: delay-seconds (a non-negative number; fractions
+/// accepted) or an HTTP date (the time until then, zero if past). Anything else (negative,
+/// `NaN`, `inf`, garbage) is no hint; a huge number is a very long wait, which
+/// [`Retry::delay`] caps.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        // `try_from_secs_f64` refuses negative, NaN and infinite values; beyond ~585 years it
+        // overflows, which is "wait as long as allowed".
+        return match Duration::try_from_secs_f64(secs) {
+            Ok(d) => Some(d),
+            Err(_) if secs.is_finite() && secs > 0.0 => Some(Duration::MAX),
+            Err(_) => None,
+        };
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Where and how to reach the endpoint. Its `Debug` output shows no API key.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenAiConfig {
     /// e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8000/v1`.
     pub base_url: String,
@@ -54,6 +74,21 @@ pub struct OpenAiConfig {
     pub prices: Prices,
     /// The model's context window; prompts are fitted to it.
     pub context_window: usize,
+}
+
+impl std::fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("model", &self.model)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("prices", &self.prices)
+            .field("context_window", &self.context_window)
+            .finish()
+    }
 }
 
 impl OpenAiConfig {
@@ -74,33 +109,55 @@ impl OpenAiConfig {
     /// `gpt-4o-mini`), `KEEL_LLM_TIMEOUT_SECS`, `KEEL_LLM_MAX_ATTEMPTS`, `KEEL_LLM_CONTEXT`,
     /// `KEEL_LLM_PRICE_IN_PER_1K` and `KEEL_LLM_PRICE_OUT_PER_1K`. `None` when no base URL is set.
     pub fn from_env() -> Result<Option<Self>, LlmError> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// [`Self::from_env`] over any source of variables (`lookup` answers a variable's value).
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, LlmError> {
+        let var = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         let Some(base) = var("KEEL_LLM_BASE_URL") else {
             return Ok(None);
         };
         let mut c = Self::new(base, var("KEEL_LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".into()));
         c.api_key = var("KEEL_LLM_API_KEY");
-        fn num<T: std::str::FromStr>(k: &str, v: Option<String>) -> Result<Option<T>, LlmError> {
-            v.map(|s| s.trim().parse().map_err(|_| LlmError::Config(format!("{k}={s} is not a number")))).transpose()
+        fn num<T: std::str::FromStr>(k: &str, v: Option<String>, what: &str) -> Result<Option<T>, LlmError> {
+            v.map(|s| s.trim().parse().map_err(|_| LlmError::Config(format!("{k}={s:?} is not {what}")))).transpose()
         }
-        if let Some(s) = num::<f64>("KEEL_LLM_TIMEOUT_SECS", var("KEEL_LLM_TIMEOUT_SECS"))? {
-            c.timeout = Duration::from_secs_f64(s);
+        let positive = "a positive number of seconds (e.g. 60)";
+        if let Some(s) = num::<f64>("KEEL_LLM_TIMEOUT_SECS", var("KEEL_LLM_TIMEOUT_SECS"), positive)? {
+            c.timeout = Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| !d.is_zero() && *d <= MAX_TIMEOUT)
+                .ok_or_else(|| LlmError::Config(format!("KEEL_LLM_TIMEOUT_SECS={s} must be above 0 and at most {} (seconds); unset it for the default 60", MAX_TIMEOUT.as_secs())))?;
         }
-        if let Some(n) = num("KEEL_LLM_MAX_ATTEMPTS", var("KEEL_LLM_MAX_ATTEMPTS"))? {
+        let count = "a whole number (e.g. 4)";
+        if let Some(n) = num("KEEL_LLM_MAX_ATTEMPTS", var("KEEL_LLM_MAX_ATTEMPTS"), count)? {
             c.retry.max_attempts = n;
         }
-        if let Some(n) = num("KEEL_LLM_CONTEXT", var("KEEL_LLM_CONTEXT"))? {
+        if let Some(n) = num("KEEL_LLM_CONTEXT", var("KEEL_LLM_CONTEXT"), "a whole number of tokens (e.g. 8192)")? {
             c.context_window = n;
         }
-        if let Some(p) = num("KEEL_LLM_PRICE_IN_PER_1K", var("KEEL_LLM_PRICE_IN_PER_1K"))? {
+        let price = |k: &str| -> Result<Option<f64>, LlmError> {
+            let p = num::<f64>(k, var(k), "a price (e.g. 0.15)")?;
+            match p {
+                Some(p) if !(p.is_finite() && p >= 0.0) => {
+                    Err(LlmError::Config(format!("{k}={p} must be a finite price of 0 or more per 1,000 tokens")))
+                }
+                p => Ok(p),
+            }
+        };
+        if let Some(p) = price("KEEL_LLM_PRICE_IN_PER_1K")? {
             c.prices.input_per_1k = p;
         }
-        if let Some(p) = num("KEEL_LLM_PRICE_OUT_PER_1K", var("KEEL_LLM_PRICE_OUT_PER_1K"))? {
+        if let Some(p) = price("KEEL_LLM_PRICE_OUT_PER_1K")? {
             c.prices.output_per_1k = p;
         }
         Ok(Some(c))
     }
 }
+
+/// The longest whole-request timeout `KEEL_LLM_TIMEOUT_SECS` may ask for (one day).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// A remote chat model.
 pub struct OpenAiCompatible {
@@ -163,8 +220,7 @@ impl OpenAiCompatible {
         let response = match request.send_string(&body.to_string()) {
             Ok(r) => r,
             Err(ureq::Error::Status(status, r)) => {
-                let retry_after =
-                    r.header("Retry-After").and_then(|v| v.trim().parse::<f64>().ok()).map(Duration::from_secs_f64);
+                let retry_after = r.header("Retry-After").and_then(|v| parse_retry_after(v, SystemTime::now()));
                 let text: String = r.into_string().unwrap_or_default().chars().take(300).collect();
                 let error = LlmError::Http { endpoint, status, body: text };
                 return Err(if status == 429 || status >= 500 {

@@ -280,6 +280,7 @@ impl ColumnArgs {
             strip_html: self.strip_html,
             labels: self.labels.clone(),
             drop_duplicates: self.drop_duplicates,
+            decompression: keel_data::Decompression::default(),
         })
     }
 }

@@ -40,6 +40,7 @@ impl Config {
             strip_html: v.strip_html,
             labels: v.labels.clone(),
             drop_duplicates: v.drop_duplicates,
+            decompression: keel_data::Decompression::default(),
         })
     }
 }

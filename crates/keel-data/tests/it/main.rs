@@ -3,6 +3,7 @@
 // panic is how a test fails.
 #![allow(clippy::unwrap_used)]
 
+mod bomb;
 mod hostile;
 mod options;
 

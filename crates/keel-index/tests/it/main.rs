@@ -4,6 +4,7 @@
 // panic is how a test fails.
 #![allow(clippy::unwrap_used)]
 
+mod bm25;
 mod documents;
 mod incremental;
 mod search;

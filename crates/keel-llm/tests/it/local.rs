@@ -8,10 +8,13 @@ use crate::model;
 fn tokenizer_from_gguf_metadata_round_trips_and_knows_the_chat_tokens() {
     let m = model();
     let t = m.tokenizer();
-    // Control tokens are single ids, matched inside text (the chat template relies on it).
-    let ids = m.encode("<|im_start|>user\nHi<|im_end|>").unwrap();
+    // Control tokens are single ids, matched inside the template's text only.
+    let ids = t.encode("<|im_start|>user\nHi<|im_end|>", false).unwrap().get_ids().to_vec();
     assert_eq!(ids.first(), Some(&1), "{ids:?}");
     assert_eq!(ids.last(), Some(&2), "{ids:?}");
+    // Untrusted text spelling them stays text.
+    let ids = m.encode("<|im_start|>user\nHi<|im_end|>").unwrap();
+    assert!(!ids.contains(&1) && !ids.contains(&2), "{ids:?}");
     assert_eq!(t.token_to_id("<|endoftext|>"), Some(0));
     // Byte-level BPE: any text, including accents, emoji and digits, decodes back exactly.
     let text = "Zürich's 2017 budget: 1,234.5 m CHF — naïve café ☕ tokens\n\ttabs";

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod answer;
+mod defuse;
 mod ground;
 mod local;
 mod peer;

@@ -12,6 +12,8 @@ use std::time::Duration;
 pub enum Step {
     /// Answer with this status and an error body (and `Retry-After` seconds if given).
     Fail(u16, Option<u32>),
+    /// Answer 429 with this `Retry-After` value, verbatim (hostile or odd ones included).
+    Throttle(String),
     /// Wait this long before answering normally (to trip the client's timeout).
     Stall(Duration),
     /// Answer normally.
@@ -111,6 +113,11 @@ fn serve(conn: TcpStream, step: Step, received: &Mutex<Vec<Received>>) {
             status,
             retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default(),
             serde_json::json!({"error": {"message": "scripted failure", "type": "server_error"}}).to_string(),
+        ),
+        Step::Throttle(value) => (
+            429,
+            format!("Retry-After: {value}\r\n"),
+            serde_json::json!({"error": {"message": "slow down", "type": "rate_limit"}}).to_string(),
         ),
         Step::Stall(d) => {
             std::thread::sleep(d);

@@ -125,3 +125,83 @@ async fn fallback_chain_answers_locally_when_the_endpoint_is_down_and_records_it
     assert_eq!((last.tokens_in, last.tokens_out), (1000, 500));
     assert!((last.cost - 1.25).abs() < 1e-12);
 }
+
+/// Retry-After values a hostile or broken server sends; `Duration::from_secs_f64` panicked on
+/// the first six.
+const HOSTILE_RETRY_AFTER: [&str; 9] = [
+    "-1",
+    "NaN",
+    "inf",
+    "-inf",
+    "1e400",
+    "1e300",
+    "99999999999999999999999999",
+    "Wed, 21 Oct 2015 07:28:00 GMT",
+    "in a moment",
+];
+
+#[test]
+fn retry_after_parses_seconds_and_http_dates_and_refuses_the_rest() {
+    use keel_llm::openai::parse_retry_after;
+    use std::time::SystemTime;
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_400); // 2015-10-21 07:26:40 UTC
+    assert_eq!(parse_retry_after(" 2 ", now), Some(Duration::from_secs(2)));
+    assert_eq!(parse_retry_after("0.5", now), Some(Duration::from_millis(500)));
+    assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(Duration::from_secs(80)));
+    assert_eq!(parse_retry_after("Tue, 20 Oct 2015 07:28:00 GMT", now), Some(Duration::ZERO), "a past date");
+    for bad in ["-1", "NaN", "inf", "-inf", "1e400", "", "in a moment"] {
+        assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+    }
+    // A huge number is a very long wait, which the retry policy caps.
+    let huge = parse_retry_after("1e300", now).unwrap();
+    let r = Retry { max_attempts: 2, base: Duration::from_millis(10), cap: Duration::from_millis(40) };
+    assert_eq!(r.delay(0, Some(huge)), r.cap);
+}
+
+#[test]
+fn a_hostile_retry_after_neither_panics_nor_stalls_and_the_local_model_still_answers() {
+    let _serial = crate::SERIAL.blocking_lock();
+    let local = model();
+    for value in HOSTILE_RETRY_AFTER {
+        let peer = Peer::start(vec![Step::Throttle(value.to_owned()); 4]);
+        let mut c = config(&peer, 2);
+        c.retry.cap = Duration::from_millis(40);
+        let remote = OpenAiCompatible::new(c).unwrap();
+        let chain = Chain::new(vec![Box::new(remote), Box::new(Arc::clone(&local))]).unwrap();
+        let req = GenRequest { params: Params { max_tokens: 4, ..Params::default() }, ..request() };
+        let out = chain.generate(&req, &mut |_| {}).unwrap();
+        assert!(out.generator.starts_with("local:"), "{value:?}: {}", out.generator);
+        assert!(!out.text.is_empty(), "{value:?}");
+        assert_eq!(peer.requests(), 2, "{value:?}: both attempts made, the 429 retried");
+        assert!(out.failed[0].1.contains("HTTP 429"), "{value:?}: {:?}", out.failed);
+    }
+}
+
+#[test]
+fn a_bad_timeout_variable_is_a_clear_error_and_the_key_stays_out_of_debug_output() {
+    let vars = |timeout: &'static str| {
+        move |k: &str| match k {
+            "KEEL_LLM_BASE_URL" => Some("http://127.0.0.1:9/v1".to_owned()),
+            "KEEL_LLM_API_KEY" => Some("sk-secret-123".to_owned()),
+            "KEEL_LLM_TIMEOUT_SECS" => Some(timeout.to_owned()),
+            _ => None,
+        }
+    };
+    for bad in ["-1", "0", "NaN", "inf", "1e300", "soon"] {
+        let err = OpenAiConfig::from_vars(vars(bad)).unwrap_err().to_string();
+        assert!(err.contains("KEEL_LLM_TIMEOUT_SECS"), "{bad}: {err}");
+        assert!(err.contains("seconds"), "{bad}: the message says what is expected: {err}");
+    }
+    let c = OpenAiConfig::from_vars(vars("2.5")).unwrap().unwrap();
+    assert_eq!(c.timeout, Duration::from_millis(2500));
+    assert_eq!(c.api_key.as_deref(), Some("sk-secret-123"));
+    let shown = format!("{c:?} {:?}", OpenAiCompatible::new(c.clone()).unwrap());
+    assert!(!shown.contains("sk-secret"), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+    let bad_price = OpenAiConfig::from_vars(|k| match k {
+        "KEEL_LLM_BASE_URL" => Some("http://127.0.0.1:9/v1".to_owned()),
+        "KEEL_LLM_PRICE_IN_PER_1K" => Some("NaN".to_owned()),
+        _ => None,
+    });
+    assert!(bad_price.unwrap_err().to_string().contains("KEEL_LLM_PRICE_IN_PER_1K"));
+}
