@@ -141,22 +141,6 @@ pub struct Ask {
     pub embed: Option<Embedder>,
 }
 
-fn sources(passages: &[Passage]) -> Vec<PromptSource> {
-    passages
-        .iter()
-        .enumerate()
-        .map(|(i, p)| PromptSource {
-            n: i + 1,
-            chunk_id: p.chunk_id.clone(),
-            doc_id: p.doc_id.clone(),
-            source: p.source.clone(),
-            start: p.start,
-            end: p.end,
-            score: p.score,
-        })
-        .collect()
-}
-
 /// Extracts and checks the extraction against its own citations (on a blocking thread).
 async fn extracted(ask: &Ask) -> Result<(Extraction, Grounding), LlmError> {
     let ask = ask.clone();
@@ -218,7 +202,7 @@ pub async fn reply(store: &Store, chain: Option<Arc<Chain>>, ask: Ask, on_text: 
         grounding,
         extraction: None,
         generation: None,
-        sources: sources(&ask.passages),
+        sources: PromptSource::numbered(&ask.passages),
         latency_ms: 0.0,
     };
     let chain = match (generate, chain) {

@@ -160,6 +160,25 @@ pub struct PromptSource {
     pub score: f64,
 }
 
+impl PromptSource {
+    /// `passages` numbered from 1, in order, as the prompt shows them.
+    pub fn numbered<'a>(passages: impl IntoIterator<Item = &'a Passage>) -> Vec<Self> {
+        passages
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| Self {
+                n: i + 1,
+                chunk_id: p.chunk_id.clone(),
+                doc_id: p.doc_id.clone(),
+                source: p.source.clone(),
+                start: p.start,
+                end: p.end,
+                score: p.score,
+            })
+            .collect()
+    }
+}
+
 /// A grounded answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
@@ -208,19 +227,7 @@ pub async fn answer(
         question: question.to_owned(),
         answer: completion.text.clone(),
         citations,
-        sources: used
-            .iter()
-            .enumerate()
-            .map(|(i, p)| PromptSource {
-                n: i + 1,
-                chunk_id: p.chunk_id.clone(),
-                doc_id: p.doc_id.clone(),
-                source: p.source.clone(),
-                start: p.start,
-                end: p.end,
-                score: p.score,
-            })
-            .collect(),
+        sources: PromptSource::numbered(&used),
         dropped: fitted.dropped.iter().map(|&i| passages[i].chunk_id.clone()).collect(),
         truncated: fitted.truncated,
         prompt_tokens: fitted.prompt_tokens,
