@@ -31,6 +31,22 @@ pub struct Citation {
     pub marked: bool,
 }
 
+impl Citation {
+    /// Passage `p`, numbered `n` in the prompt, cited with this overlap.
+    pub fn of(n: usize, p: &Passage, overlap: usize, marked: bool) -> Self {
+        Self {
+            n,
+            chunk_id: p.chunk_id.clone(),
+            doc_id: p.doc_id.clone(),
+            source: p.source.clone(),
+            start: p.start,
+            end: p.end,
+            overlap,
+            marked,
+        }
+    }
+}
+
 const STOP: &[&str] = &[
     "the",
     "a",
@@ -183,19 +199,7 @@ pub fn cite(question: &str, answer: &str, sources: &[&Passage]) -> Vec<Citation>
         .into_iter()
         .filter(|&(_, s)| s >= 1 && 2 * s >= best)
         .take(3)
-        .map(|(i, overlap)| {
-            let p = sources[i];
-            Citation {
-                n: i + 1,
-                chunk_id: p.chunk_id.clone(),
-                doc_id: p.doc_id.clone(),
-                source: p.source.clone(),
-                start: p.start,
-                end: p.end,
-                overlap,
-                marked: marked.contains(&(i + 1)),
-            }
-        })
+        .map(|(i, overlap)| Citation::of(i + 1, sources[i], overlap, marked.contains(&(i + 1))))
         .collect()
 }
 

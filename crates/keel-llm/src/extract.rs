@@ -300,6 +300,7 @@ pub fn extract(
         let doc = &passages[cands[i].passage].doc_id;
         passages.iter().position(|p| &p.doc_id == doc).unwrap_or(usize::MAX)
     };
+    // Character offset in the document.
     let position = |i: usize| {
         passages[cands[i].passage].start + char_offset(&passages[cands[i].passage].text, cands[i].span.start)
     };
@@ -308,7 +309,7 @@ pub fn extract(
         .iter()
         .map(|&i| {
             let (c, p) = (&cands[i], &passages[cands[i].passage]);
-            let start = p.start + char_offset(&p.text, c.span.start);
+            let start = position(i);
             Extracted {
                 text: c.text.clone(),
                 n: c.passage + 1,
@@ -342,17 +343,7 @@ fn citations(sentences: &[Extracted], passages: &[Passage]) -> Vec<Citation> {
             c.overlap += 1;
             continue;
         }
-        let p = &passages[s.n - 1];
-        out.push(Citation {
-            n: s.n,
-            chunk_id: p.chunk_id.clone(),
-            doc_id: p.doc_id.clone(),
-            source: p.source.clone(),
-            start: p.start,
-            end: p.end,
-            overlap: 1,
-            marked: true,
-        });
+        out.push(Citation::of(s.n, &passages[s.n - 1], 1, true));
     }
     out
 }

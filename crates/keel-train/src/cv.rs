@@ -211,32 +211,10 @@ pub fn cross_validate_folds(
 /// Folds `which` of `p`: on separate cores (each fit single-threaded) when there are several,
 /// and their results in `which` order.
 fn run_folds(p: &Folds<'_>, which: &[usize], tol: f64, how: (bool, bool)) -> Vec<Result<LrFold, TrainError>> {
-    let n = which.len();
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()).min(n);
-    if cores <= 1 {
-        return which.iter().map(|&f| fold_scores(p, f, tol, None, how)).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<Result<LrFold, TrainError>>>> =
-        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..cores {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= n {
-                        break;
-                    }
-                    let r = fold_scores(p, which[i], tol, Some(1), how);
-                    *slots[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
-                }
-            });
-        }
-    });
-    slots
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).expect("every fold ran"))
-        .collect()
+    let cores = crate::sparse::parallel::threads(None).min(which.len());
+    // One fold alone may use every core for its fit; several share them, one each.
+    let fit_threads = if cores <= 1 { None } else { Some(1) };
+    crate::sparse::parallel::par_map(which.len(), cores, |i| fold_scores(p, which[i], tol, fit_threads, how))
 }
 
 /// Tolerance of the fits inside cross-validation. They only rank grid points by held-out loss,

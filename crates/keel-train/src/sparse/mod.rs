@@ -65,7 +65,7 @@
 
 mod cv;
 mod features;
-mod parallel;
+pub(crate) mod parallel;
 mod solver;
 
 pub use cv::{SparseCorpus, SparseFamily, SparseFold};

@@ -1,11 +1,11 @@
 //! The fixed-order parallel map the (fold, class) problems and the corpus chunks run on.
 
-pub(super) fn threads(requested: Option<usize>) -> usize {
+pub(crate) fn threads(requested: Option<usize>) -> usize {
     requested.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
 }
 
 /// `(0..n).map(f)` on up to `threads` threads; results in task order whatever ran where.
-pub(super) fn par_map<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+pub(crate) fn par_map<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let threads = threads.min(n);
     if threads <= 1 {
         return (0..n).map(f).collect();
