@@ -39,12 +39,18 @@ pub const MAX_NEW_TOKENS: usize = 512;
 /// How long a request waits for the generator before 429.
 const QUEUE_WAIT: Duration = Duration::from_secs(30);
 
-/// Retrieval (index + encoder), generation (a chain, if one loaded) and the store that caches
-/// and records; the default answer mode and whether the chain is capable.
+/// Loads the generator chain (blocking; run on a blocking thread).
+pub type LoadChain = Arc<dyn Fn() -> Result<Chain, String> + Send + Sync>;
+
+/// Retrieval (index + encoder), generation (a chain, loaded on the first request that
+/// generates) and the store that caches and records; the default answer mode and whether the
+/// chain is capable.
 pub struct AnswerService {
     live: LiveIndex,
     encoders: EncoderSlot,
-    chain: Option<Arc<Chain>>,
+    /// Set once: the chain, or `None` when there is no loader or loading failed.
+    chain: tokio::sync::OnceCell<Option<Arc<Chain>>>,
+    load_chain: Option<LoadChain>,
     store: Store,
     busy: Semaphore,
     mode: AnswerMode,
@@ -53,19 +59,21 @@ pub struct AnswerService {
 
 impl std::fmt::Debug for AnswerService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AnswerService").field("dir", &self.live.dir).field("chain", &self.chain).finish()
+        f.debug_struct("AnswerService").field("dir", &self.live.dir).field("chain", &self.chain.get()).finish()
     }
 }
 
 impl AnswerService {
     /// `encoder` embeds dense and hybrid questions; it must be the one the generation searched was
     /// built with, or those questions answer 503 (as [`crate::SearchService::open`]).
-    /// Without a chain, every request is answered extractively (a request for `generate` is
-    /// refused with 503 saying why).
+    /// `load_chain` runs on the first request that generates, so a server whose requests are
+    /// all answered extractively never loads a model. Without a chain (no loader, or it failed),
+    /// every request is answered extractively (a request for `generate` is refused with 503
+    /// saying why).
     pub fn open(
         dir: &Path,
         encoder: impl Into<EncoderSlot>,
-        chain: Option<Arc<Chain>>,
+        load_chain: Option<LoadChain>,
         store: Store,
     ) -> Result<Arc<Self>, IndexError> {
         let encoders: EncoderSlot = encoder.into();
@@ -73,7 +81,8 @@ impl AnswerService {
         Ok(Arc::new(Self {
             live: LiveIndex::open(dir, encoders.clone())?,
             encoders,
-            chain,
+            chain: tokio::sync::OnceCell::new(),
+            load_chain,
             store,
             busy: Semaphore::new(1),
             mode: AnswerMode::default(),
@@ -91,6 +100,28 @@ impl AnswerService {
             }
             Err(shared) => shared,
         }
+    }
+
+    /// The generator chain, loaded by the first call (on a blocking thread); `None` when there
+    /// is no loader or it failed (logged once).
+    async fn chain(&self) -> Option<Arc<Chain>> {
+        self.chain
+            .get_or_init(|| async {
+                let load = self.load_chain.clone()?;
+                match tokio::task::spawn_blocking(move || load()).await {
+                    Ok(Ok(chain)) => Some(Arc::new(chain)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "the generator did not load: /v1/answer answers extractively only");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "loading the generator failed");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
     }
 }
 
@@ -175,7 +206,7 @@ async fn answer(
     };
     let mode = req.answer_mode.unwrap_or(svc.mode);
     let (generate, reason) = keel_llm::plan(mode, &svc.capability);
-    if generate && svc.chain.is_none() {
+    if generate && svc.chain().await.is_none() {
         return Err(ApiError::unavailable(format!("{reason}, but this server has no generator loaded")));
     }
     let embed = svc.encoders.get_or_load().ok().map(|_| embedder(&svc.encoders));
@@ -238,7 +269,7 @@ pub(crate) async fn run(
     } else {
         None
     };
-    let chain = if generate { svc.chain.clone() } else { None };
+    let chain = if generate { svc.chain().await } else { None };
     keel_llm::reply(&svc.store, chain, ask, on_text).await.map_err(|e| match e {
         LlmError::ContextTooSmall { .. } => ApiError::unprocessable(e.to_string()),
         LlmError::AllFailed { .. } => ApiError::unavailable(e.to_string()),

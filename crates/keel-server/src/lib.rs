@@ -39,7 +39,7 @@ use std::time::Duration;
 use keel_store::{ModelVersion, Store};
 use keel_train::{Head, InputKind};
 
-pub use answer::{AnswerService, answer_extension, answer_routes};
+pub use answer::{AnswerService, LoadChain, answer_extension, answer_routes};
 pub use batch::Batching;
 pub use embed::{BoxError, Embed, EncoderSlot, LoadEncoder};
 pub use error::ApiError;

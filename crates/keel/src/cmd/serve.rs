@@ -155,8 +155,8 @@ fn challenger_of(ops: &crate::cli::ServeOps) -> anyhow::Result<Option<Challenger
 }
 
 /// `/v1/search` and `/v1/answer` over the document index, when `keel index` has built one.
-/// The generator for answers loads from the model cache (fetched once); when it cannot load,
-/// search is still served and the reason is printed.
+/// The generator for answers loads from the model cache (fetched once) on the first request
+/// that generates; when it cannot load, answers are extractive and the reason is logged.
 async fn documents_extension(
     home: &Path,
     args: &ServeArgs,
@@ -186,22 +186,13 @@ async fn documents_extension(
             return extension;
         }
     };
+    // The generator loads on the first request that generates: extractive answers need none.
     let pull = keel_embed::PullOptions::from_env();
-    let chain = tokio::task::spawn_blocking(move || keel_llm::chain_from_env(&pull, keel_llm::DEFAULT_LOCAL_WINDOW))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-    let chain = match chain {
-        Ok(c) => Some(Arc::new(c)),
-        Err(e) => {
-            note(format!(
-                "/v1/answer answers extractively only: the generator did not load ({e}); fetch it with \
-                 `keel model pull smollm2-135m-instruct`"
-            ));
-            None
-        }
-    };
-    match keel_server::AnswerService::open(&dir, encoders, chain, store.clone()) {
+    let load: keel_server::LoadChain = Arc::new(move || {
+        keel_llm::chain_from_env(&pull, keel_llm::DEFAULT_LOCAL_WINDOW)
+            .map_err(|e| format!("{e}; fetch the local model with `keel model pull smollm2-135m-instruct`"))
+    });
+    match keel_server::AnswerService::open(&dir, encoders, Some(load), store.clone()) {
         Ok(answer) => {
             let answer = answer.with_mode(mode, keel_llm::capability_from_env());
             extension = extension.merge(keel_server::answer_extension(answer));
