@@ -244,15 +244,14 @@ impl<'a> Pass<'a> {
     async fn train(&mut self, dataset: &Dataset, encoder_id: &str, key: &ContentHash) -> anyhow::Result<Trained> {
         let started = Instant::now();
         let spec = self.cfg.head.spec();
-        // Auto selection times the encoder: it loads while the rows and vectors are read.
+        // Auto selection times the encoder: it loads while the rows and vectors are read and the
+        // heads train, and is waited for only when its cost is measured, after selection.
         let pending = if spec.kind == HeadKind::Auto {
             self.session.load_encoder_in_background(&self.cfg.encoder, &self.loaded.dir)?
         } else {
             None
         };
-        let l = self.labelled(dataset, encoder_id).await;
-        self.session.finish_loading(pending)?;
-        let l = l?;
+        let l = self.labelled(dataset, encoder_id).await?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), "train: rows and vectors loaded");
         let (tr, va, te) =
             (self.part(&l, &l.rows.train), self.part(&l, &l.rows.validation), self.part(&l, &l.rows.test));
@@ -282,6 +281,7 @@ impl<'a> Pass<'a> {
         };
         let mut trained = tokio::task::block_in_place(|| train::train_heads(&input))?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), "train: heads trained");
+        self.session.finish_loading(pending)?;
         if let Some(sel) = &trained.selection {
             // The encoder's cost per text, for the candidates that read embeddings: measured
             // after selection, so the encoder finishes loading while the heads train.
