@@ -283,8 +283,7 @@ impl<'a> Pass<'a> {
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), "train: heads trained");
         self.session.finish_loading(pending)?;
         if let Some(sel) = &trained.selection {
-            // The encoder's cost per text, for the candidates that read embeddings: measured
-            // after selection, so the encoder finishes loading while the heads train.
+            // The encoder's cost per text, for the candidates that read embeddings.
             let encoder = self.encoder().await?;
             let us = tokio::task::block_in_place(|| select::encoder_cost_us(&encoder, &va.texts))?;
             select::add_encoder_cost(&sel.candidates, &mut trained.costs, us);
