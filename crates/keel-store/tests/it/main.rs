@@ -310,12 +310,20 @@ async fn embedding_cache_round_trips() {
         store.cache_embeddings("enc", &[(a.clone(), &[1.0, -2.5][..])]).await.unwrap();
         let got = store.cached_embeddings("enc", &[a.clone(), b]).await.unwrap();
         assert_eq!(got, vec![Some(vec![1.0, -2.5]), None]);
-        assert_eq!(store.cached_embeddings("other", &[a]).await.unwrap(), vec![None]);
+        assert_eq!(store.cached_embeddings("other", &[a.clone()]).await.unwrap(), vec![None]);
         // More hashes than one query's placeholder chunk.
         let many: Vec<ContentHash> = (0..1200u32).map(|i| ContentHash::of(&i.to_le_bytes())).collect();
         let items: Vec<(ContentHash, &[f32])> = many.iter().map(|h| (h.clone(), &[0.5f32][..])).collect();
         store.cache_embeddings("enc", &items).await.unwrap();
         assert!(store.cached_embeddings("enc", &many).await.unwrap().iter().all(Option::is_some));
+        // Duplicates and missing hashes keep their places, in any order of the keys.
+        let c = ContentHash::of(b"c");
+        store.cache_embeddings("enc", &[(c.clone(), &[3.0][..])]).await.unwrap();
+        let asked = [c.clone(), a.clone(), ContentHash::of(b"none"), c.clone(), a.clone(), c];
+        let got = store.cached_embeddings("enc", &asked).await.unwrap();
+        let c_vec = Some(vec![3.0]);
+        let a_vec = Some(vec![1.0, -2.5]);
+        assert_eq!(got, vec![c_vec.clone(), a_vec.clone(), None, c_vec.clone(), a_vec, c_vec]);
     })
     .await;
 }
