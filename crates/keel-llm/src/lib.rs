@@ -39,7 +39,7 @@ pub use extract::{Embedder, ExtractOptions, Extraction, extract};
 pub use generator::{Chain, Finish, GenRequest, Generation, Generator, Message, Params, Prices};
 pub use ground::{Grounding, SentenceCheck, check};
 pub use local::{LocalGguf, LocalTiming, SMOLLM2, SMOLLM2_FILE};
-pub use openai::{OpenAiCompatible, OpenAiConfig, Retry};
+pub use openai::{OpenAiCompatible, OpenAiConfig, Retry, break_markers};
 pub use prompt::{FittedPrompt, Passage};
 pub use reply::{AnswerMode, Ask, Capability, Decision, Reply, plan, reply};
 pub use service::{Answer, Completion, OnText, PromptSource, answer, cache_key, complete};

@@ -263,6 +263,34 @@ impl OpenAiCompatible {
 
 /// Upper estimate of tokens for a text when the endpoint's tokenizer is unknown: BPE
 /// vocabularies average about four bytes a token on English; one per three bytes leaves margin.
+/// Markers of the common chat templates besides `<|...|>` (ChatML, Llama 3, Phi, GPT): Llama
+/// 2 and Mistral's, Gemma's, and sentence-piece's BOS/EOS/padding, matched in any case.
+const MARKERS: [&str; 10] =
+    ["[inst]", "[/inst]", "<<sys>>", "<</sys>>", "<s>", "</s>", "<start_of_turn>", "<end_of_turn>", "<bos>", "<eos>"];
+
+/// `text` with every chat-template marker broken by a space after its first character: `<|`
+/// becomes `< |`, `|>` becomes `| >`, `[INST]` becomes `[ INST]`. Only spaces are inserted,
+/// and a space is part of no marker, so no marker can be formed out of the pieces of others
+/// (`<|im_<|endoftext|>start|>` becomes `< |im_< |endoftext| >start| >`).
+pub fn break_markers(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let (bytes, low) = (text.as_bytes(), lower.as_bytes());
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut start = 0;
+    for i in 0..bytes.len() {
+        let pipe = (bytes[i] == b'<' && bytes.get(i + 1) == Some(&b'|'))
+            || (bytes[i] == b'|' && bytes.get(i + 1) == Some(&b'>'));
+        if pipe || MARKERS.iter().any(|m| low[i..].starts_with(m.as_bytes())) {
+            // Markers are ASCII: `i + 1` is a character boundary.
+            out.push_str(&text[start..=i]);
+            out.push(' ');
+            start = i + 1;
+        }
+    }
+    out.push_str(&text[start..]);
+    out
+}
+
 pub fn estimate_tokens(text: &str) -> usize {
     text.len().div_ceil(3)
 }
@@ -291,9 +319,15 @@ impl Generator for OpenAiCompatible {
 
     fn generate(&self, req: &GenRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
         let p = &req.params;
+        // The remote model's vocabulary is unknown here, and servers that template the messages
+        // into one string and tokenise it with special tokens parsed (llama.cpp's and others')
+        // would read a chat control token written in a document or question as one: every
+        // message is sent with such markers broken apart.
+        let messages: Vec<Message> =
+            req.messages.iter().map(|m| Message { role: m.role.clone(), content: break_markers(&m.content) }).collect();
         let mut body = json!({
             "model": self.config.model,
-            "messages": req.messages,
+            "messages": messages,
             "max_tokens": p.max_tokens,
             "temperature": p.temperature,
             "seed": p.seed,

@@ -110,3 +110,36 @@ fn no_nested_or_cased_control_spelling_tokenizes_to_a_special_id() {
         assert_eq!(specials, 5, "case {case}: {text:?}");
     }
 }
+
+/// The markers `break_markers` must leave unformed, in the spellings of the common templates.
+const REMOTE_MARKERS: [&str; 14] = [
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|start_header_id|>",
+    "[INST]",
+    "[/INST]",
+    "<<SYS>>",
+    "<</SYS>>",
+    "<s>",
+    "</s>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<bos>",
+];
+
+#[test]
+fn no_chat_marker_survives_on_the_remote_path_however_nested_or_cased() {
+    let tokens: Vec<String> = REMOTE_MARKERS.iter().map(|s| (*s).to_owned()).collect();
+    let mut rng = StdRng::seed_from_u64(19);
+    for _ in 0..5_000 {
+        let text = attack(&mut rng, &tokens);
+        let sent = keel_llm::break_markers(&text);
+        let lower = sent.to_lowercase();
+        for marker in REMOTE_MARKERS.iter().chain(&["<|", "|>"]) {
+            assert!(!lower.contains(&marker.to_lowercase()), "{marker} formed in {sent:?} (from {text:?})");
+        }
+        assert_eq!(sent.replace(' ', ""), text.replace(' ', ""), "only spaces are added");
+    }
+}
