@@ -48,6 +48,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The sha256 of bytes fed in pieces: [`ContentHash::of`] their concatenation.
+#[derive(Clone, Default)]
+pub struct BytesHasher(Sha256);
+
+impl BytesHasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub fn finish(self) -> ContentHash {
+        ContentHash(hex::encode(self.0.finalize()))
+    }
+}
+
 /// Incremental hashing of several fields without ambiguity: each field is length-prefixed.
 #[derive(Default)]
 pub struct Hasher(Sha256);

@@ -10,7 +10,7 @@ mod record;
 mod rng;
 
 pub use fnv::{Fnv1a, fnv1a};
-pub use hash::{ContentHash, Hasher, sha256_hex};
+pub use hash::{BytesHasher, ContentHash, Hasher, sha256_hex};
 pub use matrix::Matrix;
 pub use record::{Quarantined, Record, Split};
 pub use rng::SplitMix64;

@@ -1,9 +1,9 @@
 use std::fs;
-use std::io::Write;
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use keel_core::ContentHash;
+use keel_core::{BytesHasher, ContentHash};
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, ObjectStore, PutOptions, PutPayload};
 
@@ -37,6 +37,31 @@ impl Artifacts {
         }
     }
 
+    /// A writer for an artifact too large to hold in memory: its bytes go to a temporary file
+    /// (in the artifacts' own `tmp` folder, or the system's for an object store) and are hashed
+    /// on the way; [`Artifacts::put_written`] stores it.
+    pub fn writer(&self) -> Result<ArtifactWriter> {
+        let dir = match self {
+            Artifacts::Local(a) => a.root.join("tmp"),
+            Artifacts::ObjectStore(_) => std::env::temp_dir(),
+        };
+        let file = tempfile::NamedTempFile::new_in(&dir)
+            .map_err(io(format!("cannot create a temporary artifact file in {}", dir.display())))?;
+        Ok(ArtifactWriter { file: BufWriter::with_capacity(1 << 20, file), hash: BytesHasher::default(), size: 0 })
+    }
+
+    /// Stores what `w` wrote, as [`Artifacts::put`] stores bytes, without reading it into memory;
+    /// returns its hash and size.
+    pub async fn put_written(&self, w: ArtifactWriter) -> Result<(ContentHash, u64)> {
+        let (hash, size) = (w.hash.clone().finish(), w.size);
+        let tmp = w.file.into_inner().map_err(|e| io("cannot write artifact")(e.into_error()))?;
+        match self {
+            Artifacts::Local(a) => a.persist(tmp, &hash)?,
+            Artifacts::ObjectStore(a) => a.upload(tmp, &hash, size).await?,
+        }
+        Ok((hash, size))
+    }
+
     /// The hashes of every artifact present, from the backend's own listing (not the database).
     pub async fn list(&self) -> Result<Vec<ContentHash>> {
         match self {
@@ -60,6 +85,32 @@ impl Artifacts {
             Artifacts::Local(a) => a.path(hash).display().to_string(),
             Artifacts::ObjectStore(a) => a.url(hash),
         }
+    }
+}
+
+/// The largest artifact uploaded in one PUT, and the part size of larger ones (S3 takes parts
+/// of 5 MiB to 5 GiB, at most 10,000 of them: 16 MiB parts allow artifacts up to 156 GiB).
+pub const ONE_PUT_BYTES: u64 = 16 << 20;
+
+/// An artifact being written in pieces ([`Artifacts::writer`]); nothing is stored until
+/// [`Artifacts::put_written`], and a writer dropped (or a process killed) before then leaves
+/// only a temporary file, which the next open of a local store sweeps once it is an hour old.
+pub struct ArtifactWriter {
+    file: BufWriter<tempfile::NamedTempFile>,
+    hash: BytesHasher,
+    size: u64,
+}
+
+impl Write for ArtifactWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -132,6 +183,22 @@ impl LocalArtifacts {
         })?;
         sync_dir(dir)?;
         Ok(hash)
+    }
+
+    /// Moves a written temporary file into place as `hash` (fsynced first), unless it is there.
+    fn persist(&self, tmp: tempfile::NamedTempFile, hash: &ContentHash) -> Result<()> {
+        let dest = self.path(hash);
+        if dest.exists() {
+            return Ok(());
+        }
+        let dir = dest.parent().expect("artifact path has a parent");
+        fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        tmp.as_file().sync_all().map_err(io("cannot fsync artifact"))?;
+        tmp.persist(&dest).map_err(|e| StoreError::Io {
+            context: format!("cannot move artifact to {}", dest.display()),
+            source: e.error,
+        })?;
+        sync_dir(dir)
     }
 
     /// Reads an artifact and checks its bytes against its name.
@@ -260,6 +327,54 @@ impl ObjectStoreArtifacts {
             .await
             .map_err(remote(format!("cannot write {}", self.url(&hash))))?;
         Ok(hash)
+    }
+
+    /// Uploads a written temporary file as `hash`, unless the object is there: in one PUT up to
+    /// [`ONE_PUT_BYTES`], else as a multipart upload of parts of that size, read from the file one
+    /// at a time (an object appears only when the upload completes; a writer killed before that
+    /// leaves parts the bucket's lifecycle rules remove, and no object).
+    async fn upload(&self, tmp: tempfile::NamedTempFile, hash: &ContentHash, size: u64) -> Result<()> {
+        let key = self.key(hash);
+        match self.store.get_opts(&key, GetOptions::new().with_head(true)).await {
+            Ok(_) => return Ok(()),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(remote(format!("cannot look up {}", self.url(hash)))(e)),
+        }
+        let context = || format!("cannot write {}", self.url(hash));
+        let mut file = tmp.reopen().map_err(io("cannot reopen a temporary artifact file"))?;
+        let part = |file: &mut fs::File| -> Result<Vec<u8>> {
+            let mut buf = Vec::with_capacity(ONE_PUT_BYTES.min(size) as usize);
+            Read::by_ref(file)
+                .take(ONE_PUT_BYTES)
+                .read_to_end(&mut buf)
+                .map_err(io("cannot read a temporary artifact file"))?;
+            Ok(buf)
+        };
+        if size <= ONE_PUT_BYTES {
+            let bytes = part(&mut file)?;
+            self.store
+                .put_opts(&key, PutPayload::from(bytes), PutOptions::default())
+                .await
+                .map_err(remote(context()))?;
+            return Ok(());
+        }
+        let mut upload = self.store.put_multipart_opts(&key, Default::default()).await.map_err(remote(context()))?;
+        let sent: Result<()> = async {
+            loop {
+                let bytes = part(&mut file)?;
+                if bytes.is_empty() {
+                    break;
+                }
+                upload.put_part(PutPayload::from(bytes)).await.map_err(remote(context()))?;
+            }
+            upload.complete().await.map_err(remote(context()))?;
+            Ok(())
+        }
+        .await;
+        if sent.is_err() {
+            let _ = upload.abort().await;
+        }
+        sent
     }
 
     /// Reads an artifact and checks its bytes against its name.

@@ -22,7 +22,7 @@ mod steps;
 mod store;
 mod tx;
 
-pub use artifacts::{Artifacts, LocalArtifacts, ObjectStoreArtifacts};
+pub use artifacts::{ArtifactWriter, Artifacts, LocalArtifacts, ONE_PUT_BYTES, ObjectStoreArtifacts};
 pub use llm::{CachedResponse, LlmCall, LlmUsage};
 pub use monitor::{Feedback, PredictionRecord};
 pub use registry::{AliasEvent, Lineage, ModelVersion, NewModelVersion};

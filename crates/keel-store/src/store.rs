@@ -224,6 +224,25 @@ impl Store {
         Ok(hash)
     }
 
+    /// A writer for an artifact too large to hold in memory; [`Store::put_written_artifact`]
+    /// stores it.
+    pub fn artifact_writer(&self) -> Result<crate::ArtifactWriter> {
+        self.artifacts.writer()
+    }
+
+    /// Stores what `w` wrote as an artifact of `kind`, as [`Store::put_artifact`] stores bytes.
+    pub async fn put_written_artifact(&self, kind: &str, w: crate::ArtifactWriter) -> Result<ContentHash> {
+        let (hash, size) = self.artifacts.put_written(w).await?;
+        sqlx::query("INSERT INTO artifacts (sha256, kind, size, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING")
+            .bind(hash.as_str())
+            .bind(kind)
+            .bind(size as i64)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(hash)
+    }
+
     /// Reads an artifact, checked against its hash.
     pub async fn read_artifact(&self, hash: &ContentHash) -> Result<Vec<u8>> {
         self.artifacts.get(hash).await

@@ -310,7 +310,7 @@ async fn embedding_cache_round_trips() {
         store.cache_embeddings("enc", &[(a.clone(), &[1.0, -2.5][..])]).await.unwrap();
         let got = store.cached_embeddings("enc", &[a.clone(), b]).await.unwrap();
         assert_eq!(got, vec![Some(vec![1.0, -2.5]), None]);
-        assert_eq!(store.cached_embeddings("other", &[a.clone()]).await.unwrap(), vec![None]);
+        assert_eq!(store.cached_embeddings("other", std::slice::from_ref(&a)).await.unwrap(), vec![None]);
         // More hashes than one query's placeholder chunk.
         let many: Vec<ContentHash> = (0..1200u32).map(|i| ContentHash::of(&i.to_le_bytes())).collect();
         let items: Vec<(ContentHash, &[f32])> = many.iter().map(|h| (h.clone(), &[0.5f32][..])).collect();
@@ -382,6 +382,38 @@ async fn a_database_url_that_is_not_postgres_is_refused() {
     let home = tempfile::tempdir().unwrap();
     let err = Store::open_with(home.path(), Some("mysql://x")).await.unwrap_err().to_string();
     assert!(err.contains("postgres://"), "{err}");
+}
+
+#[tokio::test]
+async fn artifacts_written_in_pieces_are_stored_as_their_bytes_would_be() {
+    use std::io::Write as _;
+    on_each(|config, store| async move {
+        // Larger than one PUT, so an object store takes it as a multipart upload.
+        let big: Vec<u8> = (0..keel_store::ONE_PUT_BYTES as u32 + 3_000_000).map(|i| (i % 253) as u8).collect();
+        let mut w = store.artifact_writer().unwrap();
+        for piece in big.chunks(777_777) {
+            w.write_all(piece).unwrap();
+        }
+        let h = store.put_written_artifact("records", w).await.unwrap();
+        assert_eq!(h, ContentHash::of(&big));
+        assert_eq!(config.open().await.read_artifact(&h).await.unwrap(), big);
+        // Small, and already there: stored once, as `put_artifact` would.
+        let mut w = store.artifact_writer().unwrap();
+        w.write_all(b"small").unwrap();
+        let small = store.put_written_artifact("x", w).await.unwrap();
+        assert_eq!(store.put_artifact("x", b"small").await.unwrap(), small);
+        let mut w = store.artifact_writer().unwrap();
+        w.write_all(b"small").unwrap();
+        assert_eq!(store.put_written_artifact("x", w).await.unwrap(), small);
+        // A writer dropped before it is stored leaves nothing behind.
+        let mut w = store.artifact_writer().unwrap();
+        w.write_all(b"abandoned").unwrap();
+        drop(w);
+        assert_eq!(store.artifacts().temp_files().unwrap(), 0);
+        assert!(store.check().await.unwrap().problems.is_empty());
+        assert_eq!(store.artifacts().list().await.unwrap().len(), 2);
+    })
+    .await;
 }
 
 #[tokio::test]
