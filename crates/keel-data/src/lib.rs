@@ -56,13 +56,34 @@ pub fn dataset_version(records: &[Record]) -> keel_core::ContentHash {
 
 /// Counts of quarantined rows by reason, sorted by count (largest first) then reason.
 pub fn quarantine_summary(quarantined: &[Quarantined]) -> Vec<(String, usize)> {
-    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    let mut counts = ReasonCounts::default();
     for q in quarantined {
-        *counts.entry(reason_kind(&q.reason).to_owned()).or_default() += 1;
+        counts.add(&q.reason);
     }
-    let mut v: Vec<_> = counts.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    v
+    counts.summary()
+}
+
+/// Quarantined rows counted by reason as they stream by (see [`quarantine_summary`]).
+#[derive(Debug, Default)]
+pub struct ReasonCounts(std::collections::BTreeMap<String, usize>);
+
+impl ReasonCounts {
+    pub fn add(&mut self, reason: &str) {
+        let kind = reason_kind(reason);
+        match self.0.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                self.0.insert(kind.to_owned(), 1);
+            }
+        }
+    }
+
+    /// By count (largest first), then reason.
+    pub fn summary(self) -> Vec<(String, usize)> {
+        let mut v: Vec<_> = self.0.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
 }
 
 /// The part of a reason before its first colon: "missing label: ..." → "missing label".

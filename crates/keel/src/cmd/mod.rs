@@ -150,6 +150,7 @@ async fn ingest(home: &std::path::Path, json: bool, args: IngestArgs) -> anyhow:
         filter: Filter::default(),
         min_records: 0,
         max_quarantined_share: 1.0,
+        keep_records: false,
     };
     let result = crate::stages::ingest::ingest(&store, &req).await?;
     let i = result.ingested;

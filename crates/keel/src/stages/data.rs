@@ -4,7 +4,6 @@ use anyhow::{Context as _, bail};
 use keel_core::{Matrix, Record, Split};
 use keel_data::SplitConfig;
 use keel_store::{Dataset, Store};
-use serde::Serialize;
 
 /// Row indices of each split.
 #[derive(Debug)]
@@ -87,14 +86,4 @@ pub async fn load_records(store: &Store, dataset: &Dataset) -> anyhow::Result<Ve
         .map(serde_json::from_slice)
         .collect::<Result<_, _>>()
         .context("the dataset's records artifact is not valid JSONL")
-}
-
-/// One JSON document per line.
-pub fn jsonl<T: Serialize>(items: &[T]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    for item in items {
-        serde_json::to_writer(&mut out, item)?;
-        out.push(b'\n');
-    }
-    Ok(out)
 }

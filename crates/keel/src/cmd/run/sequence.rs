@@ -173,6 +173,7 @@ impl<'a> Pass<'a> {
             filter: s.filter.clone(),
             min_records: v.min_records,
             max_quarantined_share: v.max_quarantined_share,
+            keep_records: true,
         };
         let result = ingest::ingest(self.store(), &req).await?;
         self.records = Some(result.records);
