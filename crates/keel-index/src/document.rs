@@ -87,13 +87,14 @@ fn kind(path: &Path) -> Option<Kind> {
 /// Reads every document under `path` (a file or a folder).
 pub fn read_documents(path: &Path, opts: &ReadOptions) -> Result<(Vec<Document>, Vec<Skipped>), IndexError> {
     let meta = std::fs::metadata(path).map_err(|e| IndexError::io(path, e))?;
-    let mut files = Vec::new();
+    let (mut files, mut skipped) = (Vec::new(), Vec::new());
     if meta.is_dir() {
-        walk(path, &mut files)?;
+        let root = std::fs::canonicalize(path).map_err(|e| IndexError::io(path, e))?;
+        walk(path, (path, &root), &mut files, &mut skipped)?;
     } else {
         files.push(path.to_path_buf());
     }
-    let (mut docs, mut skipped) = (Vec::new(), Vec::new());
+    let mut docs = Vec::new();
     for f in files {
         // Sources (and so document ids) are relative to the folder indexed, so moving or
         // re-mounting the folder does not make every document look new.
@@ -120,17 +121,42 @@ pub fn read_documents(path: &Path, opts: &ReadOptions) -> Result<(Vec<Document>,
     Ok((docs, skipped))
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), IndexError> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+/// The files under `dir`, in name order, hidden ones left out. A symbolic link is followed only
+/// to a file inside the folder indexed (`top`, canonically `root`); one that leads out of it,
+/// or to a folder (which could loop), is skipped with the reason, so indexing a folder never
+/// reads what lies outside it.
+fn walk(
+    dir: &Path,
+    (top, root): (&Path, &Path),
+    out: &mut Vec<PathBuf>,
+    skipped: &mut Vec<Skipped>,
+) -> Result<(), IndexError> {
+    let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
         .map_err(|e| IndexError::io(dir, e))?
         .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
+        .filter(|e| !e.file_name().to_str().is_some_and(|n| n.starts_with('.')))
         .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(&p, out)?;
+    entries.sort_by_key(std::fs::DirEntry::path);
+    for e in entries {
+        let p = e.path();
+        let source = || p.strip_prefix(top).unwrap_or(&p).display().to_string();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_symlink() {
+            let target = std::fs::canonicalize(&p);
+            let why = match &target {
+                Err(_) => Some("a symbolic link to nothing: not followed".to_owned()),
+                Ok(t) if !t.starts_with(root) => {
+                    Some("a symbolic link out of the folder indexed: not followed".to_owned())
+                }
+                Ok(t) if t.is_dir() => Some("a symbolic link to a folder: not followed".to_owned()),
+                Ok(_) => None,
+            };
+            match why {
+                Some(reason) => skipped.push(Skipped { source: source(), line: 0, reason }),
+                None => out.push(p),
+            }
+        } else if ft.is_dir() {
+            walk(&p, (top, root), out, skipped)?;
         } else {
             out.push(p);
         }

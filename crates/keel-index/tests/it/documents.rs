@@ -110,3 +110,27 @@ fn beir_files_read() {
     let q = beir::read_qrels(&dir.path().join("qrels.tsv")).unwrap();
     assert_eq!((q["q1"]["d1"], q["q1"]["d2"]), (2, 0));
 }
+
+#[test]
+fn symbolic_links_out_of_the_folder_or_to_folders_are_skipped_with_a_reason() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "a secret outside the folder").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("inside.txt"), "a document inside").unwrap();
+    let link =
+        |target: &std::path::Path, name: &str| std::os::unix::fs::symlink(target, dir.path().join(name)).unwrap();
+    link(&outside.path().join("secret.txt"), "leak.txt");
+    link(outside.path(), "elsewhere");
+    link(dir.path(), "loop");
+    link(&dir.path().join("inside.txt"), "alias.txt");
+    link(&dir.path().join("gone.txt"), "dangling.txt");
+    let (docs, skipped) = read_documents(dir.path(), &ReadOptions::default()).unwrap();
+    let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["alias.txt", "inside.txt"], "only files inside the folder are read");
+    assert!(docs.iter().all(|d| !d.text.contains("secret")));
+    let reasons: BTreeMap<&str, &str> = skipped.iter().map(|s| (s.source.as_str(), s.reason.as_str())).collect();
+    assert!(reasons["leak.txt"].contains("out of the folder"), "{reasons:?}");
+    assert!(reasons["elsewhere"].contains("out of the folder"), "{reasons:?}");
+    assert!(reasons["loop"].contains("to a folder"), "{reasons:?}");
+    assert!(reasons["dangling.txt"].contains("to nothing"), "{reasons:?}");
+}
