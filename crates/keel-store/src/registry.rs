@@ -87,6 +87,21 @@ impl Store {
     /// transaction; concurrent registrations get distinct numbers.
     pub async fn register_model_version(&self, v: &NewModelVersion) -> Result<(ModelVersion, bool)> {
         let mut tx = write_tx(&self.pool, self.backend).await?;
+        sqlx::query(
+            "INSERT INTO models (name, next_version, created_at) VALUES ($1, 1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&v.name)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        // The model row's lock (PostgreSQL; SQLite's write lock is held from BEGIN IMMEDIATE)
+        // is taken before the input key is looked up: a registration of the same inputs running
+        // at the same time waits here until the other commits, then finds its version (each
+        // statement of a READ COMMITTED transaction sees what committed before it began).
+        sqlx::query("UPDATE models SET next_version = next_version WHERE name = $1")
+            .bind(&v.name)
+            .execute(&mut *tx)
+            .await?;
         let existing: Option<i64> =
             sqlx::query_scalar("SELECT version FROM model_versions WHERE name = $1 AND input_key = $2")
                 .bind(&v.name)
@@ -97,15 +112,7 @@ impl Store {
             tx.rollback().await?;
             return Ok((self.model_version(&v.name, version).await?, false));
         }
-        sqlx::query(
-            "INSERT INTO models (name, next_version, created_at) VALUES ($1, 1, $2) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&v.name)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-        // The UPDATE takes the model row's lock (PostgreSQL) or the database write lock
-        // (SQLite) before the number is read, so no two registrations get the same number.
+        // Under the same lock, so no two registrations get the same number.
         let version: i64 = sqlx::query_scalar(
             "UPDATE models SET next_version = next_version + 1 WHERE name = $1 RETURNING next_version - 1",
         )

@@ -246,6 +246,30 @@ async fn promotion_history_supports_rollback_and_lineage() {
 }
 
 #[tokio::test]
+async fn concurrent_registrations_of_the_same_inputs_all_get_the_one_version() {
+    on_each(|config, store| async move {
+        let other = config.open().await;
+        for round in 0..3u8 {
+            let mut tasks = Vec::new();
+            for i in 0..12u8 {
+                let s = if i % 2 == 0 { store.clone() } else { other.clone() };
+                tasks.push(tokio::spawn(async move { version(&s, &[b's', round]).await }));
+            }
+            let mut got = Vec::new();
+            for t in tasks {
+                let (v, created) = t.await.unwrap();
+                got.push((v.version, created));
+            }
+            let first = got[0].0;
+            assert!(got.iter().all(|g| g.0 == first), "one version for one input key: {got:?}");
+            assert_eq!(got.iter().filter(|g| g.1).count(), 1, "exactly one registration created it: {got:?}");
+            assert_eq!(first, i64::from(round) + 1);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn concurrent_registrations_and_promotions_stay_consistent() {
     on_each(|config, store| async move {
         // A second handle, like a second process: its own connection pool.
