@@ -142,6 +142,11 @@ impl Chain {
         self.generators.iter().map(|g| g.name()).collect::<Vec<_>>().join(" > ")
     }
 
+    /// The model id of the generator tried first.
+    pub fn first_model_id(&self) -> String {
+        self.generators.first().map(|g| g.model_id()).unwrap_or_default()
+    }
+
     /// The smallest window of any member, so a prompt fits whichever one answers.
     pub fn context_window(&self) -> usize {
         self.generators.iter().map(|g| g.context_window()).min().unwrap_or(0)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keel_core::Hasher;
-use keel_store::{LlmCall, Store};
+use keel_store::{LlmCachePolicy, LlmCall, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::LlmError;
@@ -47,6 +47,25 @@ pub fn cache_key(model_id: &str, req: &GenRequest) -> String {
     h.finish().as_str().to_owned()
 }
 
+/// The response cache's bounds: `KEEL_LLM_CACHE_TTL_SECS` (default a week) and
+/// `KEEL_LLM_CACHE_MAX_ENTRIES` (default 10,000).
+fn cache_policy() -> Result<LlmCachePolicy, LlmError> {
+    let mut policy = LlmCachePolicy::default();
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    if let Some(v) = var("KEEL_LLM_CACHE_TTL_SECS") {
+        let secs: u64 = v.trim().parse().map_err(|_| {
+            LlmError::Config(format!("KEEL_LLM_CACHE_TTL_SECS={v} is not a whole number of seconds (e.g. 86400)"))
+        })?;
+        policy.max_age = std::time::Duration::from_secs(secs);
+    }
+    if let Some(v) = var("KEEL_LLM_CACHE_MAX_ENTRIES") {
+        policy.max_entries = v.trim().parse().map_err(|_| {
+            LlmError::Config(format!("KEEL_LLM_CACHE_MAX_ENTRIES={v} is not a whole number (e.g. 10000)"))
+        })?;
+    }
+    Ok(policy)
+}
+
 fn prompt_hash(req: &GenRequest) -> String {
     let mut h = Hasher::new();
     h.field(serde_json::to_string(&req.messages).unwrap_or_default().as_bytes());
@@ -63,7 +82,11 @@ pub async fn complete(
 ) -> Result<Completion, LlmError> {
     let started = Instant::now();
     let model = chain.model_id();
-    let key = cache_key(&model, &req);
+    // Served from the cache only what the chain's first choice answered before: an answer a
+    // fallback gave while the first was down is cached under the fallback's own model id,
+    // and is not served in place of the first's once it is back.
+    let key = cache_key(&chain.first_model_id(), &req);
+    let policy = cache_policy()?;
     let mut call = LlmCall {
         id: uuid::Uuid::now_v7().to_string(),
         at: now(),
@@ -81,7 +104,7 @@ pub async fn complete(
         grounded: None,
         decision: None,
     };
-    if let Some(hit) = store.llm_cached(&key).await? {
+    if let Some(hit) = store.llm_cached(&key, &policy).await? {
         let g: Generation = serde_json::from_value(hit.response)
             .map_err(|e| LlmError::Task(format!("cached response {key} is unreadable: {e}")))?;
         on_text(&g.text);
@@ -124,7 +147,9 @@ pub async fn complete(
         }
     };
     let stored = serde_json::to_value(&g).map_err(|e| LlmError::Task(e.to_string()))?;
-    store.llm_cache_put(&key, &model, &stored, g.tokens_in, g.tokens_out).await?;
+    let key = cache_key(&g.model, &req);
+    call.cache_key.clone_from(&key);
+    store.llm_cache_put(&key, (&g.model, &stored), (g.tokens_in, g.tokens_out), &policy).await?;
     call.generator = g.generator.clone();
     call.tokens_in = g.tokens_in;
     call.tokens_out = g.tokens_out;

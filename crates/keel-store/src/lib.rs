@@ -23,7 +23,7 @@ mod store;
 mod tx;
 
 pub use artifacts::{ArtifactWriter, Artifacts, LocalArtifacts, ONE_PUT_BYTES, ObjectStoreArtifacts};
-pub use llm::{CachedResponse, LlmCall, LlmUsage};
+pub use llm::{CachedResponse, LlmCachePolicy, LlmCall, LlmUsage};
 pub use monitor::{Feedback, PredictionRecord};
 pub use registry::{AliasEvent, Lineage, ModelVersion, NewModelVersion};
 pub use steps::{NewStep, PipelineEvent, StepRecord};
@@ -60,8 +60,16 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The current UTC time as fixed-width RFC 3339 with milliseconds, so text order is time order.
+const TIME_FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
 pub(crate) fn now() -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    time::OffsetDateTime::now_utc().format(FORMAT).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
+    time::OffsetDateTime::now_utc().format(TIME_FORMAT).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
+}
+
+/// The time `d` ago, as [`now`] writes times (they sort as strings).
+pub(crate) fn ago(d: std::time::Duration) -> String {
+    let d = time::Duration::try_from(d).unwrap_or(time::Duration::MAX);
+    let t = time::OffsetDateTime::now_utc().checked_sub(d).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.max(time::OffsetDateTime::UNIX_EPOCH).format(TIME_FORMAT).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
 }

@@ -165,12 +165,14 @@ impl Store {
         })
     }
 
-    /// The cached response for `cache_key`, if any.
-    pub async fn llm_cached(&self, cache_key: &str) -> Result<Option<CachedResponse>> {
+    /// The cached response for `cache_key`, if there is one younger than `policy.max_age`.
+    pub async fn llm_cached(&self, cache_key: &str, policy: &LlmCachePolicy) -> Result<Option<CachedResponse>> {
         let row = sqlx::query(
-            "SELECT cache_key, model, response, tokens_in, tokens_out, created_at FROM llm_cache WHERE cache_key = $1",
+            "SELECT cache_key, model, response, tokens_in, tokens_out, created_at FROM llm_cache
+             WHERE cache_key = $1 AND created_at >= $2",
         )
         .bind(cache_key)
+        .bind(crate::ago(policy.max_age))
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
@@ -189,13 +191,14 @@ impl Store {
 
     /// Caches a response. The first write for a key wins: a concurrent identical request that
     /// also generated keeps the stored answer (same key means same model, prompt and parameters).
+    /// Then the cache is trimmed to `policy`: expired responses go, and the oldest beyond
+    /// `max_entries`.
     pub async fn llm_cache_put(
         &self,
         cache_key: &str,
-        model: &str,
-        response: &serde_json::Value,
-        tokens_in: u64,
-        tokens_out: u64,
+        (model, response): (&str, &serde_json::Value),
+        (tokens_in, tokens_out): (u64, u64),
+        policy: &LlmCachePolicy,
     ) -> Result<()> {
         let mut tx = write_tx(&self.pool, self.backend).await?;
         sqlx::query(
@@ -210,7 +213,36 @@ impl Store {
         .bind(crate::now())
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM llm_cache WHERE created_at < $1")
+            .bind(crate::ago(policy.max_age))
+            .execute(&mut *tx)
+            .await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM llm_cache").fetch_one(&mut *tx).await?;
+        let over = n - i64::try_from(policy.max_entries).unwrap_or(i64::MAX);
+        if over > 0 {
+            sqlx::query(
+                "DELETE FROM llm_cache WHERE cache_key IN
+                 (SELECT cache_key FROM llm_cache ORDER BY created_at, cache_key LIMIT $1)",
+            )
+            .bind(over)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// How long a cached LLM response is served, and how many are kept (the oldest go first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LlmCachePolicy {
+    pub max_age: std::time::Duration,
+    pub max_entries: u64,
+}
+
+impl Default for LlmCachePolicy {
+    /// A week, 10,000 responses (a few tens of megabytes of text).
+    fn default() -> Self {
+        Self { max_age: std::time::Duration::from_secs(7 * 24 * 3600), max_entries: 10_000 }
     }
 }

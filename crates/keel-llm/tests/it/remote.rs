@@ -226,3 +226,24 @@ fn chat_markers_in_documents_and_questions_reach_the_remote_model_broken() {
     assert_eq!(sent.replace(' ', ""), hostile.replace(' ', ""));
     assert_eq!(seen[0].body["messages"][0]["content"], "Answer from the sources.");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_the_fallback_gave_is_not_served_once_the_first_choice_is_back() {
+    let _serial = crate::SERIAL.lock().await;
+    let (_home, store) = store().await;
+    // Down for the first request's two attempts, answering after that.
+    let peer = Peer::start(vec![Step::Fail(503, None); 2]);
+    let local = model();
+    let remote = OpenAiCompatible::new(config(&peer, 2)).unwrap();
+    let chain = Arc::new(Chain::new(vec![Box::new(remote), Box::new(Arc::clone(&local))]).unwrap());
+    let first = keel_llm::complete(&store, Arc::clone(&chain), request(), Box::new(|_| {})).await.unwrap();
+    assert!(first.generator.starts_with("local:"), "{}", first.generator);
+    let second = keel_llm::complete(&store, Arc::clone(&chain), request(), Box::new(|_| {})).await.unwrap();
+    assert!(!second.cache_hit, "the fallback's answer is not served in the first choice's place");
+    assert_eq!(second.text, "remote reply to: Name a colour.");
+    let third = keel_llm::complete(&store, Arc::clone(&chain), request(), Box::new(|_| {})).await.unwrap();
+    assert!(third.cache_hit, "the first choice's own answer is");
+    assert_eq!(third.text, second.text);
+    assert_eq!(peer.requests(), 3);
+    assert_ne!(first.cache_key, second.cache_key, "each answer is cached under the model that gave it");
+}

@@ -25,17 +25,43 @@ fn call(id: &str, at: &str, hit: bool, error: Option<&str>) -> LlmCall {
 }
 
 #[tokio::test]
+async fn the_llm_cache_keeps_at_most_its_bound_and_drops_the_oldest_first() {
+    on_each(|_config, store| async move {
+        let policy = keel_store::LlmCachePolicy { max_entries: 3, ..Default::default() };
+        let keys: Vec<String> = (0..6).map(|i| format!("{i:064x}")).collect();
+        for k in &keys {
+            store.llm_cache_put(k, ("m@1", &serde_json::json!({"text": k})), (1, 1), &policy).await.unwrap();
+            // Distinct creation times (milliseconds), so the order is the insertion order.
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        let mut kept = Vec::new();
+        for k in &keys {
+            if store.llm_cached(k, &policy).await.unwrap().is_some() {
+                kept.push(k.clone());
+            }
+        }
+        assert_eq!(kept, keys[3..].to_vec(), "the three newest stay");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn llm_calls_and_cache_round_trip() {
     on_each(|_config, store| async move {
         assert_eq!(store.llm_usage().await.unwrap().calls, 0);
         let key = "ef".repeat(32);
-        assert!(store.llm_cached(&key).await.unwrap().is_none());
+        let policy = keel_store::LlmCachePolicy::default();
+        assert!(store.llm_cached(&key, &policy).await.unwrap().is_none());
         let response = serde_json::json!({"text": "Paris [1]", "finish": "stop"});
-        store.llm_cache_put(&key, "m@1", &response, 120, 17).await.unwrap();
+        store.llm_cache_put(&key, ("m@1", &response), (120, 17), &policy).await.unwrap();
         // The first write wins.
-        store.llm_cache_put(&key, "m@1", &serde_json::json!({"text": "other"}), 1, 1).await.unwrap();
-        let got = store.llm_cached(&key).await.unwrap().unwrap();
+        store.llm_cache_put(&key, ("m@1", &serde_json::json!({"text": "other"})), (1, 1), &policy).await.unwrap();
+        let got = store.llm_cached(&key, &policy).await.unwrap().unwrap();
         assert_eq!((got.response, got.tokens_in, got.tokens_out, got.model.as_str()), (response, 120, 17, "m@1"));
+        // An expired response is not served.
+        let now = keel_store::LlmCachePolicy { max_age: std::time::Duration::ZERO, ..policy };
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(store.llm_cached(&key, &now).await.unwrap().is_none());
 
         let a = call("a", "2026-01-01T00:00:00.000Z", false, None);
         let b = call("b", "2026-01-01T00:00:01.000Z", true, None);
