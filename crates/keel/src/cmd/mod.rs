@@ -73,8 +73,12 @@ fn model_list(json: bool) -> anyhow::Result<()> {
     let mut names: Vec<String> = match std::fs::read_dir(&opts.cache_dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
-            .filter(|e| e.path().join("config.json").exists() || e.path().join(".keel-verified.json").exists())
-            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|e| e.file_name().into_string().ok().map(|name| (e.path(), name)))
+            // A folder of a known model with every file it needs (verified when it is loaded).
+            .filter(|(dir, name)| {
+                keel_embed::ModelSpec::find(name).is_ok_and(|spec| spec.files.iter().all(|f| dir.join(f).is_file()))
+            })
+            .map(|(_, name)| name)
             .collect(),
         Err(_) => Vec::new(),
     };
