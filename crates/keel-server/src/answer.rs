@@ -272,7 +272,7 @@ pub(crate) async fn run(
     let chain = if generate { svc.chain().await } else { None };
     keel_llm::reply(&svc.store, chain, ask, on_text).await.map_err(|e| match e {
         LlmError::ContextTooSmall { .. } => ApiError::unprocessable(e.to_string()),
-        LlmError::AllFailed { .. } => ApiError::unavailable(e.to_string()),
+        LlmError::AllFailed { .. } => ApiError::unavailable("every generator failed; retry shortly").with_cause(e),
         other => ApiError::internal(other),
     })
 }

@@ -246,12 +246,16 @@ impl Batcher {
 
     /// 429 with `Retry-After` for a full queue; 503 for a failing encoder (with `Retry-After`
     /// while the breaker is open).
+    /// The encoder's own error is the cause, kept for the log.
     pub fn api_error(&self, e: EncodeError) -> ApiError {
         match e {
             EncodeError::Full(_) => ApiError::overloaded(e.to_string(), self.cfg.retry_after_secs),
-            EncodeError::CircuitOpen(left, _) => {
-                ApiError::unavailable_for(e.to_string(), u32::try_from(left.as_secs() + 1).unwrap_or(u32::MAX))
-            }
+            EncodeError::CircuitOpen(left, cause) => ApiError::unavailable_for(
+                format!("the encoder is failing and its circuit breaker is open for {left:?} more"),
+                u32::try_from(left.as_secs() + 1).unwrap_or(u32::MAX),
+            )
+            .with_cause(cause),
+            EncodeError::Failed(cause) => ApiError::unavailable("the encoder failed").with_cause(cause),
             e => ApiError::unavailable(e.to_string()),
         }
     }

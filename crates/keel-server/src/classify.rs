@@ -111,7 +111,8 @@ async fn from_embeddings(state: &AppState, model: &Arc<LoadedModel>, texts: &[St
         }
         Err(e @ EncodeError::Full(_)) => Err(state.batcher.api_error(e)),
         Err(e) if model.fallback.is_none() => {
-            Err(ApiError::unavailable(format!("{e}; {} has no fallback head", model.version.tag())))
+            let e = state.batcher.api_error(e);
+            Err(ApiError { message: format!("{}; {} has no fallback head", e.message, model.version.tag()), ..e })
         }
         Err(_) => {
             let probas = score_texts(model.clone(), texts.to_vec(), Which::Fallback).await?;

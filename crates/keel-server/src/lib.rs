@@ -28,6 +28,7 @@ mod log;
 mod metrics;
 mod openapi;
 mod query;
+mod request_id;
 mod rollout;
 mod routes;
 mod search;

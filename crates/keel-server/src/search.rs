@@ -46,7 +46,7 @@ impl LiveIndex {
     /// The current generation, searched with `query` (embedded for dense and hybrid modes).
     /// Blocks: call it on a blocking thread.
     pub(crate) fn search(&self, q: Query<'_>) -> Result<(Arc<Index>, Vec<Hit>), ApiError> {
-        let index = self.current().map_err(|e| ApiError::unavailable(format!("the index cannot be read: {e}")))?;
+        let index = self.current().map_err(|e| ApiError::unavailable("the index cannot be read").with_cause(e))?;
         let vector = query_vector(&index, q.text, q.mode, &self.encoders)?;
         let hits = index.search(&Query { vector: vector.as_deref(), ..q }).map_err(|e| match e {
             IndexError::Invalid(m) => ApiError::unprocessable(m),

@@ -11,6 +11,7 @@
 
 mod breaker;
 mod embedders;
+mod hardening;
 mod ops;
 mod rollout;
 mod search;

@@ -1,0 +1,132 @@
+//! Hostile and unlucky requests (issue 19): what a 5xx tells the client and what it keeps for
+//! the log, per-field limits, the Host allow-list, overload, and work cut off at the deadline.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use keel_server::{AppState, Limits, LoadedModel};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::embedders::Failing;
+use super::{encoder, json_of, model};
+
+/// What the server logs while a test runs (this thread's subscriber; `#[tokio::test]` runs
+/// the handlers on the test's thread).
+#[derive(Clone, Default)]
+pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub(crate) fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// One request with extra headers; the status, response headers and body.
+pub(crate) async fn send(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, HeaderMap, String) {
+    let mut req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app.clone().oneshot(req.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers.get("x-request-id").expect("every answer has x-request-id").to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_5xx_names_a_request_id_and_keeps_the_cause_for_the_log() {
+    let (logs, _guard) = Logs::capture();
+    let state = AppState::new(encoder(), Some(LoadedModel { fallback: None, ..model() }), Limits::default());
+    state.set_encoder(Failing::new());
+    let app = keel_server::router(state);
+    // The failing encoder's message stands for a cause (a path, a SQL error, a remote body).
+    let cause = "index out of range";
+    for (uri, body) in [("/v1/embeddings", r#"{"input": "x"}"#), ("/v1/classify", r#"{"inputs": ["x"]}"#)] {
+        let (status, headers, body) = send(&app, "POST", uri, &[("x-request-id", "client-7.a_B")], body).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {body}");
+        assert!(!body.contains(cause), "{uri}: the cause stays out of the answer: {body}");
+        assert_eq!(request_id(&headers), "client-7.a_B", "a sane client id is kept");
+        assert_eq!(json_of(&body)["error"]["request_id"], "client-7.a_B", "{body}");
+    }
+    let logged = logs.text();
+    assert!(
+        logged.lines().any(|l| l.contains("client-7.a_B") && l.contains(cause)),
+        "the log has the cause with the request id:\n{logged}"
+    );
+
+    // An id that is not sane is replaced; without one, each request gets its own.
+    let long = "a".repeat(65);
+    let mut seen = Vec::new();
+    for given in ["bad id", "<script>", long.as_str(), ""] {
+        let headers: Vec<(&str, &str)> = if given.is_empty() { vec![] } else { vec![("x-request-id", given)] };
+        let (_, h, body) = send(&app, "POST", "/v1/embeddings", &headers, r#"{"input": "x"}"#).await;
+        let id = request_id(&h);
+        assert_ne!(id, given);
+        assert!(id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)), "{id}");
+        assert_eq!(json_of(&body)["error"]["request_id"], Value::from(id.clone()), "{body}");
+        seen.push(id);
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 4, "fresh ids differ");
+    // Successful answers carry the id too.
+    let (status, h, _) = send(&app, "GET", "/healthz", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!request_id(&h).is_empty());
+}
+
+#[tokio::test]
+async fn an_unreadable_index_answers_a_generic_503_and_logs_where() {
+    let (logs, _guard) = Logs::capture();
+    let dir = tempfile::tempdir().unwrap();
+    super::search::build(dir.path(), &super::search::DOCS);
+    let svc = keel_server::SearchService::open(dir.path(), encoder()).unwrap();
+    let state = AppState::new(encoder(), None, Limits::default());
+    let app = keel_server::router_with(state, keel_server::search_extension(svc));
+    // `keel index` died writing the pointer to the current generation.
+    std::fs::write(dir.path().join("CURRENT"), "gen-\u{1}garbage").unwrap();
+    let (status, headers, body) = send(&app, "POST", "/v1/search", &[], r#"{"query": "tea", "mode": "bm25"}"#).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let where_ = dir.path().to_str().unwrap();
+    assert!(!body.contains(where_), "no path in the answer: {body}");
+    let id = request_id(&headers);
+    assert_eq!(json_of(&body)["error"]["request_id"], Value::from(id.clone()), "{body}");
+    let logged = logs.text();
+    assert!(logged.lines().any(|l| l.contains(&id) && l.contains(where_)), "the log says where:\n{logged}");
+}
