@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 mod stream;
 
 use crate::search::LiveIndex;
-use crate::{ApiError, EncoderSlot, Extension, passage};
+use crate::{ApiError, EncoderSlot, Extension, Limits, check_len, passage};
 
 /// Most chunks one request may ask for.
 pub const MAX_K: usize = 20;
@@ -55,6 +55,7 @@ pub struct AnswerService {
     busy: Semaphore,
     mode: AnswerMode,
     capability: Capability,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for AnswerService {
@@ -87,7 +88,19 @@ impl AnswerService {
             busy: Semaphore::new(1),
             mode: AnswerMode::default(),
             capability,
+            limits: Limits::default(),
         }))
+    }
+
+    /// The server's request limits (`max_question_bytes`) instead of the defaults.
+    pub fn with_limits(self: Arc<Self>, limits: Limits) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut s) => {
+                s.limits = limits;
+                Arc::new(s)
+            }
+            Err(shared) => shared,
+        }
     }
 
     /// The mode for requests that name none, and whether the chain is capable (`auto`).
@@ -195,6 +208,7 @@ async fn answer(
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
     validate(&req)?;
+    check_len("question", &req.question, "max_question_bytes", svc.limits.max_question_bytes)?;
     let passages = {
         let (svc, question, k, mode) = (svc.clone(), req.question.clone(), req.k, req.mode);
         tokio::task::spawn_blocking(move || -> Result<Vec<Passage>, ApiError> {

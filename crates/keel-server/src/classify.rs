@@ -54,7 +54,7 @@ pub(crate) async fn classify(
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
     let Json(req) = body?;
-    state.limits.check_count(req.inputs.len())?;
+    state.limits.check_texts("inputs", &req.inputs)?;
     let Pick { model, role, shadow } = state
         .pick()
         .ok_or_else(|| ApiError::not_ready("no model is loaded; train one with `keel quickstart` or `keel train`"))?;

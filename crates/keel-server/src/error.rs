@@ -15,6 +15,9 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
     /// What went wrong underneath: for the log only.
     pub(crate) cause: Option<String>,
+    /// The configured limit a request went past (its name in [`crate::Limits`] and its value),
+    /// sent as `"limit": {"name": ..., "value": ...}`.
+    pub(crate) limit: Option<(&'static str, usize)>,
 }
 
 /// The message, then the cause: for logs and the CLI, never for an HTTP body.
@@ -31,7 +34,7 @@ impl std::error::Error for ApiError {}
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self { status, kind, message: message.into(), retry_after: None, cause: None }
+        Self { status, kind, message: message.into(), retry_after: None, cause: None, limit: None }
     }
 
     /// The same error with `cause` kept for the log (not sent to the client).
@@ -50,6 +53,17 @@ impl ApiError {
 
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+
+    /// 413: a request went past the configured limit `name` (a [`crate::Limits`] field), whose
+    /// value is `value`; the body names both.
+    pub fn over_limit(name: &'static str, value: usize, message: impl Into<String>) -> Self {
+        Self { limit: Some((name, value)), ..Self::too_large(message) }
+    }
+
+    /// The route exists, but not for this method (405).
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)
     }
 
     pub fn not_ready(message: impl Into<String>) -> Self {
@@ -150,6 +164,9 @@ impl ApiError {
         let mut body = json!({"type": self.kind, "message": self.message});
         if let Some(id) = request_id {
             body["request_id"] = json!(id);
+        }
+        if let Some((name, value)) = self.limit {
+            body["limit"] = json!({"name": name, "value": value});
         }
         body
     }

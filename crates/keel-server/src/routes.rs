@@ -67,6 +67,9 @@ pub fn router_with(state: Arc<AppState>, extra: Extension) -> Router {
         }),
     )
     .merge(extra.routes)
+    .method_not_allowed_fallback(|| async {
+        ApiError::method_not_allowed("this route does not take that method; see GET /openapi.json")
+    })
     .fallback(|| async {
         ApiError::not_found(
             "no such route; see GET /openapi.json (POST /v1/classify, POST /v1/embeddings, GET /v1/models, ...)",
@@ -185,13 +188,14 @@ async fn feedback(
     body: Result<Json<FeedbackRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(req) = body?;
+    if req.label.trim().is_empty() {
+        return Err(ApiError::unprocessable("label is empty"));
+    }
+    crate::check_len("label", &req.label, "max_label_bytes", state.limits.max_label_bytes)?;
     let log = state
         .log
         .as_ref()
         .ok_or_else(|| ApiError::not_ready("this server keeps no prediction log, so it takes no feedback"))?;
-    if req.label.trim().is_empty() {
-        return Err(ApiError::unprocessable("label is empty"));
-    }
     let store = log.store();
     let mut result = store.add_feedback(&req.prediction_id, &req.label).await;
     if matches!(result, Err(StoreError::NotFound(_))) {
@@ -257,7 +261,7 @@ async fn embeddings(
             ));
         }
     };
-    state.limits.check_count(texts.len())?;
+    state.limits.check_texts("input", &texts)?;
     let own = match &req.version {
         Some(v) => version_encoder(&state, v)?,
         None => None,

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use serde_json::json;
 
-use crate::{ApiError, EncoderSlot, Extension, query_vector};
+use crate::{ApiError, EncoderSlot, Extension, Limits, check_len, query_vector};
 
 /// Most hits one request may ask for.
 pub const MAX_K: usize = 100;
@@ -71,6 +71,7 @@ impl LiveIndex {
 #[derive(Debug)]
 pub struct SearchService {
     live: LiveIndex,
+    limits: Limits,
 }
 
 impl SearchService {
@@ -78,7 +79,15 @@ impl SearchService {
     /// implementation or a server's [`EncoderSlot`]) embeds dense and hybrid queries; it must be
     /// the one the generation searched was built with, or those queries answer 503.
     pub fn open(dir: &Path, encoder: impl Into<EncoderSlot>) -> Result<Arc<Self>, IndexError> {
-        Ok(Arc::new(Self { live: LiveIndex::open(dir, encoder.into())? }))
+        Ok(Arc::new(Self { live: LiveIndex::open(dir, encoder.into())?, limits: Limits::default() }))
+    }
+
+    /// The server's request limits (`max_query_bytes`) instead of the defaults.
+    pub fn with_limits(self: Arc<Self>, limits: Limits) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(s) => Arc::new(Self { limits, ..s }),
+            Err(shared) => shared,
+        }
     }
 }
 
@@ -143,6 +152,7 @@ async fn search(
     if req.query.trim().is_empty() {
         return Err(ApiError::unprocessable("query is empty"));
     }
+    check_len("query", &req.query, "max_query_bytes", svc.limits.max_query_bytes)?;
     if !(1..=MAX_K).contains(&req.k) {
         return Err(ApiError::unprocessable(format!("k must be in 1..={MAX_K}")));
     }

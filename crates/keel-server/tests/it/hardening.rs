@@ -130,3 +130,82 @@ async fn an_unreadable_index_answers_a_generic_503_and_logs_where() {
     let logged = logs.text();
     assert!(logged.lines().any(|l| l.contains(&id) && l.contains(where_)), "the log says where:\n{logged}");
 }
+
+/// The `limit` an over-limit answer names: (name, value).
+fn limit_of(body: &str) -> (String, u64) {
+    let v = json_of(body);
+    (v["error"]["limit"]["name"].as_str().unwrap_or("").to_owned(), v["error"]["limit"]["value"].as_u64().unwrap_or(0))
+}
+
+#[tokio::test]
+async fn each_field_has_a_limit_and_an_answer_that_names_it() {
+    let home = tempfile::tempdir().unwrap();
+    let store = keel_store::Store::open(home.path()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    super::search::build(dir.path(), &super::search::DOCS);
+    // The defaults: 64 KiB a text, 4 KiB a query or question, 256 bytes a label, 256 texts.
+    let limits = Limits::default();
+    let search = keel_server::SearchService::open(dir.path(), encoder()).unwrap().with_limits(limits.clone());
+    let answer = keel_server::AnswerService::open(dir.path(), encoder(), None, store.clone())
+        .unwrap()
+        .with_limits(limits.clone());
+    let options = keel_server::Options { limits, store: Some(store), ..keel_server::Options::default() };
+    let state = AppState::with_options(encoder(), Some(model()), options);
+    let extension = keel_server::search_extension(search).merge(keel_server::answer_extension(answer));
+    let app = keel_server::router_with(state, extension);
+
+    // One 2 MB field fits no limit (the body limit is 2 MiB, so it gets as far as the field).
+    let big = "x".repeat(2_000_000);
+    let text = "y".repeat(64 * 1024 + 1);
+    let long = "z".repeat(4 * 1024 + 1);
+    let cases: Vec<(&str, String, &str, u64)> = vec![
+        ("/v1/classify", serde_json::json!({"inputs": ["fine", big]}).to_string(), "max_text_bytes", 65536),
+        ("/v1/classify", serde_json::json!({"inputs": [text]}).to_string(), "max_text_bytes", 65536),
+        ("/v1/embeddings", serde_json::json!({"input": text}).to_string(), "max_text_bytes", 65536),
+        ("/v1/embeddings", serde_json::json!({"input": ["a", text]}).to_string(), "max_text_bytes", 65536),
+        ("/v1/search", serde_json::json!({"query": long, "mode": "bm25"}).to_string(), "max_query_bytes", 4096),
+        ("/v1/answer", serde_json::json!({"question": long, "mode": "bm25"}).to_string(), "max_question_bytes", 4096),
+        ("/v1/feedback", serde_json::json!({"id": "p", "label": "l".repeat(257)}).to_string(), "max_label_bytes", 256),
+        ("/v1/classify", serde_json::json!({"inputs": vec!["a"; 257]}).to_string(), "max_inputs", 256),
+        ("/v1/embeddings", serde_json::json!({"input": vec!["a"; 257]}).to_string(), "max_inputs", 256),
+    ];
+    for (uri, body, name, value) in cases {
+        let (status, _, answer) = send(&app, "POST", uri, &[], &body).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{uri} {name}: {answer}");
+        assert_eq!(super::error_type(&answer), "too_large");
+        assert_eq!(limit_of(&answer), (name.to_owned(), value), "{uri}: {answer}");
+        assert!(json_of(&answer)["error"]["message"].as_str().unwrap().contains(name), "{answer}");
+    }
+    // At the limit is fine.
+    let at = "w".repeat(4 * 1024);
+    let (status, _, answer) =
+        send(&app, "POST", "/v1/search", &[], &serde_json::json!({"query": at, "mode": "bm25"}).to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    // An empty list is 422; malformed JSON is a JSON 400 on every route that reads a body; a
+    // known route with another method is a JSON 405.
+    for (uri, empty) in [("/v1/classify", r#"{"inputs": []}"#), ("/v1/embeddings", r#"{"input": []}"#)] {
+        let (status, _, answer) = send(&app, "POST", uri, &[], empty).await;
+        assert_eq!((status, super::error_type(&answer).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"));
+    }
+    for uri in ["/v1/classify", "/v1/embeddings", "/v1/feedback", "/v1/search", "/v1/answer"] {
+        for malformed in ["{", "not json", "{\"x"] {
+            let (status, _, answer) = send(&app, "POST", uri, &[], malformed).await;
+            let got = (status, super::error_type(&answer));
+            assert_eq!(got, (StatusCode::BAD_REQUEST, "invalid_request".to_owned()), "{uri} {malformed}");
+        }
+    }
+    let (status, _, answer) = send(&app, "GET", "/v1/classify", &[], "").await;
+    assert_eq!((status, super::error_type(&answer).as_str()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+}
+
+#[tokio::test]
+async fn the_text_limit_is_configurable() {
+    let limits = Limits { max_text_bytes: 10, ..Limits::default() };
+    let app = keel_server::router(AppState::new(encoder(), Some(model()), limits));
+    let (status, _, answer) = send(&app, "POST", "/v1/classify", &[], r#"{"inputs": ["0123456789"]}"#).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, _, answer) = send(&app, "POST", "/v1/classify", &[], r#"{"inputs": ["0123456789!"]}"#).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(limit_of(&answer), ("max_text_bytes".to_owned(), 10));
+}

@@ -91,7 +91,7 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
     }
     let admin = ops.admin_token.as_deref().is_some_and(|t| !t.is_empty());
     let options = Options {
-        limits,
+        limits: limits.clone(),
         batching,
         store: Some(store.clone()),
         rollout,
@@ -99,7 +99,7 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
         ..Options::default()
     };
     let state = AppState::with_options(encoders.clone(), model, options);
-    let extension = documents_extension(home, &args, &store, encoders).await;
+    let extension = documents_extension(home, &args, &store, encoders, &limits).await;
     if challenger.is_some() {
         let (_, errors) = state.reload().await;
         for e in errors {
@@ -162,6 +162,7 @@ async fn documents_extension(
     args: &ServeArgs,
     store: &keel_store::Store,
     encoders: EncoderSlot,
+    limits: &Limits,
 ) -> keel_server::Extension {
     let dir = args.index.clone().unwrap_or_else(|| keel_index::default_dir(home));
     if !dir.exists() {
@@ -174,7 +175,7 @@ async fn documents_extension(
             return keel_server::Extension::default();
         }
     };
-    let mut extension = keel_server::search_extension(search);
+    let mut extension = keel_server::search_extension(search.with_limits(limits.clone()));
     if args.no_answer {
         note(format!("serving /v1/search over {}", dir.display()));
         return extension;
@@ -194,7 +195,7 @@ async fn documents_extension(
     });
     match keel_server::AnswerService::open(&dir, encoders, Some(load), store.clone()) {
         Ok(answer) => {
-            let answer = answer.with_mode(mode, keel_llm::capability_from_env());
+            let answer = answer.with_mode(mode, keel_llm::capability_from_env()).with_limits(limits.clone());
             extension = extension.merge(keel_server::answer_extension(answer));
             note(format!("serving /v1/search and /v1/answer (answer mode {}) over {}", mode.as_str(), dir.display()));
         }
