@@ -61,6 +61,11 @@ impl ApiError {
         Self { limit: Some((name, value)), ..Self::too_large(message) }
     }
 
+    /// The request's `Host` is not on the allow-list (403).
+    pub fn forbidden_host(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "host_not_allowed", message)
+    }
+
     /// The route exists, but not for this method (405).
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)

@@ -24,6 +24,7 @@ mod batch;
 mod classify;
 mod embed;
 mod error;
+mod hosts;
 mod log;
 mod metrics;
 mod openapi;
@@ -165,6 +166,10 @@ pub struct Options {
     pub rollout: Rollout,
     /// Bearer token for the admin routes; `None` disables them (404).
     pub admin_token: Option<String>,
+    /// Host names (`name`, `name:port`, `[v6]`) requests may be addressed to besides the loopback
+    /// names, which are always allowed; `*` allows any. Other `Host` headers get 403 (a guard
+    /// against DNS rebinding). `keel serve` adds its bind address and every `--allow-host`.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// What every handler shares.
@@ -179,6 +184,7 @@ pub struct AppState {
     store: Option<Store>,
     rollout: Rollout,
     admin_token: Option<String>,
+    allowed_hosts: hosts::AllowedHosts,
     canary_counter: AtomicU64,
     reload: Arc<tokio::sync::Notify>,
     sync_lock: tokio::sync::Mutex<()>,
@@ -222,6 +228,7 @@ impl AppState {
             store: options.store,
             rollout: options.rollout,
             admin_token: options.admin_token.filter(|t| !t.is_empty()),
+            allowed_hosts: hosts::AllowedHosts::new(&options.allowed_hosts),
             canary_counter: AtomicU64::new(0),
             reload: Arc::new(tokio::sync::Notify::new()),
             sync_lock: tokio::sync::Mutex::new(()),

@@ -76,6 +76,7 @@ pub fn router_with(state: Arc<AppState>, extra: Extension) -> Router {
         )
     })
     .layer(DefaultBodyLimit::max(limit))
+    .layer(middleware::from_fn_with_state(state.clone(), crate::hosts::check))
     .layer(middleware::from_fn_with_state(state, observe))
 }
 

@@ -209,3 +209,31 @@ async fn the_text_limit_is_configurable() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
     assert_eq!(limit_of(&answer), ("max_text_bytes".to_owned(), 10));
 }
+
+#[tokio::test]
+async fn only_allowed_host_headers_are_served() {
+    let app = keel_server::router(AppState::new(encoder(), Some(model()), Limits::default()));
+    for host in ["localhost", "localhost:8080", "LOCALHOST.", "127.0.0.1:1234", "[::1]:8080", "[::1]", "::1"] {
+        let (status, _, body) = send(&app, "GET", "/healthz", &[("host", host)], "").await;
+        assert_eq!(status, StatusCode::OK, "{host}: {body}");
+    }
+    // A rebinding page: the browser sends the attacker's name.
+    for host in ["evil.example", "evil.example:8080", "127.0.0.1.evil.example", "localhost.evil.example:80"] {
+        for (method, uri, body) in
+            [("GET", "/healthz", ""), ("POST", "/v1/classify", r#"{"inputs": ["x"]}"#), ("GET", "/nope", "")]
+        {
+            let (status, _, answer) = send(&app, method, uri, &[("host", host)], body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{host} {uri}: {answer}");
+            assert_eq!(super::error_type(&answer), "host_not_allowed");
+        }
+    }
+    // Allowed by configuration: a name, or any host.
+    let options = keel_server::Options { allowed_hosts: vec!["keel.internal:9000".into()], ..Default::default() };
+    let app = keel_server::router(AppState::with_options(encoder(), None, options));
+    assert_eq!(send(&app, "GET", "/healthz", &[("host", "keel.internal:8080")], "").await.0, StatusCode::OK);
+    assert_eq!(send(&app, "GET", "/healthz", &[("host", "localhost")], "").await.0, StatusCode::OK);
+    assert_eq!(send(&app, "GET", "/healthz", &[("host", "evil.example")], "").await.0, StatusCode::FORBIDDEN);
+    let options = keel_server::Options { allowed_hosts: vec!["*".into()], ..Default::default() };
+    let app = keel_server::router(AppState::with_options(encoder(), None, options));
+    assert_eq!(send(&app, "GET", "/healthz", &[("host", "evil.example")], "").await.0, StatusCode::OK);
+}

@@ -90,12 +90,23 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
         limits.max_body_bytes = n;
     }
     let admin = ops.admin_token.as_deref().is_some_and(|t| !t.is_empty());
+    // The Host allow-list: loopback (always), the address bound to, and every --allow-host.
+    let mut allowed_hosts = ops.allow_host.clone();
+    if !args.addr.ip().is_unspecified() {
+        allowed_hosts.push(args.addr.ip().to_string());
+    } else if allowed_hosts.is_empty() {
+        note(format!(
+            "listening on {}: requests must name a loopback host; allow others with --allow-host NAME (or '*')",
+            args.addr
+        ));
+    }
     let options = Options {
         limits: limits.clone(),
         batching,
         store: Some(store.clone()),
         rollout,
         admin_token: ops.admin_token.clone(),
+        allowed_hosts,
         ..Options::default()
     };
     let state = AppState::with_options(encoders.clone(), model, options);
