@@ -55,6 +55,8 @@ pub(crate) struct Metrics {
     pub queue_depth: Gauge,
     /// Requests refused with 429 because the encoder queue was full.
     pub queue_rejected: Counter,
+    /// Requests whose deadline passed while they waited in the queue (overload, not a failure).
+    pub queue_timeouts: Counter,
     /// Encoder calls made (one per batch).
     pub encoder_calls: Counter,
     /// Encoder calls that failed (error, panic or deadline missed).
@@ -108,6 +110,7 @@ impl Metrics {
             batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
             queue_depth: Gauge::default(),
             queue_rejected: Counter::default(),
+            queue_timeouts: Counter::default(),
             encoder_calls: Counter::default(),
             encoder_failures: Counter::default(),
             degraded_state: Gauge::default(),
@@ -140,6 +143,11 @@ impl Metrics {
         m.register("encoder_batch_requests", "Requests merged into one encoder call", m.batch_requests.clone());
         m.register("encoder_queue_depth", "Requests waiting for the encoder", m.queue_depth.clone());
         m.register("encoder_queue_rejected", "Requests refused (429) with the queue full", m.queue_rejected.clone());
+        m.register(
+            "encoder_queue_timeouts",
+            "Requests whose deadline passed while they waited for the encoder (overload; not encoder failures)",
+            m.queue_timeouts.clone(),
+        );
         m.register("encoder_calls", "Encoder calls (one per batch)", m.encoder_calls.clone());
         m.register("encoder_failures", "Encoder calls that failed or missed the deadline", m.encoder_failures.clone());
         m.register("encoder_degraded", "1 while the encoder is failing (fallback answers)", m.degraded_state.clone());

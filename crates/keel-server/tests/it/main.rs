@@ -13,6 +13,7 @@ mod breaker;
 mod embedders;
 mod hardening;
 mod ops;
+mod overload;
 mod rollout;
 mod search;
 mod text_heads;
