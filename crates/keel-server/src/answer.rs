@@ -36,8 +36,11 @@ use crate::{ApiError, EncoderSlot, Extension, Limits, check_len, passage};
 pub const MAX_K: usize = 20;
 /// Most new tokens one request may ask for.
 pub const MAX_NEW_TOKENS: usize = 512;
-/// How long a request waits for the generator before 429.
-const QUEUE_WAIT: Duration = Duration::from_secs(30);
+/// How long a request waits for the generator before 429: a third of the request deadline, so
+/// the caller gets the 429 (and time is left to generate) rather than the deadline's 503.
+fn queue_wait(limits: &Limits) -> Duration {
+    limits.request_deadline / 3
+}
 
 /// Loads the generator chain (blocking; run on a blocking thread).
 pub type LoadChain = Arc<dyn Fn() -> Result<Chain, String> + Send + Sync>;
@@ -275,7 +278,7 @@ pub(crate) async fn run(
 ) -> Result<Reply, ApiError> {
     let _permit = if generate {
         Some(
-            tokio::time::timeout(QUEUE_WAIT, svc.busy.acquire())
+            tokio::time::timeout(queue_wait(&svc.limits), svc.busy.acquire())
                 .await
                 .map_err(|_| ApiError::overloaded("the generator is busy with other answers", 5))?
                 .map_err(ApiError::internal)?,

@@ -19,6 +19,7 @@
 //! maps failures to status codes.
 
 mod admin;
+mod admission;
 mod answer;
 mod batch;
 mod classify;
@@ -41,6 +42,7 @@ use std::time::Duration;
 use keel_store::{ModelVersion, Store};
 use keel_train::{Head, InputKind};
 
+pub use admission::Admission;
 pub use answer::{AnswerService, LoadChain, answer_extension, answer_routes};
 pub use batch::Batching;
 pub use embed::{BoxError, Embed, EncoderSlot, LoadEncoder};

@@ -3,7 +3,9 @@
 //! [...]}`, each hit with its chunk id, document id, source, char offsets, text and score.
 //!
 //! The query is embedded ([`crate::query_vector`]) and the index searched on a blocking thread,
-//! never on the runtime. The index is reopened when `keel index` has made a new generation
+//! never on the runtime, after admission control ([`crate::Admission`]): a bounded number of
+//! searches run at once, a bounded number wait (for a third of the request deadline at most),
+//! the rest are answered 429 with `Retry-After`. The index is reopened when `keel index` has made a new generation
 //! current, so a running server serves the latest index without a restart; a generation built
 //! with another encoder than the server's answers dense and hybrid queries with a 503 naming
 //! both (BM25 still answers).
@@ -21,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use serde_json::json;
 
-use crate::{ApiError, EncoderSlot, Extension, Limits, check_len, query_vector};
+use crate::admission::Gate;
+use crate::{Admission, ApiError, EncoderSlot, Extension, Limits, check_len, query_vector};
 
 /// Most hits one request may ask for.
 pub const MAX_K: usize = 100;
@@ -72,6 +75,13 @@ impl LiveIndex {
 pub struct SearchService {
     live: LiveIndex,
     limits: Limits,
+    admission: Admission,
+    gate: Gate,
+}
+
+/// How long a search waits for its turn: a third of the request deadline.
+fn queue_wait(limits: &Limits) -> std::time::Duration {
+    limits.request_deadline / 3
 }
 
 impl SearchService {
@@ -79,13 +89,30 @@ impl SearchService {
     /// implementation or a server's [`EncoderSlot`]) embeds dense and hybrid queries; it must be
     /// the one the generation searched was built with, or those queries answer 503.
     pub fn open(dir: &Path, encoder: impl Into<EncoderSlot>) -> Result<Arc<Self>, IndexError> {
-        Ok(Arc::new(Self { live: LiveIndex::open(dir, encoder.into())?, limits: Limits::default() }))
+        let (limits, admission) = (Limits::default(), Admission::default());
+        let gate = Gate::new(admission.clone(), queue_wait(&limits));
+        Ok(Arc::new(Self { live: LiveIndex::open(dir, encoder.into())?, limits, admission, gate }))
     }
 
-    /// The server's request limits (`max_query_bytes`) instead of the defaults.
+    /// The server's request limits (`max_query_bytes`, the deadline a search waits a third of)
+    /// instead of the defaults.
     pub fn with_limits(self: Arc<Self>, limits: Limits) -> Arc<Self> {
         match Arc::try_unwrap(self) {
-            Ok(s) => Arc::new(Self { limits, ..s }),
+            Ok(s) => {
+                let gate = Gate::new(s.admission.clone(), queue_wait(&limits));
+                Arc::new(Self { limits, gate, ..s })
+            }
+            Err(shared) => shared,
+        }
+    }
+
+    /// How many searches run at once and wait (default: one per core, 32 waiting).
+    pub fn with_admission(self: Arc<Self>, admission: Admission) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(s) => {
+                let gate = Gate::new(admission.clone(), queue_wait(&s.limits));
+                Arc::new(Self { admission, gate, ..s })
+            }
             Err(shared) => shared,
         }
     }
@@ -135,7 +162,9 @@ pub fn search_extension(service: Arc<SearchService>) -> Extension {
             }}}}},
         "responses": {
             "200": {"description": "hits, best first: chunk_id, doc_id, chunk, source, start_char, end_char, text, score, dense_rank, bm25_rank, metadata"},
+            "413": {"description": "the query is longer than the configured limit"},
             "422": {"description": "invalid request"},
+            "429": {"description": "too many searches at once; retry after the given seconds"},
             "503": {"description": "encoder or index unavailable"}
         }
     }});
@@ -159,7 +188,10 @@ async fn search(
     if req.rrf_k.is_some_and(|k| !(k.is_finite() && k >= 0.0)) {
         return Err(ApiError::unprocessable("rrf_k must be a non-negative number"));
     }
+    let permit = svc.gate.enter("search").await?;
     let resp = tokio::task::spawn_blocking(move || -> Result<SearchResponse, ApiError> {
+        // Held until the work is done, even if the request has been cut off meanwhile.
+        let _permit = permit;
         let mut q = Query::new(&req.query, None, req.k, req.mode).with_filter(Filter(req.filter.into_iter().collect()));
         if let Some(k) = req.rrf_k {
             q.rrf_k = k;
