@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 
 mod stream;
 
-use crate::search::LiveIndex;
+use crate::search::{LiveIndex, Stop};
 use crate::{ApiError, EncoderSlot, Extension, Limits, check_len, passage};
 
 /// Most chunks one request may ask for.
@@ -212,10 +212,12 @@ async fn answer(
     let Json(req) = body?;
     validate(&req)?;
     check_len("question", &req.question, "max_question_bytes", svc.limits.max_question_bytes)?;
+    // Retrieval stops at its next stage once this handler is dropped or the deadline passes.
+    let (stop, _stop_on_drop) = Stop::new(std::time::Instant::now() + svc.limits.request_deadline);
     let passages = {
         let (svc, question, k, mode) = (svc.clone(), req.question.clone(), req.k, req.mode);
         tokio::task::spawn_blocking(move || -> Result<Vec<Passage>, ApiError> {
-            let (_, hits) = svc.live.search(Query::new(&question, None, k, mode))?;
+            let (_, hits) = svc.live.search(Query::new(&question, None, k, mode), &stop)?;
             Ok(hits.iter().map(passage).collect())
         })
         .await

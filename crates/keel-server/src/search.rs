@@ -12,7 +12,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -28,6 +30,40 @@ use crate::{Admission, ApiError, EncoderSlot, Extension, Limits, check_len, quer
 
 /// Most hits one request may ask for.
 pub const MAX_K: usize = 100;
+
+/// Tells work on a blocking thread that its request is gone: the request future was dropped (the
+/// deadline cut it off, or the client left) or the deadline passed. The work checks it between
+/// stages (open the index, embed the query, search) and stops at the first check after.
+#[derive(Clone, Debug)]
+pub(crate) struct Stop {
+    gone: Arc<AtomicBool>,
+    deadline: Instant,
+}
+
+/// Trips its [`Stop`] when dropped; the request's future holds it.
+pub(crate) struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+impl Stop {
+    /// A stop for work that must end by `deadline` or when the guard is dropped.
+    pub(crate) fn new(deadline: Instant) -> (Self, StopOnDrop) {
+        let gone = Arc::new(AtomicBool::new(false));
+        (Self { gone: gone.clone(), deadline }, StopOnDrop(gone))
+    }
+
+    /// `Err` (a 503 no one may read) once the request is gone.
+    pub(crate) fn check(&self) -> Result<(), ApiError> {
+        if self.gone.load(Ordering::Acquire) || Instant::now() >= self.deadline {
+            return Err(ApiError::deadline("the request was cut off before its search finished", 1));
+        }
+        Ok(())
+    }
+}
 
 /// An index folder kept open, and the encoder its queries are embedded with: the state
 /// `/v1/search` and `/v1/answer` share.
@@ -46,11 +82,14 @@ impl LiveIndex {
         Ok(Self { dir: dir.to_path_buf(), index: RwLock::new(Arc::new(index)), encoders })
     }
 
-    /// The current generation, searched with `query` (embedded for dense and hybrid modes).
-    /// Blocks: call it on a blocking thread.
-    pub(crate) fn search(&self, q: Query<'_>) -> Result<(Arc<Index>, Vec<Hit>), ApiError> {
+    /// The current generation, searched with `query` (embedded for dense and hybrid modes),
+    /// unless `stop` trips between the stages. Blocks: call it on a blocking thread.
+    pub(crate) fn search(&self, q: Query<'_>, stop: &Stop) -> Result<(Arc<Index>, Vec<Hit>), ApiError> {
+        stop.check()?;
         let index = self.current().map_err(|e| ApiError::unavailable("the index cannot be read").with_cause(e))?;
+        stop.check()?;
         let vector = query_vector(&index, q.text, q.mode, &self.encoders)?;
+        stop.check()?;
         let hits = index.search(&Query { vector: vector.as_deref(), ..q }).map_err(|e| match e {
             IndexError::Invalid(m) => ApiError::unprocessable(m),
             other => ApiError::internal(other),
@@ -77,6 +116,8 @@ pub struct SearchService {
     limits: Limits,
     admission: Admission,
     gate: Gate,
+    /// Searches stopped part-way because their request was gone.
+    stopped: AtomicU64,
 }
 
 /// How long a search waits for its turn: a third of the request deadline.
@@ -91,7 +132,14 @@ impl SearchService {
     pub fn open(dir: &Path, encoder: impl Into<EncoderSlot>) -> Result<Arc<Self>, IndexError> {
         let (limits, admission) = (Limits::default(), Admission::default());
         let gate = Gate::new(admission.clone(), queue_wait(&limits));
-        Ok(Arc::new(Self { live: LiveIndex::open(dir, encoder.into())?, limits, admission, gate }))
+        let live = LiveIndex::open(dir, encoder.into())?;
+        Ok(Arc::new(Self { live, limits, admission, gate, stopped: AtomicU64::new(0) }))
+    }
+
+    /// Searches stopped part-way because their request was gone (cut off by the deadline, or
+    /// the client left): their remaining stages did not run.
+    pub fn stopped(&self) -> u64 {
+        self.stopped.load(Ordering::Relaxed)
     }
 
     /// The server's request limits (`max_query_bytes`, the deadline a search waits a third of)
@@ -189,6 +237,8 @@ async fn search(
         return Err(ApiError::unprocessable("rrf_k must be a non-negative number"));
     }
     let permit = svc.gate.enter("search").await?;
+    // The work stops at its next stage once this handler is dropped or the deadline passes.
+    let (stop, _stop_on_drop) = Stop::new(Instant::now() + svc.limits.request_deadline);
     let resp = tokio::task::spawn_blocking(move || -> Result<SearchResponse, ApiError> {
         // Held until the work is done, even if the request has been cut off meanwhile.
         let _permit = permit;
@@ -196,7 +246,12 @@ async fn search(
         if let Some(k) = req.rrf_k {
             q.rrf_k = k;
         }
-        let (index, hits) = svc.live.search(q)?;
+        let (index, hits) = svc.live.search(q, &stop).inspect_err(|e| {
+            if e.kind == "deadline_exceeded" {
+                svc.stopped.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("a search stopped part-way: its request is gone");
+            }
+        })?;
         Ok(SearchResponse { mode: req.mode, generation: index.generation(), hits })
     })
     .await

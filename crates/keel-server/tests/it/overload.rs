@@ -216,3 +216,37 @@ async fn a_request_waiting_for_the_generator_gets_429_before_the_deadline() {
     let (status, _, body) = first.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_search_cut_off_by_the_deadline_stops_and_frees_its_slot() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    super::search::build(dir.path(), &super::search::DOCS);
+    let stalled = Stalled::new();
+    let release = Release(stalled.clone());
+    let limits = Limits { request_deadline: Duration::from_millis(300), ..Limits::default() };
+    let svc = keel_server::SearchService::open(dir.path(), stalled.clone())
+        .unwrap()
+        .with_limits(limits.clone())
+        .with_admission(keel_server::Admission { concurrency: 1, queue: 4, retry_after_secs: 1 });
+    let options = keel_server::Options { limits, ..keel_server::Options::default() };
+    let state = AppState::with_options(encoder(), None, options);
+    let app = keel_server::router_with(state, keel_server::search_extension(svc.clone()));
+    let first = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            send(&app, "POST", "/v1/search", &[], r#"{"query": "green tea", "mode": "dense"}"#).await
+        })
+    };
+    stalled.started().await;
+    tokio::time::advance(Duration::from_millis(400)).await;
+    let (status, _, body) = first.await.unwrap();
+    assert_eq!((status, super::error_type(&body).as_str()), (StatusCode::SERVICE_UNAVAILABLE, "deadline_exceeded"));
+    assert_eq!(svc.stopped(), 0, "the search is still in the encoder");
+    // The encoder returns; the search sees that its request is gone and does not go on.
+    drop(release);
+    // Its slot is held until then: the next search gets it once the first has stopped.
+    let (status, _, body) = send(&app, "POST", "/v1/search", &[], r#"{"query": "tea", "mode": "bm25"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(svc.stopped(), 1, "the cut-off search stopped before searching");
+}
