@@ -87,6 +87,8 @@ pub(crate) struct Metrics {
     pub log_replayed: Counter,
     /// Predictions lost: neither the store nor the spill file took them.
     pub log_dropped: Counter,
+    /// Predictions the spill file refused because the spill files reached their size cap.
+    pub log_spill_refused: Counter,
     /// Store writes of the prediction log that failed (their rows were spilled).
     pub log_failed: Counter,
     model_info: Family<ModelInfo, Gauge>,
@@ -126,6 +128,7 @@ impl Metrics {
             log_spilled: Counter::default(),
             log_replayed: Counter::default(),
             log_dropped: Counter::default(),
+            log_spill_refused: Counter::default(),
             log_failed: Counter::default(),
             model_info: Family::default(),
             current: Mutex::new(Vec::new()),
@@ -182,6 +185,11 @@ impl Metrics {
             "prediction_log_dropped",
             "Predictions lost: neither store nor spill file took them",
             m.log_dropped.clone(),
+        );
+        m.register(
+            "prediction_log_spill_refused",
+            "Predictions the spill file refused: the spill files reached max_spill_bytes (also counted as dropped)",
+            m.log_spill_refused.clone(),
         );
         m.register("prediction_log_failed", "Prediction rows the store refused (then spilled)", m.log_failed.clone());
         m.register("model_info", "The model versions answering or shadowing classify (value 1)", m.model_info.clone());
