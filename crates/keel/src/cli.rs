@@ -599,9 +599,8 @@ pub struct ServeOps {
     /// Largest request body in bytes; larger ones get 413 (default 2 MiB).
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// A host name requests may be addressed to (the Host header, any port), besides the loopback
-    /// names and the --addr host; repeat for more, `*` for any. Other hosts get 403 (a guard
-    /// against DNS rebinding).
+    /// Host header (any port) to answer besides loopback and the --addr host; repeatable, `*` for
+    /// any. Other hosts get 403 (a guard against DNS rebinding).
     #[arg(long = "allow-host", value_name = "HOST")]
     pub allow_host: Vec<String>,
 }

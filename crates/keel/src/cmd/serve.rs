@@ -90,16 +90,7 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
         limits.max_body_bytes = n;
     }
     let admin = ops.admin_token.as_deref().is_some_and(|t| !t.is_empty());
-    // The Host allow-list: loopback (always), the address bound to, and every --allow-host.
-    let mut allowed_hosts = ops.allow_host.clone();
-    if !args.addr.ip().is_unspecified() {
-        allowed_hosts.push(args.addr.ip().to_string());
-    } else if allowed_hosts.is_empty() {
-        note(format!(
-            "listening on {}: requests must name a loopback host; allow others with --allow-host NAME (or '*')",
-            args.addr
-        ));
-    }
+    let allowed_hosts = allowed_hosts(&args);
     let options = Options {
         limits: limits.clone(),
         batching,
@@ -147,6 +138,21 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
     keel_server::serve_app(state, app, listener, shutdown_signal()).await.context("server failed")?;
     note("stopped");
     Ok(())
+}
+
+/// The Host allow-list besides loopback (always allowed): the address bound to and every
+/// `--allow-host`.
+fn allowed_hosts(args: &ServeArgs) -> Vec<String> {
+    let mut hosts = args.ops.allow_host.clone();
+    if !args.addr.ip().is_unspecified() {
+        hosts.push(args.addr.ip().to_string());
+    } else if hosts.is_empty() {
+        note(format!(
+            "listening on {}: requests must name a loopback host; allow others with --allow-host NAME (or '*')",
+            args.addr
+        ));
+    }
+    hosts
 }
 
 /// The `--canary` or `--shadow` challenger, if one is asked for.
