@@ -55,7 +55,7 @@ pub struct AnswerService {
     chain: tokio::sync::OnceCell<Option<Arc<Chain>>>,
     load_chain: Option<LoadChain>,
     store: Store,
-    busy: Semaphore,
+    busy: Arc<Semaphore>,
     mode: AnswerMode,
     capability: Capability,
     limits: Limits,
@@ -88,7 +88,7 @@ impl AnswerService {
             chain: tokio::sync::OnceCell::new(),
             load_chain,
             store,
-            busy: Semaphore::new(1),
+            busy: Arc::new(Semaphore::new(1)),
             mode: AnswerMode::default(),
             capability,
             limits: Limits::default(),
@@ -271,16 +271,18 @@ fn embedder(slot: &EncoderSlot) -> keel_llm::Embedder {
     Arc::new(move |texts: &[&str]| slot.get_or_load()?.embed(texts).map_err(|e| e.to_string()))
 }
 
-/// Answers `ask`, holding the generator's permit only when it generates.
+/// Answers `ask`, holding the generator's permit only when it generates. The reply runs in its
+/// own task that holds the permit to the end: a request cut off by its deadline cannot stop a
+/// generation already inside keel-llm, but it keeps the next one from starting beside it.
 pub(crate) async fn run(
     svc: &AnswerService,
     ask: Ask,
     generate: bool,
     on_text: keel_llm::OnText,
 ) -> Result<Reply, ApiError> {
-    let _permit = if generate {
+    let permit = if generate {
         Some(
-            tokio::time::timeout(queue_wait(&svc.limits), svc.busy.acquire())
+            tokio::time::timeout(queue_wait(&svc.limits), svc.busy.clone().acquire_owned())
                 .await
                 .map_err(|_| ApiError::overloaded("the generator is busy with other answers", 5))?
                 .map_err(ApiError::internal)?,
@@ -289,7 +291,12 @@ pub(crate) async fn run(
         None
     };
     let chain = if generate { svc.chain().await } else { None };
-    keel_llm::reply(&svc.store, chain, ask, on_text).await.map_err(|e| match e {
+    let store = svc.store.clone();
+    let replied = tokio::spawn(async move {
+        let _permit = permit;
+        keel_llm::reply(&store, chain, ask, on_text).await
+    });
+    replied.await.map_err(ApiError::internal)?.map_err(|e| match e {
         LlmError::ContextTooSmall { .. } => ApiError::unprocessable(e.to_string()),
         LlmError::AllFailed { .. } => ApiError::unavailable("every generator failed; retry shortly").with_cause(e),
         other => ApiError::internal(other),

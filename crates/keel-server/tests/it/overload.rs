@@ -250,3 +250,44 @@ async fn a_search_cut_off_by_the_deadline_stops_and_frees_its_slot() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(svc.stopped(), 1, "the cut-off search stopped before searching");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cut_off_while_generating_keeps_the_next_from_generating_beside_it() {
+    use std::time::Duration;
+    let home = tempfile::tempdir().unwrap();
+    let store = keel_store::Store::open(home.path()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    super::search::build(dir.path(), &super::search::DOCS);
+    let released = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let release = ReleaseGenerator(released.clone());
+    let started = Arc::new(tokio::sync::Notify::new());
+    let (r, s) = (released.clone(), started.clone());
+    let load: keel_server::LoadChain = Arc::new(move || {
+        let held = HeldGenerator { released: r.clone(), started: s.clone() };
+        keel_llm::Chain::new(vec![Box::new(held)]).map_err(|e| e.to_string())
+    });
+    // A 3 s deadline: the generator's queue wait is 1 s.
+    let limits = Limits { request_deadline: Duration::from_secs(3), ..Limits::default() };
+    let answer = keel_server::AnswerService::open(dir.path(), encoder(), Some(load), store.clone())
+        .unwrap()
+        .with_limits(limits.clone());
+    let options = keel_server::Options { limits, ..keel_server::Options::default() };
+    let app = keel_server::router_with(
+        AppState::with_options(encoder(), None, options),
+        keel_server::answer_extension(answer),
+    );
+    let ask = |question: &'static str| {
+        let app = app.clone();
+        let body = serde_json::json!({"question": question, "mode": "bm25", "answer_mode": "generate"}).to_string();
+        tokio::spawn(async move { send(&app, "POST", "/v1/answer", &[], &body).await })
+    };
+    let first = ask("how hot should the water be for green tea?");
+    started.notified().await;
+    // The generation is held past the deadline: the first request is cut off ...
+    let (status, _, body) = first.await.unwrap();
+    assert_eq!((status, super::error_type(&body).as_str()), (StatusCode::SERVICE_UNAVAILABLE, "deadline_exceeded"));
+    // ... but its generation still runs, so the next one waits for it instead of starting beside it.
+    let (status, _, body) = ask("how long does sourdough bake?").await.unwrap();
+    assert_eq!((status, super::error_type(&body).as_str()), (StatusCode::TOO_MANY_REQUESTS, "overloaded"), "{body}");
+    drop(release);
+}
