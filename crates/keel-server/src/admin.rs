@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::rollout::{load_version, store_error};
+use crate::rollout::load_version;
 use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -86,11 +86,11 @@ async fn promote(
     authorize(&state, &headers)?;
     let Json(req) = body?;
     let store = state.store().ok_or_else(|| ApiError::not_ready("this server has no store"))?;
-    let version = store.model_version(&req.model, req.version).await.map_err(store_error)?;
+    let version = store.model_version(&req.model, req.version).await?;
     // Refuse before moving the alias if this server could not serve the version.
     load_version(store, version, state.encoder_slot()).await?;
     let reason = req.reason.unwrap_or_else(|| "promoted through the admin API".into());
-    let previous = store.set_alias(&req.model, &req.alias, req.version, &reason).await.map_err(store_error)?;
+    let previous = store.set_alias(&req.model, &req.alias, req.version, &reason).await?;
     let (_, errors) = state.reload().await;
     Ok(Json(json!({
         "model": req.model, "alias": req.alias, "from": previous, "to": req.version,
@@ -107,7 +107,7 @@ async fn rollback(
     authorize(&state, &headers)?;
     let Json(req) = body?;
     let store = state.store().ok_or_else(|| ApiError::not_ready("this server has no store"))?;
-    let (from, to) = store.rollback(&req.model, &req.alias).await.map_err(store_error)?;
+    let (from, to) = store.rollback(&req.model, &req.alias).await?;
     let (_, errors) = state.reload().await;
     Ok(Json(json!({
         "model": req.model, "alias": req.alias, "from": from, "to": to,

@@ -29,15 +29,18 @@ use tokio::sync::Semaphore;
 
 mod stream;
 
-use crate::search::LiveIndex;
-use crate::{ApiError, EncoderSlot, Extension, passage};
+use crate::search::{LiveIndex, Stop};
+use crate::{ApiError, EncoderSlot, Extension, Limits, check_len, passage};
 
 /// Most chunks one request may ask for.
 pub const MAX_K: usize = 20;
 /// Most new tokens one request may ask for.
 pub const MAX_NEW_TOKENS: usize = 512;
-/// How long a request waits for the generator before 429.
-const QUEUE_WAIT: Duration = Duration::from_secs(30);
+/// How long a request waits for the generator before 429: a third of the request deadline, so
+/// the caller gets the 429 (and time is left to generate) rather than the deadline's 503.
+fn queue_wait(limits: &Limits) -> Duration {
+    limits.request_deadline / 3
+}
 
 /// Loads the generator chain (blocking; run on a blocking thread).
 pub type LoadChain = Arc<dyn Fn() -> Result<Chain, String> + Send + Sync>;
@@ -52,9 +55,10 @@ pub struct AnswerService {
     chain: tokio::sync::OnceCell<Option<Arc<Chain>>>,
     load_chain: Option<LoadChain>,
     store: Store,
-    busy: Semaphore,
+    busy: Arc<Semaphore>,
     mode: AnswerMode,
     capability: Capability,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for AnswerService {
@@ -84,10 +88,22 @@ impl AnswerService {
             chain: tokio::sync::OnceCell::new(),
             load_chain,
             store,
-            busy: Semaphore::new(1),
+            busy: Arc::new(Semaphore::new(1)),
             mode: AnswerMode::default(),
             capability,
+            limits: Limits::default(),
         }))
+    }
+
+    /// The server's request limits (`max_question_bytes`) instead of the defaults.
+    pub fn with_limits(self: Arc<Self>, limits: Limits) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut s) => {
+                s.limits = limits;
+                Arc::new(s)
+            }
+            Err(shared) => shared,
+        }
     }
 
     /// The mode for requests that name none, and whether the chain is capable (`auto`).
@@ -195,10 +211,13 @@ async fn answer(
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
     validate(&req)?;
+    check_len("question", &req.question, "max_question_bytes", svc.limits.max_question_bytes)?;
+    // Retrieval stops at its next stage once this handler is dropped or the deadline passes.
+    let (stop, _stop_on_drop) = Stop::new(std::time::Instant::now() + svc.limits.request_deadline);
     let passages = {
         let (svc, question, k, mode) = (svc.clone(), req.question.clone(), req.k, req.mode);
         tokio::task::spawn_blocking(move || -> Result<Vec<Passage>, ApiError> {
-            let (_, hits) = svc.live.search(Query::new(&question, None, k, mode))?;
+            let (_, hits) = svc.live.search(Query::new(&question, None, k, mode), &stop)?;
             Ok(hits.iter().map(passage).collect())
         })
         .await
@@ -252,16 +271,18 @@ fn embedder(slot: &EncoderSlot) -> keel_llm::Embedder {
     Arc::new(move |texts: &[&str]| slot.get_or_load()?.embed(texts).map_err(|e| e.to_string()))
 }
 
-/// Answers `ask`, holding the generator's permit only when it generates.
+/// Answers `ask`, holding the generator's permit only when it generates. The reply runs in its
+/// own task that holds the permit to the end: a request cut off by its deadline cannot stop a
+/// generation already inside keel-llm, but it keeps the next one from starting beside it.
 pub(crate) async fn run(
     svc: &AnswerService,
     ask: Ask,
     generate: bool,
     on_text: keel_llm::OnText,
 ) -> Result<Reply, ApiError> {
-    let _permit = if generate {
+    let permit = if generate {
         Some(
-            tokio::time::timeout(QUEUE_WAIT, svc.busy.acquire())
+            tokio::time::timeout(queue_wait(&svc.limits), svc.busy.clone().acquire_owned())
                 .await
                 .map_err(|_| ApiError::overloaded("the generator is busy with other answers", 5))?
                 .map_err(ApiError::internal)?,
@@ -270,9 +291,14 @@ pub(crate) async fn run(
         None
     };
     let chain = if generate { svc.chain().await } else { None };
-    keel_llm::reply(&svc.store, chain, ask, on_text).await.map_err(|e| match e {
+    let store = svc.store.clone();
+    let replied = tokio::spawn(async move {
+        let _permit = permit;
+        keel_llm::reply(&store, chain, ask, on_text).await
+    });
+    replied.await.map_err(ApiError::internal)?.map_err(|e| match e {
         LlmError::ContextTooSmall { .. } => ApiError::unprocessable(e.to_string()),
-        LlmError::AllFailed { .. } => ApiError::unavailable(e.to_string()),
+        LlmError::AllFailed { .. } => ApiError::unavailable("every generator failed; retry shortly").with_cause(e),
         other => ApiError::internal(other),
     })
 }

@@ -4,8 +4,11 @@
 //! request through its own oneshot. A full queue is refused at once (the caller answers 429);
 //! requests whose caller has gone (deadline passed, client disconnected) are skipped unrun.
 //!
-//! The worker also keeps the encoder's health: a failed call (error, panic) or a missed deadline
-//! marks the server degraded; the next successful call clears it. A circuit breaker sits in front
+//! The worker also keeps the encoder's health: a failed call (error, panic) or a deadline missed
+//! while the encoder was computing the request marks the server degraded; the next successful
+//! call clears it. A deadline that passes while the request still waits in the queue is overload,
+//! not an encoder failure: it is answered 429 (classify: from the fallback head) and counted in
+//! `keel_encoder_queue_timeouts_total`, and neither degrades the server nor moves the breaker. A circuit breaker sits in front
 //! of the queue: after `breaker_failures` failures in a row it opens and requests fail at once
 //! (classify answers from the fallback head) without calling the encoder; after
 //! `breaker_cooldown` it lets one request through as a probe (half-open): success closes it,
@@ -70,6 +73,8 @@ pub(crate) enum EncodeError {
     Failed(String),
     #[error("the encoder did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the encoder is busy: the request waited {0:?} in its queue; retry shortly")]
+    QueueTimeout(Duration),
     #[error("the encoder worker has stopped")]
     Stopped,
     #[error("the encoder is failing and its circuit breaker is open for {0:?} more: {1}")]
@@ -98,6 +103,9 @@ struct Job {
     /// jobs only.
     encoder: Option<Arc<dyn Embed>>,
     reply: oneshot::Sender<Result<Encoded, String>>,
+    /// Set by the worker when the job's batch goes to the encoder: a deadline before that is a
+    /// queue wait, after it an encoder that is too slow.
+    started: Arc<AtomicBool>,
 }
 
 /// Whether two jobs embed with the same encoder.
@@ -246,12 +254,18 @@ impl Batcher {
 
     /// 429 with `Retry-After` for a full queue; 503 for a failing encoder (with `Retry-After`
     /// while the breaker is open).
+    /// The encoder's own error is the cause, kept for the log.
     pub fn api_error(&self, e: EncodeError) -> ApiError {
         match e {
-            EncodeError::Full(_) => ApiError::overloaded(e.to_string(), self.cfg.retry_after_secs),
-            EncodeError::CircuitOpen(left, _) => {
-                ApiError::unavailable_for(e.to_string(), u32::try_from(left.as_secs() + 1).unwrap_or(u32::MAX))
+            EncodeError::Full(_) | EncodeError::QueueTimeout(_) => {
+                ApiError::overloaded(e.to_string(), self.cfg.retry_after_secs)
             }
+            EncodeError::CircuitOpen(left, cause) => ApiError::unavailable_for(
+                format!("the encoder is failing and its circuit breaker is open for {left:?} more"),
+                u32::try_from(left.as_secs() + 1).unwrap_or(u32::MAX),
+            )
+            .with_cause(cause),
+            EncodeError::Failed(cause) => ApiError::unavailable("the encoder failed").with_cause(cause),
             e => ApiError::unavailable(e.to_string()),
         }
     }
@@ -271,8 +285,9 @@ impl Batcher {
         let metrics = &self.health.metrics;
         self.health.admit()?;
         let (reply, rx) = oneshot::channel();
+        let started = Arc::new(AtomicBool::new(false));
         metrics.queue_depth.inc();
-        if let Err(e) = self.tx.try_send(Job { texts, encoder, reply }) {
+        if let Err(e) = self.tx.try_send(Job { texts, encoder, reply, started: started.clone() }) {
             metrics.queue_depth.dec();
             return Err(match e {
                 mpsc::error::TrySendError::Full(_) => {
@@ -283,6 +298,10 @@ impl Batcher {
             });
         }
         match tokio::time::timeout(self.cfg.deadline, rx).await {
+            Err(_) if !started.load(Ordering::Acquire) => {
+                metrics.queue_timeouts.inc();
+                Err(EncodeError::QueueTimeout(self.cfg.deadline))
+            }
             Err(_) => {
                 let e = EncodeError::Timeout(self.cfg.deadline);
                 self.health.failed(&e.to_string());
@@ -332,6 +351,9 @@ async fn worker(mut rx: mpsc::Receiver<Job>, health: Arc<EncoderHealth>, cfg: Ba
             jobs.push(job);
         }
         jobs.retain(|j| !j.reply.is_closed());
+        for job in &jobs {
+            job.started.store(true, Ordering::Release);
+        }
         if !jobs.is_empty() {
             run_batch(&health, jobs).await;
         }

@@ -54,7 +54,7 @@ pub(crate) async fn classify(
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
     let Json(req) = body?;
-    state.limits.check_count(req.inputs.len())?;
+    state.limits.check_texts("inputs", &req.inputs)?;
     let Pick { model, role, shadow } = state
         .pick()
         .ok_or_else(|| ApiError::not_ready("no model is loaded; train one with `keel quickstart` or `keel train`"))?;
@@ -111,7 +111,8 @@ async fn from_embeddings(state: &AppState, model: &Arc<LoadedModel>, texts: &[St
         }
         Err(e @ EncodeError::Full(_)) => Err(state.batcher.api_error(e)),
         Err(e) if model.fallback.is_none() => {
-            Err(ApiError::unavailable(format!("{e}; {} has no fallback head", model.version.tag())))
+            let e = state.batcher.api_error(e);
+            Err(ApiError { message: format!("{}; {} has no fallback head", e.message, model.version.tag()), ..e })
         }
         Err(_) => {
             let probas = score_texts(model.clone(), texts.to_vec(), Which::Fallback).await?;

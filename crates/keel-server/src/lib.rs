@@ -19,15 +19,18 @@
 //! maps failures to status codes.
 
 mod admin;
+mod admission;
 mod answer;
 mod batch;
 mod classify;
 mod embed;
 mod error;
+mod hosts;
 mod log;
 mod metrics;
 mod openapi;
 mod query;
+mod request_id;
 mod rollout;
 mod routes;
 mod search;
@@ -39,6 +42,7 @@ use std::time::Duration;
 use keel_store::{ModelVersion, Store};
 use keel_train::{Head, InputKind};
 
+pub use admission::Admission;
 pub use answer::{AnswerService, LoadChain, answer_extension, answer_routes};
 pub use batch::Batching;
 pub use embed::{BoxError, Embed, EncoderSlot, LoadEncoder};
@@ -86,6 +90,14 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most texts in one request (413 beyond).
     pub max_inputs: usize,
+    /// Longest single classify or embedding text, in bytes (413 beyond).
+    pub max_text_bytes: usize,
+    /// Longest `/v1/search` query, in bytes (413 beyond).
+    pub max_query_bytes: usize,
+    /// Longest `/v1/answer` question, in bytes (413 beyond).
+    pub max_question_bytes: usize,
+    /// Longest `/v1/feedback` label, in bytes (413 beyond).
+    pub max_label_bytes: usize,
     /// Longest a request may take, queueing included; past it the server answers 503
     /// `deadline_exceeded`. Keep it above [`Batching::deadline`] so classify can still answer
     /// from the fallback head when the encoder is slow.
@@ -93,16 +105,38 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Refuses an empty request (422) and one with more than `max_inputs` texts (413).
-    pub(crate) fn check_count(&self, n: usize) -> Result<(), ApiError> {
+    /// Refuses an empty request (422), one with more than `max_inputs` texts and one with a
+    /// text longer than `max_text_bytes` (413, naming the limit). `field` is the request's name
+    /// for the texts (`inputs`, `input`).
+    pub(crate) fn check_texts(&self, field: &str, texts: &[String]) -> Result<(), ApiError> {
+        let n = texts.len();
         if n == 0 {
-            return Err(ApiError::unprocessable("inputs is empty: send at least one text"));
+            return Err(ApiError::unprocessable(format!("{field} is empty: send at least one text")));
         }
         if n > self.max_inputs {
-            return Err(ApiError::too_large(format!("{n} inputs in one request; the limit is {}", self.max_inputs)));
+            return Err(ApiError::over_limit(
+                "max_inputs",
+                self.max_inputs,
+                format!("{n} texts in one request; the limit max_inputs is {}", self.max_inputs),
+            ));
+        }
+        for (i, t) in texts.iter().enumerate() {
+            check_len(&format!("{field}[{i}]"), t, "max_text_bytes", self.max_text_bytes)?;
         }
         Ok(())
     }
+}
+
+/// 413 when `value` (the request's `field`) is longer than the limit `name`, `max` bytes.
+pub(crate) fn check_len(field: &str, value: &str, name: &'static str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max {
+        return Err(ApiError::over_limit(
+            name,
+            max,
+            format!("{field} is {} bytes; the limit {name} is {max}", value.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// The header naming the model version that answered (classify) or the encoder (embeddings).
@@ -110,7 +144,15 @@ pub(crate) const MODEL_HEADER: &str = "x-keel-model";
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 2 * 1024 * 1024, max_inputs: 256, request_deadline: Duration::from_secs(30) }
+        Self {
+            max_body_bytes: 2 * 1024 * 1024,
+            max_inputs: 256,
+            max_text_bytes: 64 * 1024,
+            max_query_bytes: 4 * 1024,
+            max_question_bytes: 4 * 1024,
+            max_label_bytes: 256,
+            request_deadline: Duration::from_secs(30),
+        }
     }
 }
 
@@ -126,6 +168,10 @@ pub struct Options {
     pub rollout: Rollout,
     /// Bearer token for the admin routes; `None` disables them (404).
     pub admin_token: Option<String>,
+    /// Host names (`name`, `name:port`, `[v6]`) requests may be addressed to besides the loopback
+    /// names, which are always allowed; `*` allows any. Other `Host` headers get 403 (a guard
+    /// against DNS rebinding). `keel serve` adds its bind address and every `--allow-host`.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// What every handler shares.
@@ -140,6 +186,7 @@ pub struct AppState {
     store: Option<Store>,
     rollout: Rollout,
     admin_token: Option<String>,
+    allowed_hosts: hosts::AllowedHosts,
     canary_counter: AtomicU64,
     reload: Arc<tokio::sync::Notify>,
     sync_lock: tokio::sync::Mutex<()>,
@@ -183,6 +230,7 @@ impl AppState {
             store: options.store,
             rollout: options.rollout,
             admin_token: options.admin_token.filter(|t| !t.is_empty()),
+            allowed_hosts: hosts::AllowedHosts::new(&options.allowed_hosts),
             canary_counter: AtomicU64::new(0),
             reload: Arc::new(tokio::sync::Notify::new()),
             sync_lock: tokio::sync::Mutex::new(()),

@@ -55,6 +55,8 @@ pub(crate) struct Metrics {
     pub queue_depth: Gauge,
     /// Requests refused with 429 because the encoder queue was full.
     pub queue_rejected: Counter,
+    /// Requests whose deadline passed while they waited in the queue (overload, not a failure).
+    pub queue_timeouts: Counter,
     /// Encoder calls made (one per batch).
     pub encoder_calls: Counter,
     /// Encoder calls that failed (error, panic or deadline missed).
@@ -85,6 +87,8 @@ pub(crate) struct Metrics {
     pub log_replayed: Counter,
     /// Predictions lost: neither the store nor the spill file took them.
     pub log_dropped: Counter,
+    /// Predictions the spill file refused because the spill files reached their size cap.
+    pub log_spill_refused: Counter,
     /// Store writes of the prediction log that failed (their rows were spilled).
     pub log_failed: Counter,
     model_info: Family<ModelInfo, Gauge>,
@@ -108,6 +112,7 @@ impl Metrics {
             batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
             queue_depth: Gauge::default(),
             queue_rejected: Counter::default(),
+            queue_timeouts: Counter::default(),
             encoder_calls: Counter::default(),
             encoder_failures: Counter::default(),
             degraded_state: Gauge::default(),
@@ -123,6 +128,7 @@ impl Metrics {
             log_spilled: Counter::default(),
             log_replayed: Counter::default(),
             log_dropped: Counter::default(),
+            log_spill_refused: Counter::default(),
             log_failed: Counter::default(),
             model_info: Family::default(),
             current: Mutex::new(Vec::new()),
@@ -140,6 +146,11 @@ impl Metrics {
         m.register("encoder_batch_requests", "Requests merged into one encoder call", m.batch_requests.clone());
         m.register("encoder_queue_depth", "Requests waiting for the encoder", m.queue_depth.clone());
         m.register("encoder_queue_rejected", "Requests refused (429) with the queue full", m.queue_rejected.clone());
+        m.register(
+            "encoder_queue_timeouts",
+            "Requests whose deadline passed while they waited for the encoder (overload; not encoder failures)",
+            m.queue_timeouts.clone(),
+        );
         m.register("encoder_calls", "Encoder calls (one per batch)", m.encoder_calls.clone());
         m.register("encoder_failures", "Encoder calls that failed or missed the deadline", m.encoder_failures.clone());
         m.register("encoder_degraded", "1 while the encoder is failing (fallback answers)", m.degraded_state.clone());
@@ -174,6 +185,11 @@ impl Metrics {
             "prediction_log_dropped",
             "Predictions lost: neither store nor spill file took them",
             m.log_dropped.clone(),
+        );
+        m.register(
+            "prediction_log_spill_refused",
+            "Predictions the spill file refused: the spill files reached max_spill_bytes (also counted as dropped)",
+            m.log_spill_refused.clone(),
         );
         m.register("prediction_log_failed", "Prediction rows the store refused (then spilled)", m.log_failed.clone());
         m.register("model_info", "The model versions answering or shadowing classify (value 1)", m.model_info.clone());

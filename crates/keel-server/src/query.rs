@@ -22,9 +22,18 @@ pub enum QueryError {
     Failed(String),
 }
 
+/// Every query error is a 503. The encoder mismatch names both ids (what the operator must fix); a
+/// load failure or an encoder failure keeps its cause for the log.
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
-        ApiError::unavailable(e.to_string())
+        match e {
+            QueryError::EncoderMismatch { .. } => ApiError::unavailable(e.to_string()),
+            QueryError::NoEncoder(cause) => {
+                ApiError::unavailable("dense and hybrid search need an encoder, and it cannot be loaded")
+                    .with_cause(cause)
+            }
+            QueryError::Failed(cause) => ApiError::unavailable("the encoder failed on the query").with_cause(cause),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::ContentHash;
-use keel_store::{ModelVersion, Store, StoreError};
+use keel_store::{ModelVersion, Store};
 use keel_train::{Head, InputKind, LogisticRegression};
 
 use crate::{ApiError, EncoderSlot, LoadedModel};
@@ -74,7 +74,7 @@ pub(crate) fn is_pinned(spec: &str) -> bool {
 /// (409), and one that needs an encoder the server cannot load answers 503. A head that reads
 /// text needs no encoder and loads none.
 pub async fn load_model(store: &Store, spec: &str, encoders: &EncoderSlot) -> Result<LoadedModel, ApiError> {
-    let version = store.resolve(spec).await.map_err(store_error)?;
+    let version = store.resolve(spec).await?;
     load_version(store, version, encoders).await
 }
 
@@ -89,14 +89,10 @@ pub(crate) async fn load_version(
     let fine_tuned = keel_eval::VersionMetrics::parse(&version.metrics).ok().and_then(|m| m.fine_tune);
     let mut own = None;
     if let (true, Some(record)) = (reads_embeddings, fine_tuned) {
-        let encoder = encoders.for_version(&record).await.map_err(|e| {
-            ApiError::unavailable(format!("{} reads embeddings from {}, but {e}", version.tag(), version.encoder_id))
-        })?;
+        let encoder = encoders.for_version(&record).await.map_err(|e| no_encoder(&version, e))?;
         own = Some(encoder);
     } else if reads_embeddings {
-        let encoder = encoders.load().await.map_err(|e| {
-            ApiError::unavailable(format!("{} reads embeddings from {}, but {e}", version.tag(), version.encoder_id))
-        })?;
+        let encoder = encoders.load().await.map_err(|e| no_encoder(&version, e))?;
         if version.encoder_id != encoder.id() {
             return Err(ApiError::conflict(format!(
                 "{} was trained on embeddings from {}, but this server runs {}",
@@ -110,10 +106,20 @@ pub(crate) async fn load_version(
     Ok(LoadedModel { version, head, fallback, encoder: own })
 }
 
+/// 503: `version` reads embeddings from an encoder that cannot be loaded (the cause is logged).
+fn no_encoder(version: &ModelVersion, cause: String) -> ApiError {
+    ApiError::unavailable(format!(
+        "{} reads embeddings from {}, but that encoder cannot be loaded",
+        version.tag(),
+        version.encoder_id
+    ))
+    .with_cause(cause)
+}
+
 async fn load_head(store: &Store, version: &ModelVersion) -> Result<Head, ApiError> {
     let hash = ContentHash::parse(&version.head_artifact)
         .ok_or_else(|| ApiError::internal(format!("{}: malformed head artifact hash", version.tag())))?;
-    let bytes = store.read_artifact(&hash).await.map_err(store_error)?;
+    let bytes = store.read_artifact(&hash).await?;
     Head::from_bytes(&bytes)
         .or_else(|e| LogisticRegression::from_json_bytes(&bytes).map(Head::Logistic).map_err(|_| e))
         .map_err(|e| ApiError::internal(format!("cannot load the head of {}: {e}", version.tag())))
@@ -146,14 +152,6 @@ async fn load_fallback(store: &Store, version: &ModelVersion) -> Option<Head> {
     }
 }
 
-pub(crate) fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound(m) => ApiError::not_found(m),
-        StoreError::Invalid(m) => ApiError::unprocessable(m),
-        e => ApiError::unavailable(format!("the store cannot answer: {e}")),
-    }
-}
-
 /// What one look at the registry found and did.
 #[derive(Debug, Default)]
 pub(crate) struct Synced {
@@ -169,7 +167,7 @@ pub(crate) async fn resolve_change(
     current: Option<&Arc<LoadedModel>>,
     encoders: &EncoderSlot,
 ) -> Result<Option<LoadedModel>, ApiError> {
-    let version = store.resolve(spec).await.map_err(store_error)?;
+    let version = store.resolve(spec).await?;
     if current.is_some_and(|c| c.version.name == version.name && c.version.version == version.version) {
         return Ok(None);
     }

@@ -67,12 +67,16 @@ pub fn router_with(state: Arc<AppState>, extra: Extension) -> Router {
         }),
     )
     .merge(extra.routes)
+    .method_not_allowed_fallback(|| async {
+        ApiError::method_not_allowed("this route does not take that method; see GET /openapi.json")
+    })
     .fallback(|| async {
         ApiError::not_found(
             "no such route; see GET /openapi.json (POST /v1/classify, POST /v1/embeddings, GET /v1/models, ...)",
         )
     })
     .layer(DefaultBodyLimit::max(limit))
+    .layer(middleware::from_fn_with_state(state.clone(), crate::hosts::check))
     .layer(middleware::from_fn_with_state(state, observe))
 }
 
@@ -85,7 +89,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Counts every request by route and status, times it, and cuts it off at the deadline.
+/// Gives every request its id (`x-request-id`), counts it by route and status, times it, and
+/// cuts it off at the deadline.
 async fn observe(State(state): Shared, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let start = Instant::now();
@@ -93,17 +98,24 @@ async fn observe(State(state): Shared, req: Request, next: Next) -> Response {
     m.in_flight.inc();
     let _in_flight = InFlight(&m.in_flight);
     let deadline = state.limits.request_deadline;
-    let response = match tokio::time::timeout(deadline, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => {
-            m.deadline_exceeded.inc();
-            ApiError::deadline(
-                format!("the request took longer than the {deadline:?} deadline; retry shortly"),
-                state.batcher.config().retry_after_secs,
-            )
-            .into_response()
+    let id = crate::request_id::of(req.headers());
+    let answered = crate::request_id::scope(Some(id.clone()), async {
+        match tokio::time::timeout(deadline, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                m.deadline_exceeded.inc();
+                ApiError::deadline(
+                    format!("the request took longer than the {deadline:?} deadline; retry shortly"),
+                    state.batcher.config().retry_after_secs,
+                )
+                .into_response()
+            }
         }
-    };
+    });
+    let mut response = answered.await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(crate::request_id::HEADER, v);
+    }
     m.latency.get_or_create(&Route { route: route.clone() }).observe(start.elapsed().as_secs_f64());
     m.requests.get_or_create(&RouteStatus { route, status: response.status().as_u16() }).inc();
     response
@@ -123,10 +135,10 @@ async fn readyz(State(state): Shared) -> Result<Json<serde_json::Value>, ApiErro
         Some(cause) if model.fallback.is_some() => Ok(Json(json!({
             "status": "degraded", "degraded": true, "cause": cause, "model": model.version.tag(), "encoder": encoder,
         }))),
-        Some(cause) => Err(ApiError::not_ready(format!(
-            "the encoder is failing and {} has no fallback head: {cause}",
-            model.version.tag()
-        ))),
+        Some(cause) => {
+            Err(ApiError::not_ready(format!("the encoder is failing and {} has no fallback head", model.version.tag()))
+                .with_cause(cause))
+        }
     }
 }
 
@@ -177,13 +189,14 @@ async fn feedback(
     body: Result<Json<FeedbackRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(req) = body?;
+    if req.label.trim().is_empty() {
+        return Err(ApiError::unprocessable("label is empty"));
+    }
+    crate::check_len("label", &req.label, "max_label_bytes", state.limits.max_label_bytes)?;
     let log = state
         .log
         .as_ref()
         .ok_or_else(|| ApiError::not_ready("this server keeps no prediction log, so it takes no feedback"))?;
-    if req.label.trim().is_empty() {
-        return Err(ApiError::unprocessable("label is empty"));
-    }
     let store = log.store();
     let mut result = store.add_feedback(&req.prediction_id, &req.label).await;
     if matches!(result, Err(StoreError::NotFound(_))) {
@@ -191,11 +204,8 @@ async fn feedback(
         log.flush().await;
         result = store.add_feedback(&req.prediction_id, &req.label).await;
     }
-    match result {
-        Ok(()) => Ok(Json(json!({"prediction_id": req.prediction_id, "label": req.label}))),
-        Err(StoreError::NotFound(m)) => Err(ApiError::not_found(m)),
-        Err(e) => Err(ApiError::internal(e)),
-    }
+    result?;
+    Ok(Json(json!({"prediction_id": req.prediction_id, "label": req.label})))
 }
 
 #[derive(Deserialize)]
@@ -252,18 +262,16 @@ async fn embeddings(
             ));
         }
     };
-    state.limits.check_count(texts.len())?;
+    state.limits.check_texts("input", &texts)?;
     let own = match &req.version {
         Some(v) => version_encoder(&state, v)?,
         None => None,
     };
     let encoder = match own.clone() {
         Some(e) => e,
-        None => state
-            .encoder_slot()
-            .load()
-            .await
-            .map_err(|e| ApiError::unavailable(format!("/v1/embeddings needs an encoder: {e}")))?,
+        None => state.encoder_slot().load().await.map_err(|e| {
+            ApiError::unavailable("/v1/embeddings needs an encoder, and it cannot be loaded").with_cause(e)
+        })?,
     };
     if let Some(d) = req.dimensions.filter(|&d| d != encoder.dim()) {
         return Err(ApiError::unprocessable(format!(

@@ -3,14 +3,18 @@
 //! [...]}`, each hit with its chunk id, document id, source, char offsets, text and score.
 //!
 //! The query is embedded ([`crate::query_vector`]) and the index searched on a blocking thread,
-//! never on the runtime. The index is reopened when `keel index` has made a new generation
+//! never on the runtime, after admission control ([`crate::Admission`]): a bounded number of
+//! searches run at once, a bounded number wait (for a third of the request deadline at most),
+//! the rest are answered 429 with `Retry-After`. The index is reopened when `keel index` has made a new generation
 //! current, so a running server serves the latest index without a restart; a generation built
 //! with another encoder than the server's answers dense and hybrid queries with a 503 naming
 //! both (BM25 still answers).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -21,10 +25,45 @@ use serde::{Deserialize, Serialize};
 
 use serde_json::json;
 
-use crate::{ApiError, EncoderSlot, Extension, query_vector};
+use crate::admission::Gate;
+use crate::{Admission, ApiError, EncoderSlot, Extension, Limits, check_len, query_vector};
 
 /// Most hits one request may ask for.
 pub const MAX_K: usize = 100;
+
+/// Tells work on a blocking thread that its request is gone: the request future was dropped (the
+/// deadline cut it off, or the client left) or the deadline passed. The work checks it between
+/// stages (open the index, embed the query, search) and stops at the first check after.
+#[derive(Clone, Debug)]
+pub(crate) struct Stop {
+    gone: Arc<AtomicBool>,
+    deadline: Instant,
+}
+
+/// Trips its [`Stop`] when dropped; the request's future holds it.
+pub(crate) struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+impl Stop {
+    /// A stop for work that must end by `deadline` or when the guard is dropped.
+    pub(crate) fn new(deadline: Instant) -> (Self, StopOnDrop) {
+        let gone = Arc::new(AtomicBool::new(false));
+        (Self { gone: gone.clone(), deadline }, StopOnDrop(gone))
+    }
+
+    /// `Err` (a 503 no one may read) once the request is gone.
+    pub(crate) fn check(&self) -> Result<(), ApiError> {
+        if self.gone.load(Ordering::Acquire) || Instant::now() >= self.deadline {
+            return Err(ApiError::deadline("the request was cut off before its search finished", 1));
+        }
+        Ok(())
+    }
+}
 
 /// An index folder kept open, and the encoder its queries are embedded with: the state
 /// `/v1/search` and `/v1/answer` share.
@@ -43,11 +82,14 @@ impl LiveIndex {
         Ok(Self { dir: dir.to_path_buf(), index: RwLock::new(Arc::new(index)), encoders })
     }
 
-    /// The current generation, searched with `query` (embedded for dense and hybrid modes).
-    /// Blocks: call it on a blocking thread.
-    pub(crate) fn search(&self, q: Query<'_>) -> Result<(Arc<Index>, Vec<Hit>), ApiError> {
-        let index = self.current().map_err(|e| ApiError::unavailable(format!("the index cannot be read: {e}")))?;
+    /// The current generation, searched with `query` (embedded for dense and hybrid modes),
+    /// unless `stop` trips between the stages. Blocks: call it on a blocking thread.
+    pub(crate) fn search(&self, q: Query<'_>, stop: &Stop) -> Result<(Arc<Index>, Vec<Hit>), ApiError> {
+        stop.check()?;
+        let index = self.current().map_err(|e| ApiError::unavailable("the index cannot be read").with_cause(e))?;
+        stop.check()?;
         let vector = query_vector(&index, q.text, q.mode, &self.encoders)?;
+        stop.check()?;
         let hits = index.search(&Query { vector: vector.as_deref(), ..q }).map_err(|e| match e {
             IndexError::Invalid(m) => ApiError::unprocessable(m),
             other => ApiError::internal(other),
@@ -71,6 +113,16 @@ impl LiveIndex {
 #[derive(Debug)]
 pub struct SearchService {
     live: LiveIndex,
+    limits: Limits,
+    admission: Admission,
+    gate: Gate,
+    /// Searches stopped part-way because their request was gone.
+    stopped: AtomicU64,
+}
+
+/// How long a search waits for its turn: a third of the request deadline.
+fn queue_wait(limits: &Limits) -> std::time::Duration {
+    limits.request_deadline / 3
 }
 
 impl SearchService {
@@ -78,7 +130,39 @@ impl SearchService {
     /// implementation or a server's [`EncoderSlot`]) embeds dense and hybrid queries; it must be
     /// the one the generation searched was built with, or those queries answer 503.
     pub fn open(dir: &Path, encoder: impl Into<EncoderSlot>) -> Result<Arc<Self>, IndexError> {
-        Ok(Arc::new(Self { live: LiveIndex::open(dir, encoder.into())? }))
+        let (limits, admission) = (Limits::default(), Admission::default());
+        let gate = Gate::new(admission.clone(), queue_wait(&limits));
+        let live = LiveIndex::open(dir, encoder.into())?;
+        Ok(Arc::new(Self { live, limits, admission, gate, stopped: AtomicU64::new(0) }))
+    }
+
+    /// Searches stopped part-way because their request was gone (cut off by the deadline, or
+    /// the client left): their remaining stages did not run.
+    pub fn stopped(&self) -> u64 {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// The server's request limits (`max_query_bytes`, the deadline a search waits a third of)
+    /// instead of the defaults.
+    pub fn with_limits(self: Arc<Self>, limits: Limits) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(s) => {
+                let gate = Gate::new(s.admission.clone(), queue_wait(&limits));
+                Arc::new(Self { limits, gate, ..s })
+            }
+            Err(shared) => shared,
+        }
+    }
+
+    /// How many searches run at once and wait (default: one per core, 32 waiting).
+    pub fn with_admission(self: Arc<Self>, admission: Admission) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(s) => {
+                let gate = Gate::new(admission.clone(), queue_wait(&s.limits));
+                Arc::new(Self { admission, gate, ..s })
+            }
+            Err(shared) => shared,
+        }
     }
 }
 
@@ -126,7 +210,9 @@ pub fn search_extension(service: Arc<SearchService>) -> Extension {
             }}}}},
         "responses": {
             "200": {"description": "hits, best first: chunk_id, doc_id, chunk, source, start_char, end_char, text, score, dense_rank, bm25_rank, metadata"},
+            "413": {"description": "the query is longer than the configured limit"},
             "422": {"description": "invalid request"},
+            "429": {"description": "too many searches at once; retry after the given seconds"},
             "503": {"description": "encoder or index unavailable"}
         }
     }});
@@ -143,18 +229,29 @@ async fn search(
     if req.query.trim().is_empty() {
         return Err(ApiError::unprocessable("query is empty"));
     }
+    check_len("query", &req.query, "max_query_bytes", svc.limits.max_query_bytes)?;
     if !(1..=MAX_K).contains(&req.k) {
         return Err(ApiError::unprocessable(format!("k must be in 1..={MAX_K}")));
     }
     if req.rrf_k.is_some_and(|k| !(k.is_finite() && k >= 0.0)) {
         return Err(ApiError::unprocessable("rrf_k must be a non-negative number"));
     }
+    let permit = svc.gate.enter("search").await?;
+    // The work stops at its next stage once this handler is dropped or the deadline passes.
+    let (stop, _stop_on_drop) = Stop::new(Instant::now() + svc.limits.request_deadline);
     let resp = tokio::task::spawn_blocking(move || -> Result<SearchResponse, ApiError> {
+        // Held until the work is done, even if the request has been cut off meanwhile.
+        let _permit = permit;
         let mut q = Query::new(&req.query, None, req.k, req.mode).with_filter(Filter(req.filter.into_iter().collect()));
         if let Some(k) = req.rrf_k {
             q.rrf_k = k;
         }
-        let (index, hits) = svc.live.search(q)?;
+        let (index, hits) = svc.live.search(q, &stop).inspect_err(|e| {
+            if e.kind == "deadline_exceeded" {
+                svc.stopped.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("a search stopped part-way: its request is gone");
+            }
+        })?;
         Ok(SearchResponse { mode: req.mode, generation: index.generation(), hits })
     })
     .await

@@ -599,6 +599,10 @@ pub struct ServeOps {
     /// Largest request body in bytes; larger ones get 413 (default 2 MiB).
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Host header (any port) to answer besides loopback and the --addr host; repeatable, `*` for
+    /// any. Other hosts get 403 (a guard against DNS rebinding).
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_host: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -25,16 +25,20 @@ where
     let sink: OnText = Box::new(move |t| {
         let _ = drafts.send(Ok(Event::default().event("draft").data(json!({"text": t}).to_string())));
     });
-    tokio::spawn(async move {
+    let id = crate::request_id::current();
+    tokio::spawn(crate::request_id::scope(id.clone(), async move {
         let last = match answer(sink).await {
             Ok(reply) => Event::default()
                 .event("answer")
                 .data(serde_json::to_string(&reply).unwrap_or_else(|e| json!({"error": e.to_string()}).to_string())),
-            Err(e) => Event::default().event("error").data(
-                json!({"error": {"type": e.kind, "message": e.message, "status": e.status.as_u16()}}).to_string(),
-            ),
+            Err(e) => {
+                let mut body = e.body(id.as_deref());
+                body["status"] = json!(e.status.as_u16());
+                e.log(id.as_deref());
+                Event::default().event("error").data(json!({"error": body}).to_string())
+            }
         };
         let _ = tx.send(Ok(last));
-    });
+    }));
     Sse::new(UnboundedReceiverStream::new(rx)).keep_alive(KeepAlive::default()).into_response()
 }

@@ -11,9 +11,12 @@
 
 mod breaker;
 mod embedders;
+mod hardening;
 mod ops;
+mod overload;
 mod rollout;
 mod search;
+mod spill;
 mod text_heads;
 
 use std::time::Duration;
@@ -406,7 +409,12 @@ async fn a_full_log_buffer_spills_to_disk_and_every_row_reaches_the_store() {
     let store = Store::open(home.path()).await.unwrap();
     // One row fits in the buffer; the writer (a task on this one-thread runtime) does not run
     // until the request has finished, so the other three go to the spill file.
-    let log = LogOptions { capacity: 1, flush_rows: 1000, flush_interval: Duration::from_secs(3600) };
+    let log = LogOptions {
+        capacity: 1,
+        flush_rows: 1000,
+        flush_interval: Duration::from_secs(3600),
+        ..LogOptions::default()
+    };
     let options = Options { store: Some(store.clone()), log, ..Options::default() };
     let state = AppState::with_options(encoder(), Some(model()), options);
     let app = keel_server::router(state.clone());

@@ -91,16 +91,16 @@ async fn the_request_deadline_cuts_off_a_slow_request_and_classify_falls_back_fi
     let (status, body) = request.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(json_of(&body)["degraded"], true);
-    // Embeddings have no fallback: 503 when the encoder misses its deadline.
+    // Embeddings have no fallback. This one waits in the queue behind the stalled call (the
+    // worker is still blocked on it) until its deadline: overload, so 429 with Retry-After.
     let request = {
         let app = app.clone();
         tokio::spawn(async move { call(&app, "POST", "/v1/embeddings", Some(r#"{"input": "x"}"#)).await })
     };
-    // The worker is still blocked on the first call, so this request waits in the queue.
     until_queued(&app).await;
     tokio::time::advance(Duration::from_millis(200)).await;
     let (status, body) = request.await.unwrap();
-    assert_eq!((status, error_type(&body).as_str()), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"), "{body}");
+    assert_eq!((status, error_type(&body).as_str()), (StatusCode::TOO_MANY_REQUESTS, "overloaded"), "{body}");
     stalled.release();
 
     // With the encoder's own deadline above the request's, the request deadline answers.

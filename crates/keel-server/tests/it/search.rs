@@ -10,14 +10,14 @@ use serde_json::Value;
 use crate::embedders::Renamed;
 use crate::{app, call, encoder, error_type, installed};
 
-const DOCS: [(&str, &str, &str); 4] = [
+pub(crate) const DOCS: [(&str, &str, &str); 4] = [
     ("tea", "kitchen", "Green tea is steeped at eighty degrees for two minutes; boiling water makes it bitter."),
     ("bikes", "garage", "A bicycle chain wants oil every few hundred kilometres and a wipe after rain."),
     ("bread", "kitchen", "Sourdough rises overnight in the fridge and bakes for forty minutes in a hot oven."),
     ("tyres", "garage", "Road bike tyres hold about seven bar of pressure and lose some of it every week."),
 ];
 
-fn build(dir: &std::path::Path, docs: &[(&str, &str, &str)]) {
+pub(crate) fn build(dir: &std::path::Path, docs: &[(&str, &str, &str)]) {
     let enc = encoder();
     let opts = IndexOptions::default();
     let chunker = Chunker::from_model_dir(&installed().dir, opts.chunk_tokens, opts.overlap).unwrap();

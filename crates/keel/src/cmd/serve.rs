@@ -90,16 +90,18 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
         limits.max_body_bytes = n;
     }
     let admin = ops.admin_token.as_deref().is_some_and(|t| !t.is_empty());
+    let allowed_hosts = allowed_hosts(&args);
     let options = Options {
-        limits,
+        limits: limits.clone(),
         batching,
         store: Some(store.clone()),
         rollout,
         admin_token: ops.admin_token.clone(),
+        allowed_hosts,
         ..Options::default()
     };
     let state = AppState::with_options(encoders.clone(), model, options);
-    let extension = documents_extension(home, &args, &store, encoders).await;
+    let extension = documents_extension(home, &args, &store, encoders, &limits).await;
     if challenger.is_some() {
         let (_, errors) = state.reload().await;
         for e in errors {
@@ -138,6 +140,21 @@ pub async fn run_with(home: &Path, args: ServeArgs, encoder: Option<Arc<Encoder>
     Ok(())
 }
 
+/// The Host allow-list besides loopback (always allowed): the address bound to and every
+/// `--allow-host`.
+fn allowed_hosts(args: &ServeArgs) -> Vec<String> {
+    let mut hosts = args.ops.allow_host.clone();
+    if !args.addr.ip().is_unspecified() {
+        hosts.push(args.addr.ip().to_string());
+    } else if hosts.is_empty() {
+        note(format!(
+            "listening on {}: requests must name a loopback host; allow others with --allow-host NAME (or '*')",
+            args.addr
+        ));
+    }
+    hosts
+}
+
 /// The `--canary` or `--shadow` challenger, if one is asked for.
 fn challenger_of(ops: &crate::cli::ServeOps) -> anyhow::Result<Option<Challenger>> {
     Ok(match (&ops.canary, &ops.shadow) {
@@ -162,6 +179,7 @@ async fn documents_extension(
     args: &ServeArgs,
     store: &keel_store::Store,
     encoders: EncoderSlot,
+    limits: &Limits,
 ) -> keel_server::Extension {
     let dir = args.index.clone().unwrap_or_else(|| keel_index::default_dir(home));
     if !dir.exists() {
@@ -174,7 +192,7 @@ async fn documents_extension(
             return keel_server::Extension::default();
         }
     };
-    let mut extension = keel_server::search_extension(search);
+    let mut extension = keel_server::search_extension(search.with_limits(limits.clone()));
     if args.no_answer {
         note(format!("serving /v1/search over {}", dir.display()));
         return extension;
@@ -194,7 +212,7 @@ async fn documents_extension(
     });
     match keel_server::AnswerService::open(&dir, encoders, Some(load), store.clone()) {
         Ok(answer) => {
-            let answer = answer.with_mode(mode, keel_llm::capability_from_env());
+            let answer = answer.with_mode(mode, keel_llm::capability_from_env()).with_limits(limits.clone());
             extension = extension.merge(keel_server::answer_extension(answer));
             note(format!("serving /v1/search and /v1/answer (answer mode {}) over {}", mode.as_str(), dir.display()));
         }
