@@ -11,6 +11,7 @@
 
 mod breaker;
 mod embedders;
+mod fuzzing;
 mod hardening;
 mod ops;
 mod overload;
