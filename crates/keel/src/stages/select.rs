@@ -513,6 +513,31 @@ pub fn encoder_cost_us(encoder: &keel_embed::Encoder, texts: &[String]) -> anyho
     Ok(round2((process_cpu_us() - started) / done as f64))
 }
 
+/// The machine a cost is measured on: the CPU's model name and the vector units the kernels
+/// use (a measurement is reused only on the same).
+pub fn cpu_identity() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+    #[cfg(target_arch = "x86_64")]
+    let units = [
+        ("avx2", std::is_x86_feature_detected!("avx2")),
+        ("avx512f", std::is_x86_feature_detected!("avx512f")),
+        ("avx512vnni", std::is_x86_feature_detected!("avx512vnni")),
+    ]
+    .iter()
+    .filter(|(_, on)| *on)
+    .map(|(n, _)| *n)
+    .collect::<Vec<_>>()
+    .join(" ");
+    #[cfg(not(target_arch = "x86_64"))]
+    let units = String::new();
+    format!("{model} [{units}]")
+}
+
 /// Two significant digits: a measured cost is not more precise than that, and the artifact
 /// that stores it should not change with the last digits of a clock.
 pub fn round2(x: f64) -> f64 {

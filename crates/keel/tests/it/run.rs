@@ -336,3 +336,34 @@ fn example_projects_read_the_shared_data() {
     let labels = &v["steps"][2]["output"]["labels"];
     assert_eq!(labels, &serde_json::json!(["fresh", "rotten"]));
 }
+
+/// The `encoder-cost` rows of the store: (created_at, output).
+fn encoder_costs(home: &Path) -> Vec<(String, Value)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = keel_store::Store::open(home).await.unwrap();
+        let steps = store.steps("reviews").await.unwrap();
+        steps.into_iter().filter(|s| s.fields.step == "encoder-cost").map(|s| (s.created_at, s.fields.output)).collect()
+    })
+}
+
+#[test]
+fn a_forced_retrain_reuses_the_measured_cost_of_the_encoder() {
+    let home = tempfile::tempdir().unwrap();
+    let config = project(home.path(), 240, "\n[head]\nkind = \"auto\"\n");
+    let first = run(home.path(), &config, &[]);
+    let measured = encoder_costs(home.path());
+    assert_eq!(measured.len(), 1, "{measured:?}");
+    let us = measured[0].1["us_per_text"].as_f64().unwrap();
+    assert!(us > 0.0);
+    let forced = run(home.path(), &config, &["--force", "train"]);
+    assert_eq!(encoder_costs(home.path()), measured, "measured once: the forced run read it back");
+    for v in [&first, &forced] {
+        let candidates = v["model"]["metrics"]["selection"]["candidates"].as_array().unwrap();
+        let encoder_cost = |family: &str| {
+            candidates.iter().find(|c| c["family"] == family).map(|c| c["cost_us"].as_f64().unwrap()).unwrap()
+        };
+        // The encoder head's cost is the head's own plus the encoder's.
+        assert!(encoder_cost("logistic") >= us, "{candidates:?}");
+    }
+}

@@ -16,6 +16,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::l2::{self, L2Context};
+
+/// The pipeline-step name under which a measured encoder cost is kept (`pipeline_steps`; no
+/// step of `keel run` is called so, and nothing lists these rows as steps).
+const ENCODER_COST_STEP: &str = "encoder-cost";
+
+/// A measured encoder cost, as kept under [`ENCODER_COST_STEP`].
+#[derive(Serialize, serde::Deserialize)]
+struct EncoderCost {
+    us_per_text: f64,
+    encoder: String,
+    cpu: String,
+}
 use super::record::{Recorder, section, step_key};
 use super::session::Session;
 use super::{IngestSummary, RunOutcome, Trigger};
@@ -245,9 +257,17 @@ impl<'a> Pass<'a> {
     async fn train(&mut self, dataset: &Dataset, encoder_id: &str, key: &ContentHash) -> anyhow::Result<Trained> {
         let started = Instant::now();
         let spec = self.cfg.head.spec();
-        // Auto selection times the encoder: it loads while the rows and vectors are read and the
-        // heads train, and is waited for only when its cost is measured, after selection.
-        let pending = if spec.kind == HeadKind::Auto {
+        // Auto selection times the encoder, once per encoder, texts, machine and build (a rerun
+        // reads the measurement back). To measure, it loads while the rows and vectors are read
+        // and the heads train, and is waited for only when its cost is measured, after selection.
+        let cost_key = self.encoder_cost_key(dataset, encoder_id);
+        let measured = match spec.kind {
+            HeadKind::Auto => self.store().find_step(&self.rec.project, ENCODER_COST_STEP, &cost_key).await?,
+            _ => None,
+        };
+        let measured: Option<f64> =
+            measured.and_then(|s| serde_json::from_value::<EncoderCost>(s.fields.output).ok()).map(|c| c.us_per_text);
+        let pending = if spec.kind == HeadKind::Auto && measured.is_none() {
             self.session.load_encoder_in_background(&self.cfg.encoder, &self.loaded.dir)?
         } else {
             None
@@ -285,10 +305,16 @@ impl<'a> Pass<'a> {
         self.session.finish_loading(pending)?;
         if let Some(sel) = &trained.selection {
             // The encoder's cost per text, for the candidates that read embeddings.
-            let encoder = self.encoder().await?;
-            let us = tokio::task::block_in_place(|| select::encoder_cost_us(&encoder, &va.texts))?;
+            let us = match measured {
+                Some(us) => us,
+                None => self.measure_encoder_cost(encoder_id, cost_key, &va.texts).await?,
+            };
             select::add_encoder_cost(&sel.candidates, &mut trained.costs, us);
-            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "train: encoder cost measured");
+            tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                cached = measured.is_some(),
+                "train: encoder cost"
+            );
         }
         if self.fine_tuned.is_some() {
             // What fine-tuning bought: the same training on the frozen base encoder, beside.
@@ -321,6 +347,40 @@ impl<'a> Pass<'a> {
             split_sizes: l.rows.sizes(),
             costs_us: trained.costs.clone(),
         })
+    }
+
+    /// Times the encoder on `texts` and keeps the measurement under `cost_key`.
+    async fn measure_encoder_cost(
+        &mut self,
+        encoder_id: &str,
+        cost_key: String,
+        texts: &[String],
+    ) -> anyhow::Result<f64> {
+        let encoder = self.encoder().await?;
+        let us = tokio::task::block_in_place(|| select::encoder_cost_us(&encoder, texts))?;
+        let cost = EncoderCost { us_per_text: us, encoder: encoder_id.to_owned(), cpu: select::cpu_identity() };
+        self.store()
+            .record_step(&keel_store::NewStep {
+                project: self.rec.project.clone(),
+                step: ENCODER_COST_STEP.to_owned(),
+                input_key: cost_key,
+                output: serde_json::to_value(cost)?,
+                keel_version: super::record::build_id(),
+                run_id: None,
+            })
+            .await?;
+        Ok(us)
+    }
+
+    /// The key of the encoder's measured cost per text: the encoder, the texts it is timed on
+    /// (the dataset's validation rows, from its split), the machine and the build.
+    fn encoder_cost_key(&self, dataset: &Dataset, encoder_id: &str) -> String {
+        let split = self.split_cfg();
+        let mut h = keel_core::Hasher::new();
+        h.field(b"keel-encoder-cost/1").field(encoder_id.as_bytes()).field(dataset.fields.id.as_str().as_bytes());
+        h.field(format!("{} {} {}", split.validation, split.test, split.seed).as_bytes());
+        h.field(select::cpu_identity().as_bytes()).field(super::record::build_id().as_bytes());
+        h.finish().as_str().to_owned()
     }
 
     /// The same training as `like` on the base encoder's embeddings (cached where the base
