@@ -166,22 +166,14 @@ impl LocalArtifacts {
     /// Stores bytes and returns their hash. Storing the same bytes twice is a no-op.
     pub fn put(&self, bytes: &[u8]) -> Result<ContentHash> {
         let hash = ContentHash::of(bytes);
-        let dest = self.path(&hash);
-        if dest.exists() {
+        if self.path(&hash).exists() {
             return Ok(hash);
         }
-        let dir = dest.parent().expect("artifact path has a parent");
-        fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
         let tmp_dir = self.root.join("tmp");
         let mut tmp =
             tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io("cannot create a temporary artifact file"))?;
         tmp.write_all(bytes).map_err(io("cannot write artifact"))?;
-        tmp.as_file().sync_all().map_err(io("cannot fsync artifact"))?;
-        tmp.persist(&dest).map_err(|e| StoreError::Io {
-            context: format!("cannot move artifact to {}", dest.display()),
-            source: e.error,
-        })?;
-        sync_dir(dir)?;
+        self.persist(tmp, &hash)?;
         Ok(hash)
     }
 
@@ -313,10 +305,8 @@ impl ObjectStoreArtifacts {
     pub async fn put(&self, bytes: &[u8]) -> Result<ContentHash> {
         let hash = ContentHash::of(bytes);
         let key = self.key(&hash);
-        match self.store.get_opts(&key, GetOptions::new().with_head(true)).await {
-            Ok(_) => return Ok(hash),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(remote(format!("cannot look up {}", self.url(&hash)))(e)),
+        if self.exists(&hash).await? {
+            return Ok(hash);
         }
         // One PUT, no temporary object and no rename: an object store makes an object visible
         // only once its whole body has arrived and been stored durably, so a writer killed
@@ -329,16 +319,23 @@ impl ObjectStoreArtifacts {
         Ok(hash)
     }
 
+    /// Whether the object for `hash` is in the bucket (a HEAD request).
+    async fn exists(&self, hash: &ContentHash) -> Result<bool> {
+        match self.store.get_opts(&self.key(hash), GetOptions::new().with_head(true)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(remote(format!("cannot look up {}", self.url(hash)))(e)),
+        }
+    }
+
     /// Uploads a written temporary file as `hash`, unless the object is there: in one PUT up to
     /// [`ONE_PUT_BYTES`], else as a multipart upload of parts of that size, read from the file one
     /// at a time (an object appears only when the upload completes; a writer killed before that
     /// leaves parts the bucket's lifecycle rules remove, and no object).
     async fn upload(&self, tmp: tempfile::NamedTempFile, hash: &ContentHash, size: u64) -> Result<()> {
         let key = self.key(hash);
-        match self.store.get_opts(&key, GetOptions::new().with_head(true)).await {
-            Ok(_) => return Ok(()),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(remote(format!("cannot look up {}", self.url(hash)))(e)),
+        if self.exists(hash).await? {
+            return Ok(());
         }
         let context = || format!("cannot write {}", self.url(hash));
         let mut file = tmp.reopen().map_err(io("cannot reopen a temporary artifact file"))?;

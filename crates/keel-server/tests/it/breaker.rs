@@ -7,18 +7,7 @@ use axum::http::StatusCode;
 use keel_server::{AppState, Batching, Options};
 
 use super::embedders::Failing;
-use super::{call, call_with_headers, encoder, error_type, json_of, model};
-
-/// The value of one sample line (`name value`) in the Prometheus text.
-fn sample(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no sample {name} in\n{metrics}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
+use super::{call, call_with_headers, encoder, error_type, json_of, model, sample};
 
 #[tokio::test(start_paused = true)]
 async fn the_circuit_breaker_stops_calling_a_failing_encoder_then_probes_it_back() {

@@ -11,26 +11,7 @@ use tower::ServiceExt;
 
 use crate::search::{DOCS, build};
 use crate::{encoder, model};
-
-/// A small seeded generator (xorshift64*), so a failure names the case that reproduces it.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+use keel_test_support::Rng;
 
 /// Routes with a valid body each (GET routes take none).
 fn seeds() -> Vec<(&'static str, &'static str, Value)> {
@@ -138,7 +119,7 @@ async fn random_and_mutated_requests_to_every_route_get_an_answer_never_a_panic_
             0 => seed_body.to_string().into_bytes(),
             1 => mutate_value(&mut rng, &seed_body).to_string().into_bytes(),
             2 | 3 => mutate_bytes(&mut rng, seed_body.to_string().as_bytes()),
-            _ => (0..rng.below(200)).map(|_| rng.next() as u8).collect(),
+            _ => (0..rng.below(200)).map(|_| rng.next_u64() as u8).collect(),
         };
         let mut req = Request::builder().method(method).uri(uri);
         match rng.below(6) {

@@ -202,6 +202,17 @@ async fn metrics_count_requests_by_route_and_status() {
     assert!(text.contains("keel_http_request_duration_seconds_bucket"), "{text}");
 }
 
+/// The value of one sample line (`name value`) in the Prometheus text.
+pub(crate) fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {name} in\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn json_of(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|_| panic!("body is JSON: {body}"))
 }

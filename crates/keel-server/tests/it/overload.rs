@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use keel_server::{AppState, Limits};
 
 use super::embedders::Stalled;
-use super::encoder;
 use super::hardening::send;
+use super::{encoder, sample};
 
 /// Releases a stalled encoder however the test ends (a failed assertion too), so that the
 /// runtime can shut down.
@@ -18,17 +18,6 @@ impl Drop for Release {
     fn drop(&mut self) {
         self.0.release();
     }
-}
-
-/// The value of one sample line (`name value`) in the Prometheus text.
-fn sample(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no sample {name} in\n{metrics}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -176,36 +165,58 @@ impl keel_llm::Generator for HeldGenerator {
     }
 }
 
+/// An app answering from the search fixture with a generator held until released, and a
+/// `request_deadline` of `secs`.
+struct HeldAnswers {
+    app: axum::Router,
+    release: ReleaseGenerator,
+    started: Arc<tokio::sync::Notify>,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl HeldAnswers {
+    async fn start(secs: u64) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let store = keel_store::Store::open(home.path()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        super::search::build(dir.path(), &super::search::DOCS);
+        let released = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let release = ReleaseGenerator(released.clone());
+        let started = Arc::new(tokio::sync::Notify::new());
+        let (r, s) = (released.clone(), started.clone());
+        let load: keel_server::LoadChain = Arc::new(move || {
+            let held = HeldGenerator { released: r.clone(), started: s.clone() };
+            keel_llm::Chain::new(vec![Box::new(held)]).map_err(|e| e.to_string())
+        });
+        let limits = Limits { request_deadline: std::time::Duration::from_secs(secs), ..Limits::default() };
+        let answer = keel_server::AnswerService::open(dir.path(), encoder(), Some(load), store)
+            .unwrap()
+            .with_limits(limits.clone());
+        let options = keel_server::Options { limits, ..keel_server::Options::default() };
+        let app = keel_server::router_with(
+            AppState::with_options(encoder(), None, options),
+            keel_server::answer_extension(answer),
+        );
+        Self { app, release, started, _dirs: (home, dir) }
+    }
+}
+
+/// Asks `question` of `app` with a generated answer, on a task of its own.
+fn ask(
+    app: &axum::Router,
+    question: &'static str,
+) -> tokio::task::JoinHandle<(StatusCode, axum::http::HeaderMap, String)> {
+    let app = app.clone();
+    let body = serde_json::json!({"question": question, "mode": "bm25", "answer_mode": "generate"}).to_string();
+    tokio::spawn(async move { send(&app, "POST", "/v1/answer", &[], &body).await })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_waiting_for_the_generator_gets_429_before_the_deadline() {
-    use std::time::Duration;
-    let home = tempfile::tempdir().unwrap();
-    let store = keel_store::Store::open(home.path()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    super::search::build(dir.path(), &super::search::DOCS);
-    let released = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-    let release = ReleaseGenerator(released.clone());
-    let started = Arc::new(tokio::sync::Notify::new());
-    let (r, s) = (released.clone(), started.clone());
-    let load: keel_server::LoadChain = Arc::new(move || {
-        let held = HeldGenerator { released: r.clone(), started: s.clone() };
-        keel_llm::Chain::new(vec![Box::new(held)]).map_err(|e| e.to_string())
-    });
     // The generator's queue wait is a third of the deadline: 2 s here, against a 6 s deadline.
-    let limits = Limits { request_deadline: Duration::from_secs(6), ..Limits::default() };
-    let answer = keel_server::AnswerService::open(dir.path(), encoder(), Some(load), store.clone())
-        .unwrap()
-        .with_limits(limits.clone());
-    let options = keel_server::Options { limits, ..keel_server::Options::default() };
-    let app = keel_server::router_with(
-        AppState::with_options(encoder(), None, options),
-        keel_server::answer_extension(answer),
-    );
-    let ask = |question: &'static str| {
-        let app = app.clone();
-        let body = serde_json::json!({"question": question, "mode": "bm25", "answer_mode": "generate"}).to_string();
-        tokio::spawn(async move { send(&app, "POST", "/v1/answer", &[], &body).await })
-    };
+    let held = HeldAnswers::start(6).await;
+    let (release, started) = (held.release, held.started.clone());
+    let ask = |question: &'static str| ask(&held.app, question);
     let first = ask("how hot should the water be for green tea?");
     started.notified().await;
     // The generator is busy until released (after the second answer is in): no race on time.
@@ -253,34 +264,10 @@ async fn a_search_cut_off_by_the_deadline_stops_and_frees_its_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_cut_off_while_generating_keeps_the_next_from_generating_beside_it() {
-    use std::time::Duration;
-    let home = tempfile::tempdir().unwrap();
-    let store = keel_store::Store::open(home.path()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    super::search::build(dir.path(), &super::search::DOCS);
-    let released = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-    let release = ReleaseGenerator(released.clone());
-    let started = Arc::new(tokio::sync::Notify::new());
-    let (r, s) = (released.clone(), started.clone());
-    let load: keel_server::LoadChain = Arc::new(move || {
-        let held = HeldGenerator { released: r.clone(), started: s.clone() };
-        keel_llm::Chain::new(vec![Box::new(held)]).map_err(|e| e.to_string())
-    });
     // A 3 s deadline: the generator's queue wait is 1 s.
-    let limits = Limits { request_deadline: Duration::from_secs(3), ..Limits::default() };
-    let answer = keel_server::AnswerService::open(dir.path(), encoder(), Some(load), store.clone())
-        .unwrap()
-        .with_limits(limits.clone());
-    let options = keel_server::Options { limits, ..keel_server::Options::default() };
-    let app = keel_server::router_with(
-        AppState::with_options(encoder(), None, options),
-        keel_server::answer_extension(answer),
-    );
-    let ask = |question: &'static str| {
-        let app = app.clone();
-        let body = serde_json::json!({"question": question, "mode": "bm25", "answer_mode": "generate"}).to_string();
-        tokio::spawn(async move { send(&app, "POST", "/v1/answer", &[], &body).await })
-    };
+    let held = HeldAnswers::start(3).await;
+    let (release, started) = (held.release, held.started.clone());
+    let ask = |question: &'static str| ask(&held.app, question);
     let first = ask("how hot should the water be for green tea?");
     started.notified().await;
     // The generation is held past the deadline: the first request is cut off ...

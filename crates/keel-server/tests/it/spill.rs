@@ -5,18 +5,7 @@ use axum::http::StatusCode;
 use keel_server::AppState;
 
 use super::hardening::{Logs, send};
-use super::{encoder, model};
-
-/// The value of one sample line (`name value`) in the Prometheus text.
-fn sample(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no sample {name} in\n{metrics}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
+use super::{encoder, model, sample};
 
 /// One logged row, as the spill file holds it.
 fn spilled_row(id: &str) -> keel_store::PredictionRecord {

@@ -176,25 +176,13 @@ fn artifacts(v: &Value) -> Value {
     })
 }
 
-/// xorshift64*: the test prints its seed so a failure can be replayed with KEEL_TEST_SEED.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
 #[test]
 fn runs_killed_at_random_points_end_with_the_clean_runs_artifacts() {
     let seed = std::env::var("KEEL_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
     });
     eprintln!("kill test seed: {seed} (replay with KEEL_TEST_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = keel_test_support::Rng(seed);
     let data = tempfile::tempdir().unwrap();
     let config = project(data.path(), 160, "");
 
@@ -219,7 +207,7 @@ fn runs_killed_at_random_points_end_with_the_clean_runs_artifacts() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            std::thread::sleep(Duration::from_micros(rng.next() % (span.as_micros() as u64 / 2).max(1)));
+            std::thread::sleep(Duration::from_micros(rng.next_u64() % (span.as_micros() as u64 / 2).max(1)));
             let running = child.try_wait().unwrap().is_none();
             let _ = child.kill(); // SIGKILL
             let _ = child.wait();

@@ -6,26 +6,13 @@ use std::time::{Duration, Instant};
 
 use crate::{json_of, keel, ok};
 
-/// A small, seeded generator (xorshift64*): the test prints its seed so a failure can be
-/// replayed with KEEL_TEST_SEED.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
 #[test]
 fn killed_training_runs_leave_a_store_that_checks_clean() {
     let seed = std::env::var("KEEL_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
     });
     eprintln!("kill test seed: {seed} (replay with KEEL_TEST_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = keel_test_support::Rng(seed);
     let home = tempfile::tempdir().unwrap();
     let file = home.path().join("reviews.csv");
     let base = include_str!("../../../../examples/sentiment/movie_sentences.csv");
@@ -60,7 +47,7 @@ fn killed_training_runs_leave_a_store_that_checks_clean() {
     for i in 1..=50 {
         write_data(i + 1);
         let mut child = train().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        let delay = Duration::from_micros(rng.next() % (span.as_micros() as u64 * 9 / 10));
+        let delay = Duration::from_micros(rng.next_u64() % (span.as_micros() as u64 * 9 / 10));
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             killed += 1;
